@@ -1,0 +1,396 @@
+"""Reliable, message-oriented channel over an unreliable datagram service.
+
+A pure state machine shaped like aioquic's ``QuicConnection``: no sockets, no
+asyncio, the clock is an argument. After anything arrives (``receive_fragment``,
+``receive_ack``) or ``next_deadline()`` passes (``handle_timer``), the glue sends
+``ack_to_send(now)`` and ``fragments_to_send(now)``, drains ``next_event()`` and
+re-arms its one timer at ``next_deadline()``.
+
+Sender. A message becomes fragments with consecutive seqs; its id is the first.
+A lost fragment goes again under the *same* seq, which the receiver uses to
+drop copies. It is lost when its own timer runs out (RFC 6298 RTO, doubled per
+expiry of that fragment) or when ``PACKET_THRESHOLD`` fragments sent after it
+are acked (fast retransmit). RTT samples come only from fragments sent once
+(Karn's rule) and include the peer's ack delay. Congestion control is AIMD on a
+window of fragments in flight: +1 per window of acks, halved (never below 2) on
+loss, but not again for losses of fragments sent before the last halving (at
+most once per round trip, like QUIC's recovery period).
+
+Receiver. One ``RangeSet`` of received seqs serves duplicate suppression and
+acks. Incomplete messages hold at most ``max_reassembly`` bytes; a fragment
+beyond that is refused (neither kept nor acked, so it comes again), except for
+the message holding the lowest missing seq: it always completes, so the buffer
+cannot fill with messages that all wait for refused fragments. Complete
+messages are delivered at once, in any order, each exactly once.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from bisect import bisect_right
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from itertools import chain, islice
+
+from loadbalancer.rangeset import RangeSet
+
+MAX_COUNT = 65535  # fragments per message: the count travels in 16 bits
+PACKET_THRESHOLD = 3  # acked fragments sent after one that declare it lost
+MAX_BACKOFF_EXPONENT = 32  # keeps rto * 2**backoff finite; max_rto binds long before
+
+
+@dataclass(frozen=True, slots=True)
+class Fragment:
+    seq: int  # unique per channel direction, from 0, never reused
+    index: int  # position in its message, from 0
+    count: int  # fragments in the message, 1..65535
+    kind: int  # message kind, 0..255, the same for all fragments of a message
+    data: bytes  # this fragment's slice of the payload
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    """A complete message arrived; delivered once per message."""
+
+    message_id: int
+    kind: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class MessageAcked:
+    """The peer acknowledged every fragment of a message we sent."""
+
+    message_id: int
+
+
+Event = MessageReceived | MessageAcked
+
+
+class ProtocolViolation(Exception):
+    """The peer sent a fragment that cannot be right; it was dropped, nothing changed."""
+
+
+class MessageTooLarge(ValueError):
+    """``send`` was given a payload larger than ``max_message``."""
+
+
+@dataclass(slots=True)
+class _Sent:
+    """One of our fragments, sent at least once and not acked yet."""
+
+    fragment: Fragment
+    tx: int = 0  # number of its latest transmission; orders sends like a QUIC packet number
+    time_sent: float = 0.0
+    retransmitted: bool = False
+    backoff: int = 0  # RTO expiries so far: its timeout is rto * 2**backoff
+    later_acked: int = 0  # fragments sent after this transmission and acked since
+    delivered: int = 0  # bytes_acked at send time, for the delivery rate
+    delivered_time: float = 0.0
+
+
+@dataclass(slots=True)
+class _Partial:
+    """A message being reassembled."""
+
+    kind: int
+    count: int
+    parts: dict[int, bytes] = field(default_factory=dict)
+    size: int = 0
+
+
+class ReliableChannel:
+    """One end of a channel; both ends are alike. Public attributes are read-only."""
+
+    def __init__(self, *, max_fragment: int, max_message: int = 64 * 2**20,
+                 max_reassembly: int = 128 * 2**20, initial_rtt: float = 0.1,
+                 min_rto: float = 0.01, max_rto: float = 2.0,
+                 initial_window: int = 32, max_window: int = 1024,
+                 ack_delay: float = 0.002, ack_every: int = 8, max_ack_ranges: int = 64) -> None:
+        if max_fragment < 1 or not 0 < min_rto <= max_rto or not 1 <= initial_window <= max_window:
+            raise ValueError("bad reliable channel settings")
+        self.max_fragment = max_fragment
+        # Capped so that every message fits the 16-bit fragment count.
+        self.max_message = min(max_message, MAX_COUNT * max_fragment)
+        self.max_reassembly = max_reassembly
+        self.min_rto, self.max_rto = min_rto, max_rto
+        self.max_window = max_window
+        self.ack_delay, self.ack_every, self.max_ack_ranges = ack_delay, ack_every, max_ack_ranges
+        self._max_count = max(1, -(-self.max_message // max_fragment))
+        # sender
+        self._next_seq = 0  # what send() assigns next
+        self._sent_upto = 0  # every seq below was transmitted at least once
+        self._floor = 0  # every seq below is acked
+        self._queue: deque[Fragment] = deque()  # never sent, in seq order
+        self._in_flight: dict[int, _Sent] = {}  # by seq, oldest transmission first
+        self._lost: dict[int, _Sent] = {}  # to send again, oldest loss first
+        self._timers: list[tuple[float, int, int]] = []  # heap of (deadline, tx, seq); stale ok
+        self._remaining: dict[int, int] = {}  # message id -> fragments not acked
+        self._tx = 0
+        self.retransmits = 0  # fragments sent again
+        self.srtt: float | None = None  # None until the first sample
+        # Until the first sample, initial_rtt stands in for one (RFC 6298 2.2).
+        self._rttvar = initial_rtt / 2
+        self.rto = self._clamp(initial_rtt + 4 * self._rttvar)
+        self.window = initial_window  # congestion window, in fragments
+        self._acked_since_growth = 0
+        self._recovery_start = -math.inf  # losses of fragments sent up to then are old news
+        self.bytes_acked = 0  # payload bytes
+        self._delivered_time = 0.0
+        self.delivery_rate: float | None = None  # acked payload bytes/s, smoothed
+        # receiver; an honest peer leaves at most about a window of gaps
+        self._received = RangeSet(max_ranges=4 * max_window)
+        self._largest_received = -1
+        self._partials: dict[int, _Partial] = {}
+        self._buffered = 0  # payload bytes held in _partials
+        self._ack_at: float | None = None
+        self._unacked_received = 0  # fragments taken since the last ack
+        self._oldest_duplicate: int | None = None  # since the last ack
+        self.duplicates = 0  # fragments received again and suppressed
+        self.refused = 0  # fragments neither kept nor acked: no budget or no range left
+        self._events: deque[Event] = deque()
+
+    # ---- sending ----------------------------------------------------------------
+    def send(self, kind: int, payload: bytes, now: float) -> int:
+        """Queue a message and return its id. ``now`` is unused: nothing goes out
+        until ``fragments_to_send``."""
+        if not 0 <= kind <= 255:
+            raise ValueError(f"message kind {kind} is not a byte")
+        if len(payload) > self.max_message:
+            raise MessageTooLarge(f"{len(payload)} bytes, at most {self.max_message}")
+        message_id, step = self._next_seq, self.max_fragment
+        count = max(1, -(-len(payload) // step))  # an empty message is one empty fragment
+        for index in range(count):
+            data = payload[index * step:(index + 1) * step]
+            self._queue.append(Fragment(message_id + index, index, count, kind, data))
+        self._next_seq += count
+        self._remaining[message_id] = count
+        return message_id
+
+    def fragments_to_send(self, now: float) -> list[Fragment]:
+        """Fragments to transmit now: retransmissions first, then new ones, up to the window."""
+        out: list[Fragment] = []
+        while len(self._in_flight) < self.window:
+            if self._lost:
+                sent = self._lost.pop(next(iter(self._lost)))
+                sent.retransmitted = True
+                self.retransmits += 1
+            elif self._queue:
+                sent = _Sent(self._queue.popleft())
+                self._sent_upto = sent.fragment.seq + 1
+            else:
+                break
+            self._transmit(sent, now)
+            out.append(sent.fragment)
+        return out
+
+    def _transmit(self, sent: _Sent, now: float) -> None:
+        if not self._in_flight:
+            self._delivered_time = now  # an idle spell is not slow delivery
+        sent.tx, self._tx = self._tx, self._tx + 1
+        sent.time_sent = now
+        sent.later_acked = 0
+        sent.delivered, sent.delivered_time = self.bytes_acked, self._delivered_time
+        self._in_flight[sent.fragment.seq] = sent
+        timeout = min(self.rto * 2 ** min(sent.backoff, MAX_BACKOFF_EXPONENT), self.max_rto)
+        heapq.heappush(self._timers, (now + timeout, sent.tx, sent.fragment.seq))
+        if len(self._timers) > 2 * len(self._in_flight) + 64:
+            # Acked fragments leave their timers behind; drop them in bulk.
+            self._timers = [entry for entry in self._timers if self._armed(entry)]
+            heapq.heapify(self._timers)
+
+    def _armed(self, entry: tuple[float, int, int]) -> bool:
+        sent = self._in_flight.get(entry[2])
+        return sent is not None and sent.tx == entry[1]
+
+    def receive_ack(self, ranges: Sequence[tuple[int, int]], now: float) -> None:
+        """Take the inclusive seq ranges the peer holds; unknown or old seqs are ignored."""
+        acked: list[_Sent] = []
+        for lo, hi in ranges:
+            for seq in self._outstanding(lo, hi):
+                held = self._in_flight if seq in self._in_flight else self._lost
+                acked.append(held.pop(seq))
+        if not acked:
+            return
+        for sent in acked:
+            self._acked(sent)
+        newest = max(acked, key=lambda sent: sent.tx)
+        interval = now - newest.delivered_time
+        if interval > 0:
+            rate = (self.bytes_acked - newest.delivered) / interval
+            old = self.delivery_rate
+            self.delivery_rate = rate if old is None else old + (rate - old) / 8
+        self._delivered_time = now
+        once = [sent for sent in acked if not sent.retransmitted]  # Karn's rule
+        if once:
+            self._rtt_sample(now - max(once, key=lambda sent: sent.tx).time_sent)
+        self._detect_lost(sorted(sent.tx for sent in acked), now)
+        while self._floor < self._sent_upto and not self._holds(self._floor):
+            self._floor += 1
+
+    def _holds(self, seq: int) -> bool:
+        return seq in self._in_flight or seq in self._lost
+
+    def _outstanding(self, lo: int, hi: int) -> list[int]:
+        """Unacked sent seqs in [lo, hi], by whichever is shorter to walk."""
+        lo, hi = max(lo, self._floor), min(hi, self._sent_upto - 1)
+        if hi < lo:
+            return []
+        if hi - lo < len(self._in_flight) + len(self._lost):
+            return [seq for seq in range(lo, hi + 1) if self._holds(seq)]
+        return [seq for seq in chain(self._in_flight, self._lost) if lo <= seq <= hi]
+
+    def _acked(self, sent: _Sent) -> None:
+        self.bytes_acked += len(sent.fragment.data)
+        message_id = sent.fragment.seq - sent.fragment.index
+        self._remaining[message_id] -= 1
+        if not self._remaining[message_id]:
+            del self._remaining[message_id]
+            self._events.append(MessageAcked(message_id))
+        if sent.time_sent > self._recovery_start:
+            self._acked_since_growth += 1
+            if self._acked_since_growth >= self.window:
+                self.window = min(self.window + 1, self.max_window)
+                self._acked_since_growth = 0
+
+    def _rtt_sample(self, rtt: float) -> None:
+        if self.srtt is None:
+            self.srtt, self._rttvar = rtt, rtt / 2
+        else:
+            self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self.srtt - rtt)
+            self.srtt = 0.875 * self.srtt + 0.125 * rtt
+        self.rto = self._clamp(self.srtt + 4 * self._rttvar)
+
+    def _clamp(self, rto: float) -> float:
+        return min(max(rto, self.min_rto), self.max_rto)
+
+    def _detect_lost(self, acked_tx: list[int], now: float) -> None:
+        """Fast retransmit: lost once PACKET_THRESHOLD fragments sent after it are acked."""
+        lost: list[_Sent] = []
+        for sent in self._in_flight.values():  # oldest transmission first
+            if sent.tx > acked_tx[-1]:
+                break
+            # Each visit adds at least one, so a fragment is visited at most three times.
+            sent.later_acked += len(acked_tx) - bisect_right(acked_tx, sent.tx)
+            if sent.later_acked >= PACKET_THRESHOLD:
+                lost.append(sent)
+        for sent in lost:
+            del self._in_flight[sent.fragment.seq]
+        self._declare_lost(lost, now)
+
+    def handle_timer(self, now: float) -> None:
+        """Declare lost every fragment whose retransmission timer ran out by ``now``."""
+        lost: list[_Sent] = []
+        while self._timers and self._timers[0][0] <= now:
+            entry = heapq.heappop(self._timers)
+            if self._armed(entry):
+                sent = self._in_flight.pop(entry[2])
+                sent.backoff += 1
+                lost.append(sent)
+        self._declare_lost(lost, now)
+
+    def _declare_lost(self, lost: list[_Sent], now: float) -> None:
+        for sent in lost:
+            self._lost[sent.fragment.seq] = sent
+        if any(sent.time_sent > self._recovery_start for sent in lost):
+            self.window = max(2, self.window // 2)
+            self._recovery_start = now
+            self._acked_since_growth = 0
+
+    # ---- receiving --------------------------------------------------------------
+    def receive_fragment(self, fragment: Fragment, now: float) -> bool:
+        """True if the fragment was new and kept, False if a duplicate or refused.
+
+        Raises ProtocolViolation, having changed nothing, if it cannot be right.
+        """
+        f, message_id = fragment, fragment.seq - fragment.index
+        if not 0 <= f.index < f.count <= self._max_count or message_id < 0:
+            raise ProtocolViolation(f"fragment {f.index} of {f.count} at seq {f.seq}")
+        if not 0 <= f.kind <= 255 or len(f.data) > self.max_fragment:
+            raise ProtocolViolation(f"kind {f.kind}, {len(f.data)} bytes at seq {f.seq}")
+        if f.seq in self._received:
+            # A copy, or a retransmission because our ack was lost: ack at once,
+            # and include this seq even if its range is too old to be listed.
+            self.duplicates += 1
+            if self._oldest_duplicate is None or f.seq < self._oldest_duplicate:
+                self._oldest_duplicate = f.seq
+            self._ack_by(now)
+            return False
+        partial = self._partials.get(message_id)
+        if partial is None:
+            # Seqs of a message are all held or none are until its first fragment
+            # is kept, and its partial lives until the last one is.
+            if self._received.intersects(message_id, message_id + f.count - 1):
+                raise ProtocolViolation(f"seq {f.seq} overlaps a message already received")
+        elif (partial.kind, partial.count) != (f.kind, f.count):
+            raise ProtocolViolation(f"seq {f.seq} disagrees with message {message_id}")
+        held, size = (0, 0) if partial is None else (len(partial.parts), partial.size)
+        if size + len(f.data) > self.max_message:
+            raise ProtocolViolation(f"message {message_id} exceeds {self.max_message} bytes")
+        completes = held + 1 == f.count  # then nothing stays buffered
+        is_head = message_id <= self._received.first_missing() < message_id + f.count
+        over_budget = self._buffered + len(f.data) > self.max_reassembly
+        if (over_budget and not completes and not is_head) or not self._received.add(f.seq):
+            self.refused += 1
+            return False
+        if partial is None:
+            partial = self._partials[message_id] = _Partial(f.kind, f.count)
+        partial.parts[f.index] = f.data
+        partial.size += len(f.data)
+        self._buffered += len(f.data)
+        if len(partial.parts) == f.count:
+            del self._partials[message_id]
+            self._buffered -= partial.size
+            payload = b"".join(partial.parts[i] for i in range(f.count))
+            self._events.append(MessageReceived(message_id, f.kind, payload))
+        self._unacked_received += 1
+        in_order = f.seq == self._largest_received + 1
+        self._largest_received = max(self._largest_received, f.seq)
+        # A gap is news the sender acts on (fast retransmit): tell it at once.
+        urgent = not in_order or self._unacked_received >= self.ack_every
+        self._ack_by(now if urgent else now + self.ack_delay)
+        return True
+
+    def _ack_by(self, deadline: float) -> None:
+        self._ack_at = deadline if self._ack_at is None else min(self._ack_at, deadline)
+
+    def ack_to_send(self, now: float) -> list[tuple[int, int]] | None:
+        """The ranges to acknowledge, most recent first, if an ack is due by ``now``."""
+        if self._ack_at is None or now < self._ack_at:
+            return None
+        ranges = list(islice(self._received, self.max_ack_ranges))
+        old = self._oldest_duplicate
+        if old is not None and old < ranges[-1][0] and (found := self._received.find(old)):
+            ranges[-1] = found  # still older than all the others, so the order holds
+        self._ack_at, self._unacked_received, self._oldest_duplicate = None, 0, None
+        return ranges
+
+    # ---- timer and events ---------------------------------------------------------
+    def next_deadline(self) -> float | None:
+        """When ``handle_timer`` or ``ack_to_send`` next has work; None if never."""
+        while self._timers and not self._armed(self._timers[0]):
+            heapq.heappop(self._timers)
+        deadlines = [t for t in (self._ack_at, self._timers[0][0] if self._timers else None)
+                     if t is not None]
+        return min(deadlines, default=None)
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    # ---- derived state ------------------------------------------------------------
+    @property
+    def in_flight(self) -> int:
+        """Fragments sent and neither acked nor declared lost."""
+        return len(self._in_flight)
+
+    @property
+    def unacked_messages(self) -> int:
+        """Messages sent (or queued) and not fully acked."""
+        return len(self._remaining)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued, nothing in flight or awaiting retransmission, no ack owed."""
+        return not (self._queue or self._in_flight or self._lost or self._ack_at is not None)

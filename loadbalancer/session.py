@@ -1,0 +1,263 @@
+"""One node's end of the link to its peer, as a pure state machine.
+
+Like aioquic's ``QuicConnection``: datagrams and the clock go in, datagrams,
+events and the next deadline come out; no sockets, no asyncio.
+
+Sessions. Each process (and each session after a loss) has an *incarnation*:
+a number that only grows, drawn from the wall clock. A datagram names its
+sender's incarnation and the receiver's incarnation as the sender knows it.
+A node with no peer sends HELLO; the answer WELCOME echoes the asker's
+incarnation, which proves it is fresh, so the asker accepts the new session.
+Any other datagram that names our incarnation and carries a newer peer
+incarnation also opens a session. A HELLO alone never changes state (a
+replayed one only earns a rate-limited WELCOME). Once a peer incarnation is
+lost (timeout, BYE, or a newer one replaces it) it is never accepted again.
+After a timeout or BYE we take a new incarnation ourselves, so that a peer
+that still believes in the old session sees a newcomer and rejoins at once.
+
+Replay defence. Packet numbers grow per sender incarnation; a sliding window
+of the last 1,024 drops copies (``duplicate``, what a network duplicates) and
+anything older (``replayed``).
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from loadbalancer import wire
+from loadbalancer.reliable import (
+    MessageAcked,
+    MessageReceived,
+    ProtocolViolation,
+    ReliableChannel,
+)
+from loadbalancer.wire import Header, Kind, Rejected, Role
+
+Address = tuple[str, int]
+REPLAY_WINDOW = 1024
+WELCOME_GAP = 0.05  # at most 20 WELCOMEs a second, so replayed HELLOs cannot be amplified
+
+
+@dataclass(frozen=True, slots=True)
+class PeerJoined:
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
+class PeerLost:
+    reason: str  # "timeout", "bye", "restarted", "replaced"
+
+
+@dataclass(frozen=True, slots=True)
+class StateReceived:
+    body: bytes
+
+
+Event = PeerJoined | PeerLost | StateReceived | MessageReceived | MessageAcked
+
+
+class ReplayWindow:
+    """Which packet numbers of one sender incarnation were already seen."""
+
+    def __init__(self, size: int = REPLAY_WINDOW) -> None:
+        self.size = size
+        self.highest = -1
+        self.bits = 0  # bit i set: packet highest - i was seen
+
+    def check(self, number: int) -> None:
+        if number > self.highest:
+            shift = number - self.highest
+            self.bits = ((self.bits << shift) | 1) & ((1 << self.size) - 1)
+            self.highest = number
+            return
+        offset = self.highest - number
+        if offset >= self.size:
+            raise Rejected("replayed", f"packet {number}")
+        if self.bits >> offset & 1:
+            raise Rejected("duplicate", f"packet {number}")
+        self.bits |= 1 << offset
+
+
+class Connection:
+    def __init__(self, role: Role, key: bytes, *, peer_address: Address,
+                 new_incarnation: Callable[[], int], now: float,
+                 max_datagram: int = wire.DEFAULT_MAX_DATAGRAM,
+                 heartbeat_timeout: float = 3.0, hello_interval: float = 0.25) -> None:
+        self.role = role
+        self.key = key
+        self.peer_address = peer_address
+        self.max_datagram = max_datagram
+        self.heartbeat_timeout = heartbeat_timeout
+        self.hello_interval = hello_interval
+        self._new_incarnation = new_incarnation
+        self.incarnation = new_incarnation()
+        self.peer: int | None = None
+        self._floor = 0  # peer incarnations at or below this are gone for good
+        self._number = 0
+        self._replay = ReplayWindow()
+        self._last_heard = now
+        self._next_hello = now
+        self._last_welcome = -WELCOME_GAP
+        self._outbox: list[tuple[bytes, Address]] = []
+        self._events: collections.deque[Event] = collections.deque()
+        self.channel = self._new_channel()
+        self.dropped: collections.Counter[str] = collections.Counter()
+        self.retransmits_closed = 0  # retransmits of channels of earlier sessions
+        self.suppressed_closed = 0
+        self.bytes_sent = 0
+        self.bytes_received = 0
+
+    # ---- what the glue calls -------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self.peer is not None
+
+    @property
+    def retransmits(self) -> int:
+        return self.retransmits_closed + self.channel.retransmits
+
+    @property
+    def suppressed(self) -> int:
+        """Copies recognised and not acted on: network duplicates and retransmissions."""
+        return self.suppressed_closed + self.channel.duplicates + self.dropped["duplicate"]
+
+    def receive_datagram(self, data: bytes, address: Address, now: float) -> None:
+        self.bytes_received += len(data)
+        try:
+            datagram = wire.decode(self.key, data, self.max_datagram)
+            self._accept(datagram, address, now)
+        except Rejected as error:
+            self.dropped[error.reason] += 1
+        except ProtocolViolation:
+            self.dropped["malformed"] += 1
+
+    def send(self, kind: Kind, payload: bytes, now: float) -> int | None:
+        """Queue a reliable message; its id, or None when there is no session."""
+        if self.peer is None:
+            return None
+        return self.channel.send(kind, payload, now)
+
+    def send_state(self, body: bytes) -> None:
+        if self.peer is not None:
+            self._queue(Kind.STATE, body=body)
+
+    def say_bye(self) -> None:
+        if self.peer is not None:
+            self._queue(Kind.BYE)
+
+    def next_event(self) -> Event | None:
+        if self._events:
+            return self._events.popleft()
+        return self.channel.next_event()
+
+    def handle_timer(self, now: float) -> None:
+        if self.peer is not None and now >= self._last_heard + self.heartbeat_timeout:
+            self._lose("timeout")
+        self.channel.handle_timer(now)
+
+    def next_deadline(self) -> float | None:
+        if self.peer is None:
+            return self._next_hello
+        deadline = self._last_heard + self.heartbeat_timeout
+        channel = self.channel.next_deadline()
+        return deadline if channel is None else min(deadline, channel)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        if self.peer is None and now >= self._next_hello:
+            self._queue(Kind.HELLO)
+            self._next_hello = now + self.hello_interval
+        if self.peer is not None:
+            ranges = self.channel.ack_to_send(now)
+            if ranges:
+                self._queue(Kind.ACK, ranges=tuple(ranges))
+            for fragment in self.channel.fragments_to_send(now):
+                self._queue(Kind(fragment.kind), fragment=fragment)
+        out, self._outbox = self._outbox, []
+        self.bytes_sent += sum(len(data) for data, _ in out)
+        return out
+
+    # ---- inside -----------------------------------------------------------------
+    def _new_channel(self) -> ReliableChannel:
+        return ReliableChannel(max_fragment=wire.fragment_capacity(self.max_datagram))
+
+    def _queue(self, kind: Kind, *, address: Address | None = None, dst: int | None = None,
+               **parts: object) -> None:
+        if dst is None:
+            dst = self.peer or 0
+        header = Header(kind, self.role, self.incarnation, dst, self._number)
+        self._number += 1
+        data = wire.encode(self.key, header, **parts)  # type: ignore[arg-type]
+        self._outbox.append((data, address or self.peer_address))
+
+    def _accept(self, datagram: wire.Datagram, address: Address, now: float) -> None:
+        header = datagram.header
+        if header.role is not self.role.peer:
+            raise Rejected("wrong_role")
+        if header.kind is Kind.HELLO:
+            self._on_hello(header, address, now)
+            return
+        if header.dst != self.incarnation:
+            raise Rejected("stale_session", "addressed to an earlier incarnation")
+        if header.src != self.peer:
+            if header.src <= max(self._floor, self.peer or 0):
+                raise Rejected("stale_session", "from an earlier peer incarnation")
+            self._join(header.src, now)
+        self._replay.check(header.number)
+        self._last_heard = now
+        self.peer_address = address
+        self._dispatch(datagram, now)
+
+    def _on_hello(self, header: Header, address: Address, now: float) -> None:
+        if header.src == self.peer:
+            # A HELLO sent before the session opened, arriving late: the
+            # session is there already. (A peer that lost our session takes a
+            # new incarnation before it says HELLO again.)
+            return
+        if header.src <= self._floor:
+            raise Rejected("stale_session", "hello from an earlier peer incarnation")
+        if now - self._last_welcome < WELCOME_GAP:
+            raise Rejected("rate_limited", "welcome")
+        self._last_welcome = now
+        self._queue(Kind.WELCOME, address=address, dst=header.src)
+
+    def _dispatch(self, datagram: wire.Datagram, now: float) -> None:
+        kind = datagram.header.kind
+        if datagram.fragment is not None:
+            self.channel.receive_fragment(datagram.fragment, now)
+        elif kind is Kind.ACK:
+            self.channel.receive_ack(datagram.ranges, now)
+        elif kind is Kind.STATE:
+            self._events.append(StateReceived(datagram.body))
+        elif kind is Kind.BYE:
+            self._lose("bye")
+
+    def _join(self, incarnation: int, now: float) -> None:
+        if self.peer is not None:
+            # Keep our incarnation: the newcomer knows it, and the old peer's
+            # datagrams are stale by theirs.
+            self._lose("replaced", renew=False)
+        self.peer = incarnation
+        self._replay = ReplayWindow()
+        self._last_heard = now
+        self._events.append(PeerJoined(incarnation))
+        # Confirm at once: the peer may be waiting for a datagram naming it.
+        self._queue(Kind.WELCOME)
+
+    def _lose(self, reason: str, renew: bool = True) -> None:
+        assert self.peer is not None
+        while (event := self.channel.next_event()) is not None:
+            self._events.append(event)  # what the old session delivered still counts
+        self._floor = max(self._floor, self.peer)
+        self.peer = None
+        self.retransmits_closed += self.channel.retransmits
+        self.suppressed_closed += self.channel.duplicates
+        self.channel = self._new_channel()
+        if renew:
+            # A peer that still thinks it has our session learns otherwise
+            # from our next HELLO, which names an incarnation it has not seen.
+            self.incarnation = max(self._new_incarnation(), self.incarnation + 1)
+            self._number = 0
+        self._next_hello = 0.0
+        self._events.append(PeerLost(reason))

@@ -1,0 +1,418 @@
+"""The reliable channel, driven in virtual time over an in-memory lossy link."""
+
+from __future__ import annotations
+
+import copy
+import heapq
+import random
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from loadbalancer.reliable import (
+    MAX_COUNT,
+    Fragment,
+    MessageAcked,
+    MessageReceived,
+    MessageTooLarge,
+    ProtocolViolation,
+    ReliableChannel,
+)
+
+Ack = list[tuple[int, int]]
+
+
+class Link:
+    """Two channels joined by a network that drops, duplicates, delays and reorders.
+
+    Everything runs in virtual time from ``now = 0.0``: each step jumps to the
+    next arrival or channel deadline.
+    """
+
+    def __init__(self, *, rng: random.Random | None = None, loss: float = 0.0,
+                 dup: float = 0.0, delay: float = 0.01, jitter: float = 0.0,
+                 drop: Callable[[], bool] | None = None, **settings: Any) -> None:
+        self.rng = rng or random.Random(0)
+        self.loss, self.dup, self.delay, self.jitter = loss, dup, delay, jitter
+        self.drop = drop or (lambda: self.rng.random() < self.loss)
+        self.channels = (ReliableChannel(**settings), ReliableChannel(**settings))
+        self.events: tuple[list[Any], list[Any]] = ([], [])
+        self.now = 0.0
+        self.wire: list[tuple[float, int, int, Fragment | Ack]] = []
+        self._order = 0
+
+    def send(self, side: int, kind: int, payload: bytes) -> int:
+        message_id = self.channels[side].send(kind, payload, self.now)
+        self.flush()
+        return message_id
+
+    def _emit(self, dest: int, item: Fragment | Ack) -> None:
+        if self.drop():
+            return
+        for _ in range(2 if self.rng.random() < self.dup else 1):
+            arrival = self.now + self.delay + self.rng.random() * self.jitter
+            heapq.heappush(self.wire, (arrival, self._order, dest, item))
+            self._order += 1
+
+    def flush(self) -> None:
+        for side, channel in enumerate(self.channels):
+            ack = channel.ack_to_send(self.now)
+            if ack is not None:
+                self._emit(1 - side, ack)
+            fragments = channel.fragments_to_send(self.now)
+            assert not fragments or channel.in_flight <= channel.window
+            for fragment in fragments:
+                self._emit(1 - side, fragment)
+            while (event := channel.next_event()) is not None:
+                self.events[side].append(event)
+
+    def step(self) -> bool:
+        times = [channel.next_deadline() for channel in self.channels]
+        times.append(self.wire[0][0] if self.wire else None)
+        pending = [t for t in times if t is not None]
+        if not pending:
+            return False
+        self.now = max(self.now, min(pending))
+        while self.wire and self.wire[0][0] <= self.now:
+            _, _, dest, item = heapq.heappop(self.wire)
+            if isinstance(item, Fragment):
+                self.channels[dest].receive_fragment(item, self.now)
+            else:
+                self.channels[dest].receive_ack(item, self.now)
+        for channel in self.channels:
+            channel.handle_timer(self.now)
+        self.flush()
+        return True
+
+    def run(self, max_steps: int = 200_000) -> None:
+        for _ in range(max_steps):
+            if not self.step():
+                assert all(channel.idle for channel in self.channels)
+                return
+        raise AssertionError("the link never went quiet")
+
+
+def check_exactly_once(link: Link, sent: dict[int, tuple[int, bytes]], side: int = 0) -> None:
+    received = [e for e in link.events[1 - side] if isinstance(e, MessageReceived)]
+    acked = [e.message_id for e in link.events[side] if isinstance(e, MessageAcked)]
+    assert sorted(e.message_id for e in received) == sorted(sent)
+    assert {e.message_id: (e.kind, e.payload) for e in received} == sent
+    assert sorted(acked) == sorted(sent)
+    assert link.channels[side].unacked_messages == 0
+
+
+def deliver(channel: ReliableChannel, fragments: list[Fragment], now: float) -> list[bool]:
+    return [channel.receive_fragment(fragment, now) for fragment in fragments]
+
+
+def events(channel: ReliableChannel) -> Iterator[MessageReceived | MessageAcked]:
+    while (event := channel.next_event()) is not None:
+        yield event
+
+
+# ---- sender: timers, estimates, windows -------------------------------------------
+def test_first_rto_deadline_and_backoff() -> None:
+    ch = ReliableChannel(max_fragment=100, initial_rtt=0.25)  # rto = 0.25 + 4 * 0.125
+    ch.send(7, b"hello", 0.0)
+    assert ch.next_deadline() is None  # nothing goes out before fragments_to_send
+    [first] = ch.fragments_to_send(0.0)
+    assert first == Fragment(seq=0, index=0, count=1, kind=7, data=b"hello")
+    assert ch.rto == 0.75 and ch.next_deadline() == 0.75
+    ch.handle_timer(0.74)
+    assert ch.fragments_to_send(0.74) == [] and ch.in_flight == 1
+    ch.handle_timer(0.75)
+    assert ch.in_flight == 0 and ch.window == 16  # a loss halves the window
+    assert ch.fragments_to_send(0.75) == [first]  # the same seq again
+    assert ch.retransmits == 1 and ch.next_deadline() == 0.75 + 1.5
+    ch.handle_timer(2.25)
+    assert ch.fragments_to_send(2.25) == [first]
+    assert ch.next_deadline() == 2.25 + 2.0  # 3.0 clamped to max_rto
+    ch.receive_ack([(0, 0)], 2.5)
+    assert ch.srtt is None and ch.rto == 0.75  # Karn: no sample from a retransmission
+    assert list(events(ch)) == [MessageAcked(0)]
+    assert ch.next_deadline() is None and ch.idle and ch.bytes_acked == 5
+
+
+def test_rtt_estimate_and_rto() -> None:
+    ch = ReliableChannel(max_fragment=10)
+    assert ch.rto == pytest.approx(0.3) and ch.srtt is None
+    ch.send(1, b"a", 0.0)
+    ch.send(1, b"b", 0.0)
+    assert len(ch.fragments_to_send(0.0)) == 2
+    ch.receive_ack([(0, 0)], 0.0625)
+    assert ch.srtt == 0.0625 and ch.rto == 0.0625 + 4 * 0.03125
+    ch.receive_ack([(1, 1), (0, 0)], 0.125)
+    # rttvar = 3/4 * 0.03125 + 1/4 * |0.0625 - 0.125|, srtt = 7/8 * 0.0625 + 1/8 * 0.125
+    assert ch.srtt == 0.0703125 and ch.rto == 0.0703125 + 4 * 0.0390625
+    ch.send(1, b"c", 1.0)
+    ch.fragments_to_send(1.0)
+    assert ch.next_deadline() == 1.0 + 0.2265625
+
+
+def test_rto_is_clamped_to_min_rto() -> None:
+    ch = ReliableChannel(max_fragment=10, min_rto=0.05)
+    ch.send(1, b"a", 0.0)
+    ch.fragments_to_send(0.0)
+    ch.receive_ack([(0, 0)], 0.001)
+    assert ch.rto == 0.05
+
+
+def test_fast_retransmit_after_three_later_acks() -> None:
+    ch = ReliableChannel(max_fragment=10)
+    for i in range(5):
+        ch.send(1, bytes([i]), 0.0)
+    sent = ch.fragments_to_send(0.0)
+    assert [f.seq for f in sent] == [0, 1, 2, 3, 4]
+    ch.receive_ack([(1, 1)], 0.01)
+    ch.receive_ack([(1, 2)], 0.02)
+    assert ch.fragments_to_send(0.02) == [] and ch.window == 32  # two are not enough
+    ch.receive_ack([(1, 3)], 0.03)
+    assert ch.window == 16
+    assert ch.fragments_to_send(0.03) == [sent[0]]  # long before its RTO at 0.3
+    assert ch.retransmits == 1
+    assert list(events(ch)) == [MessageAcked(1), MessageAcked(2), MessageAcked(3)]
+    ch.receive_ack([(0, 4)], 0.04)
+    assert sorted(events(ch), key=lambda e: e.message_id) == [MessageAcked(0), MessageAcked(4)]
+    assert ch.idle
+
+
+def test_window_bounds_in_flight_and_grows_by_one_per_window() -> None:
+    ch = ReliableChannel(max_fragment=10, initial_window=4, max_window=5)
+    for i in range(20):
+        ch.send(1, bytes([i]), 0.0)
+    assert [f.seq for f in ch.fragments_to_send(0.0)] == [0, 1, 2, 3]
+    assert ch.in_flight == 4 and ch.fragments_to_send(0.0) == []
+    ch.receive_ack([(0, 1)], 0.01)
+    assert [f.seq for f in ch.fragments_to_send(0.01)] == [4, 5]
+    ch.receive_ack([(0, 3)], 0.02)  # four acks: one window's worth
+    assert ch.window == 5
+    assert [f.seq for f in ch.fragments_to_send(0.02)] == [6, 7, 8]
+    assert ch.in_flight == 5
+    ch.receive_ack([(0, 8)], 0.03)
+    assert ch.window == 5  # max_window
+
+
+def test_window_halves_once_per_round_trip_never_below_two() -> None:
+    ch = ReliableChannel(max_fragment=10, initial_window=8)
+    for i in range(40):
+        ch.send(1, bytes([i]), 0.0)
+    ch.fragments_to_send(0.0)  # seqs 0..7
+    ch.receive_ack([(3, 7)], 0.05)  # 0, 1 and 2 lost together: one congestion event
+    assert ch.window == 4
+    assert [f.seq for f in ch.fragments_to_send(0.05)] == [0, 1, 2, 8]
+    ch.handle_timer(10.0)  # all four time out; 0, 1, 2, 8 were sent at the reduction
+    assert ch.window == 4
+    assert [f.seq for f in ch.fragments_to_send(10.0)] == [0, 1, 2, 8]
+    for now in (20.0, 30.0, 40.0):
+        ch.handle_timer(now)  # each round was sent after the previous reduction
+        ch.fragments_to_send(now)
+    assert ch.window == 2
+
+
+def test_ack_of_unknown_seqs_is_ignored() -> None:
+    ch = ReliableChannel(max_fragment=10)
+    ch.send(1, b"abc", 0.0)
+    ch.send(1, b"def", 0.0)
+    ch.fragments_to_send(0.0)
+    ch.receive_ack([(5, 900), (-3, -1)], 0.01)
+    assert ch.in_flight == 2 and ch.bytes_acked == 0 and ch.srtt is None
+
+
+def test_delivery_rate() -> None:
+    ch = ReliableChannel(max_fragment=100)
+    assert ch.delivery_rate is None
+    for _ in range(4):
+        ch.send(1, bytes(100), 0.0)
+    ch.fragments_to_send(0.0)
+    ch.receive_ack([(0, 3)], 0.125)
+    assert ch.bytes_acked == 400 and ch.delivery_rate == 3200.0
+    for _ in range(4):
+        ch.send(1, bytes(100), 1.0)
+    ch.fragments_to_send(1.0)  # the idle second before does not count
+    ch.receive_ack([(0, 7)], 1.25)
+    assert ch.delivery_rate == 3200.0 + (1600.0 - 3200.0) / 8
+
+
+def test_fragmentation_and_limits() -> None:
+    ch = ReliableChannel(max_fragment=10, max_message=25)
+    with pytest.raises(MessageTooLarge):
+        ch.send(1, bytes(26), 0.0)
+    with pytest.raises(ValueError):
+        ch.send(256, b"", 0.0)
+    assert ch.send(3, bytes(range(25)), 0.0) == 0
+    assert ch.send(4, b"", 0.0) == 3
+    assert ch.fragments_to_send(0.0) == [
+        Fragment(0, 0, 3, 3, bytes(range(10))),
+        Fragment(1, 1, 3, 3, bytes(range(10, 20))),
+        Fragment(2, 2, 3, 3, bytes(range(20, 25))),
+        Fragment(3, 0, 1, 4, b""),
+    ]
+    assert ch.unacked_messages == 2
+    # The fragment count travels in 16 bits, which caps the message size.
+    assert ReliableChannel(max_fragment=196).max_message == MAX_COUNT * 196
+
+
+# ---- receiver: acks, duplicates, violations, budget ----------------------------------
+def test_delayed_ack_and_ack_every() -> None:
+    ch = ReliableChannel(max_fragment=10)
+    assert ch.receive_fragment(Fragment(0, 0, 1, 1, b"a"), 1.0)
+    assert ch.ack_to_send(1.0) is None and ch.next_deadline() == 1.0 + 0.002
+    assert ch.ack_to_send(1.0 + 0.002) == [(0, 0)]
+    assert ch.ack_to_send(5.0) is None and ch.idle
+    for seq in range(1, 8):
+        ch.receive_fragment(Fragment(seq, 0, 1, 1, b"a"), 6.0)
+    assert ch.ack_to_send(6.0) is None
+    ch.receive_fragment(Fragment(8, 0, 1, 1, b"a"), 6.0)  # the eighth since the last ack
+    assert ch.ack_to_send(6.0) == [(0, 8)]
+
+
+def test_out_of_order_and_duplicates_are_acked_at_once() -> None:
+    ch = ReliableChannel(max_fragment=10)
+    assert ch.receive_fragment(Fragment(1, 0, 1, 1, b"b"), 0.0)
+    assert ch.ack_to_send(0.0) == [(1, 1)]
+    assert ch.receive_fragment(Fragment(0, 0, 1, 1, b"a"), 0.5)
+    assert ch.ack_to_send(0.5) == [(0, 1)]
+    assert not ch.receive_fragment(Fragment(0, 0, 1, 1, b"a"), 1.0)
+    assert ch.duplicates == 1 and ch.ack_to_send(1.0) == [(0, 1)]
+    assert [e.payload for e in events(ch) if isinstance(e, MessageReceived)] == [b"b", b"a"]
+
+
+def test_ack_lists_recent_ranges_and_reacks_old_duplicates() -> None:
+    ch = ReliableChannel(max_fragment=10, max_ack_ranges=4)
+    for seq in range(0, 141, 2):
+        ch.receive_fragment(Fragment(seq, 0, 1, 1, b""), 0.0)
+    assert ch.ack_to_send(0.0) == [(140, 140), (138, 138), (136, 136), (134, 134)]
+    ch.receive_fragment(Fragment(2, 0, 1, 1, b""), 1.0)  # its ack was lost long ago
+    assert ch.ack_to_send(1.0) == [(140, 140), (138, 138), (136, 136), (2, 2)]
+
+
+def test_messages_complete_in_any_order() -> None:
+    ch = ReliableChannel(max_fragment=2)
+    got = deliver(ch, [Fragment(1, 1, 2, 5, b"cd"), Fragment(2, 0, 1, 6, b"x"),
+                       Fragment(0, 0, 2, 5, b"ab")], 0.0)
+    assert got == [True, True, True]
+    assert list(events(ch)) == [MessageReceived(2, 6, b"x"), MessageReceived(0, 5, b"abcd")]
+
+
+@pytest.mark.parametrize("bad", [
+    pytest.param(Fragment(9, 0, 0, 1, b""), id="count 0"),
+    pytest.param(Fragment(9, 2, 2, 1, b""), id="index >= count"),
+    pytest.param(Fragment(1, 2, 3, 1, b""), id="seq below index"),
+    pytest.param(Fragment(20, 0, 4, 1, b""), id="count too large for max_message"),
+    pytest.param(Fragment(9, 0, 1, 256, b""), id="kind not a byte"),
+    pytest.param(Fragment(9, 0, 1, 1, bytes(11)), id="fragment too large"),
+    pytest.param(Fragment(1, 1, 3, 2, b""), id="kind disagrees"),
+    pytest.param(Fragment(1, 1, 2, 1, b""), id="count disagrees"),
+    pytest.param(Fragment(1, 1, 3, 1, bytes(10)), id="total too large"),
+    pytest.param(Fragment(4, 1, 2, 1, b""), id="overlaps a received message"),
+])
+def test_protocol_violation_leaves_state_unchanged(bad: Fragment) -> None:
+    ch = ReliableChannel(max_fragment=10, max_message=25)
+    held = [Fragment(0, 0, 3, 1, bytes(10)), Fragment(2, 2, 3, 1, bytes(10)),
+            Fragment(3, 0, 1, 1, b"z")]
+    assert deliver(ch, held, 0.0) == [True, True, True]
+    before = copy.deepcopy(vars(ch))
+    with pytest.raises(ProtocolViolation):
+        ch.receive_fragment(bad, 1.0)
+    assert vars(ch) == before
+
+
+def test_reassembly_budget_refuses_and_sender_recovers() -> None:
+    settings: dict[str, Any] = {"max_fragment": 10, "max_reassembly": 25}
+    a, b = ReliableChannel(**settings), ReliableChannel(**settings)
+    a.send(1, bytes(range(30)), 0.0)  # seqs 0..2
+    a.send(2, bytes(range(30, 60)), 0.0)  # seqs 3..5
+    sent = a.fragments_to_send(0.0)
+    assert deliver(b, sent[1:3], 0.01) == [True, True]  # 20 bytes buffered
+    assert deliver(b, sent[3:6], 0.01) == [False, False, False]  # would pass 25
+    assert b.refused == 3 and b.duplicates == 0
+    ack = b.ack_to_send(0.01)
+    assert ack == [(1, 2)]  # refused fragments are not acked
+    a.receive_ack(ack, 0.02)
+    assert b.receive_fragment(sent[0], 0.03)  # completes message 0, frees the buffer
+    a.receive_ack(b.ack_to_send(0.03) or [], 0.04)
+    assert [type(e) for e in events(a)] == [MessageAcked]
+    deadline = a.next_deadline() or 0.0
+    assert deadline == pytest.approx(0.3)  # the refused ones time out
+    a.handle_timer(deadline)
+    again = a.fragments_to_send(deadline)
+    assert again == sent[3:6] and a.retransmits == 3
+    assert deliver(b, again, 0.31) == [True, True, True]
+    assert [e for e in events(b)] == [MessageReceived(0, 1, bytes(range(30))),
+                                      MessageReceived(3, 2, bytes(range(30, 60)))]
+
+
+def test_message_holding_the_lowest_gap_is_never_refused() -> None:
+    ch = ReliableChannel(max_fragment=10, max_reassembly=15)
+    fragments = [Fragment(i, i, 5, 1, bytes([i]) * 10) for i in range(5)]
+    # Over budget from the second fragment on, yet nothing else could ever free it.
+    assert deliver(ch, fragments[:0:-1], 0.0) == [True] * 4
+    assert not ch.receive_fragment(Fragment(6, 1, 2, 1, b"later"), 0.0)  # not the head
+    assert ch.receive_fragment(fragments[0], 0.0)
+    assert list(events(ch)) == [MessageReceived(0, 1, b"".join(f.data for f in fragments))]
+
+
+def test_too_many_gaps_are_refused_not_forgotten() -> None:
+    ch = ReliableChannel(max_fragment=10, initial_window=1, max_window=1)  # 4 ranges
+    assert deliver(ch, [Fragment(s, 0, 1, 1, b"") for s in (0, 2, 4, 6, 8)], 0.0) == [
+        True, True, True, True, False]
+    assert ch.refused == 1
+    assert ch.receive_fragment(Fragment(7, 0, 1, 1, b""), 0.0)  # joins a range
+    assert ch.ack_to_send(0.0) == [(6, 7), (4, 4), (2, 2), (0, 0)]
+    assert not ch.receive_fragment(Fragment(0, 0, 1, 1, b""), 0.0)  # still a duplicate
+
+
+# ---- both ends over a bad network ---------------------------------------------------
+def test_lossy_duplicating_reordering_link_delivers_each_message_once() -> None:
+    rng = random.Random(20240601)
+    link = Link(rng=rng, loss=0.2, dup=0.1, delay=0.005, jitter=0.02,
+                max_fragment=64, initial_window=16)
+    sent: tuple[dict[int, tuple[int, bytes]], dict[int, tuple[int, bytes]]] = ({}, {})
+    for i in range(300):
+        side = int(i % 3 == 0)  # traffic both ways; side 0 sends two thirds
+        payload = rng.randbytes(rng.choice([0, 1, 63, 64, 65, rng.randrange(330)]))
+        kind = rng.randrange(256)
+        sent[side][link.send(side, kind, payload)] = (kind, payload)
+        if i % 20 == 0:
+            for _ in range(30):
+                link.step()
+    link.run()
+    check_exactly_once(link, sent[0], side=0)
+    check_exactly_once(link, sent[1], side=1)
+    a, b = link.channels
+    assert a.retransmits > 0 and b.duplicates > 0
+    assert a.bytes_acked == sum(len(p) for _, p in sent[0].values())
+    assert a.srtt is not None and 0.005 <= a.srtt < 0.1
+    assert a.delivery_rate is not None and a.delivery_rate > 0
+
+
+def test_head_exemption_lets_a_tiny_budget_finish_under_loss() -> None:
+    rng = random.Random(7)
+    link = Link(rng=rng, loss=0.2, jitter=0.03, max_fragment=16, max_reassembly=40)
+    sent = {}
+    for size in (200, 0, 90, 300, 17, 160):
+        payload = rng.randbytes(size)
+        sent[link.send(0, 9, payload)] = (9, payload)
+    link.run()
+    check_exactly_once(link, sent)
+    assert link.channels[1].refused > 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(drops=st.lists(st.booleans(), max_size=150),
+       sizes=st.lists(st.integers(0, 130), min_size=1, max_size=12),
+       seed=st.integers(0, 2**32 - 1))
+def test_any_loss_pattern_delivers_exactly_once(drops: list[bool], sizes: list[int],
+                                                seed: int) -> None:
+    pattern = iter(drops)
+    link = Link(rng=random.Random(seed), drop=lambda: next(pattern, False), jitter=0.01,
+                max_fragment=32, initial_window=4, max_reassembly=64)
+    sent = {}
+    for size in sizes:
+        payload = bytes((i * 7 + size) % 256 for i in range(size))
+        sent[link.send(0, size % 256, payload)] = (size % 256, payload)
+    link.run()
+    check_exactly_once(link, sent)

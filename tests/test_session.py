@@ -1,0 +1,188 @@
+"""The session layer, driven with a fake clock over an in-memory link."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Callable
+
+from loadbalancer import wire
+from loadbalancer.reliable import MessageAcked, MessageReceived
+from loadbalancer.session import (
+    Connection,
+    Event,
+    PeerJoined,
+    PeerLost,
+    ReplayWindow,
+    StateReceived,
+)
+from loadbalancer.wire import Kind, Rejected, Role
+
+KEY = wire.derive_key("the shared secret of this test")
+MASTER_ADDRESS = ("10.0.0.1", 1)
+SLAVE_ADDRESS = ("10.0.0.2", 2)
+
+
+def counter(start: int) -> Callable[[], int]:
+    numbers = itertools.count(start)
+    return lambda: next(numbers)
+
+
+class Pair:
+    """A master and a slave connection joined by a link that can lose datagrams."""
+
+    def __init__(self, loss: float = 0.0, seed: int = 1) -> None:
+        self.now = 0.0
+        self.random = random.Random(seed)
+        self.loss = loss
+        self.master = self.make(Role.MASTER, SLAVE_ADDRESS, 1000)
+        self.slave = self.make(Role.SLAVE, MASTER_ADDRESS, 2000)
+        self.events: dict[Role, list[Event]] = {Role.MASTER: [], Role.SLAVE: []}
+        self.captured: list[tuple[Role, bytes]] = []
+
+    def make(self, role: Role, peer: tuple[str, int], start: int) -> Connection:
+        return Connection(role, KEY, peer_address=peer, new_incarnation=counter(start),
+                          now=self.now, heartbeat_timeout=3.0)
+
+    def node(self, role: Role) -> Connection:
+        return self.master if role is Role.MASTER else self.slave
+
+    def step(self, dt: float = 0.001) -> int:
+        """Advance the clock, fire timers, move every datagram once; how many moved."""
+        self.now += dt
+        moved = 0
+        for role in (Role.MASTER, Role.SLAVE):
+            sender, receiver = self.node(role), self.node(role.peer)
+            sender.handle_timer(self.now)
+            for data, _ in sender.datagrams_to_send(self.now):
+                self.captured.append((role, data))
+                moved += 1
+                if self.random.random() >= self.loss:
+                    source = MASTER_ADDRESS if role is Role.MASTER else SLAVE_ADDRESS
+                    receiver.receive_datagram(data, source, self.now)
+            while (event := receiver.next_event()) is not None:
+                self.events[role.peer].append(event)
+        return moved
+
+    def run(self, seconds: float, dt: float = 0.001) -> None:
+        for _ in range(round(seconds / dt)):
+            self.step(dt)
+
+
+def test_handshake_opens_one_session_on_each_side() -> None:
+    pair = Pair()
+    pair.run(0.05)
+    assert pair.master.peer == pair.slave.incarnation
+    assert pair.slave.peer == pair.master.incarnation
+    assert [type(e) for e in pair.events[Role.MASTER]] == [PeerJoined]
+    assert [type(e) for e in pair.events[Role.SLAVE]] == [PeerJoined]
+    assert not pair.master.dropped and not pair.slave.dropped
+
+
+def test_messages_are_delivered_once_over_a_lossy_link() -> None:
+    pair = Pair(loss=0.3, seed=4)
+    pair.run(1.0)
+    assert pair.master.connected and pair.slave.connected
+    sent = {pair.master.send(Kind.JOBS, bytes([n]) * (n * 300), pair.now): n for n in range(40)}
+    pair.run(5.0)
+    received = [e for e in pair.events[Role.SLAVE] if isinstance(e, MessageReceived)]
+    assert sorted(e.payload for e in received) == sorted(bytes([n]) * (n * 300) for n in range(40))
+    acked = {e.message_id for e in pair.events[Role.MASTER] if isinstance(e, MessageAcked)}
+    assert acked == set(sent)
+    assert pair.master.retransmits > 0
+
+
+def test_state_is_delivered_unreliably() -> None:
+    pair = Pair()
+    pair.run(0.05)
+    pair.master.send_state(b"state")
+    pair.step()
+    assert StateReceived(b"state") in pair.events[Role.SLAVE]
+
+
+def test_a_copied_datagram_is_a_duplicate_and_an_old_one_a_replay() -> None:
+    pair = Pair()
+    pair.run(0.05)
+    pair.master.send_state(b"one")
+    first = pair.master.datagrams_to_send(pair.now)[0][0]
+    pair.slave.receive_datagram(first, MASTER_ADDRESS, pair.now)
+    pair.slave.receive_datagram(first, MASTER_ADDRESS, pair.now)
+    assert pair.slave.dropped["duplicate"] == 1
+    for _ in range(1100):  # push the first one out of the replay window
+        pair.master.send_state(b"more")
+        for data, _ in pair.master.datagrams_to_send(pair.now):
+            pair.slave.receive_datagram(data, MASTER_ADDRESS, pair.now)
+    pair.slave.receive_datagram(first, MASTER_ADDRESS, pair.now)
+    assert pair.slave.dropped["replayed"] == 1
+
+
+def test_a_reflected_datagram_is_dropped() -> None:
+    pair = Pair()
+    pair.run(0.05)
+    pair.master.send_state(b"x")
+    data = pair.master.datagrams_to_send(pair.now)[0][0]
+    pair.master.receive_datagram(data, SLAVE_ADDRESS, pair.now)
+    assert pair.master.dropped["wrong_role"] == 1
+
+
+def test_silence_loses_the_peer_and_renews_the_incarnation() -> None:
+    pair = Pair()
+    pair.run(0.05)
+    old = pair.master.incarnation
+    pair.loss = 1.0
+    pair.run(3.1)
+    assert PeerLost("timeout") in pair.events[Role.MASTER]
+    assert pair.master.incarnation > old
+    assert not pair.master.connected
+
+
+def test_a_restarted_slave_replaces_the_old_one_whose_datagrams_then_go_stale() -> None:
+    pair = Pair()
+    pair.run(0.05)
+    pair.slave.send_state(b"from the old slave")
+    stale = pair.slave.datagrams_to_send(pair.now)[0][0]
+    pair.slave = pair.make(Role.SLAVE, MASTER_ADDRESS, 5000)  # a new process
+    pair.run(0.6)
+    assert pair.master.peer == 5000
+    assert PeerLost("replaced") in pair.events[Role.MASTER]
+    pair.master.receive_datagram(stale, SLAVE_ADDRESS, pair.now)
+    assert pair.master.dropped["stale_session"] == 1
+    assert pair.master.peer == 5000
+
+
+def test_a_replayed_hello_earns_a_welcome_and_changes_nothing() -> None:
+    pair = Pair()
+    hello = pair.slave.datagrams_to_send(pair.now)[0][0]
+    pair.run(0.05)
+    peer = pair.master.peer
+    pair.slave = pair.make(Role.SLAVE, MASTER_ADDRESS, 7000)  # the old process is gone
+    pair.master.receive_datagram(hello, SLAVE_ADDRESS, pair.now + 1)
+    assert pair.master.peer == peer
+    assert pair.master.datagrams_to_send(pair.now + 1) == []  # from the current peer: ignored
+
+
+def test_welcomes_are_rate_limited() -> None:
+    pair = Pair()
+    hellos = []
+    for n in range(5):
+        slave = pair.make(Role.SLAVE, MASTER_ADDRESS, 3000 + n)
+        hellos.append(slave.datagrams_to_send(0.0)[0][0])
+    for data in hellos:
+        pair.master.receive_datagram(data, SLAVE_ADDRESS, 0.01)
+    sent = pair.master.datagrams_to_send(0.01)
+    assert [wire.HEADER.unpack_from(data)[2] for data, _ in sent].count(Kind.WELCOME) == 1
+    assert pair.master.dropped["rate_limited"] == 4
+
+
+def test_replay_window_accepts_late_but_new_numbers() -> None:
+    window = ReplayWindow(size=8)
+    for number in (5, 3, 4, 9):
+        window.check(number)
+    for number, reason in ((3, "duplicate"), (1, "replayed"), (9, "duplicate")):
+        try:
+            window.check(number)
+        except Rejected as error:
+            assert error.reason == reason
+        else:
+            raise AssertionError(f"{number} accepted")
+    window.check(2)  # never seen and still inside the window
