@@ -1,0 +1,40 @@
+"""The hardware monitor: this process's CPU use and the node's measured speed."""
+
+from __future__ import annotations
+
+import psutil
+
+
+class Monitor:
+    """Speed is learnt from measured job times: ``job_seconds`` is a moving
+    average of compute seconds per job at full speed, so a throttle change
+    does not pollute it; speed at the current throttle follows from it."""
+
+    ALPHA = 0.2  # weight of the newest job: adapts within a few jobs, smooths noise
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.job_seconds: float | None = None
+        self.executed = 0
+        self.compute_seconds = 0.0
+        self.cpu = 0.0
+        self._process = psutil.Process()
+        self._process.cpu_percent(None)  # the first call only sets the reference point
+
+    def job_done(self, seconds: float) -> None:
+        self.executed += 1
+        self.compute_seconds += seconds
+        if self.job_seconds is None:
+            self.job_seconds = seconds
+        else:
+            self.job_seconds += self.ALPHA * (seconds - self.job_seconds)
+
+    def sample_cpu(self) -> float:
+        self.cpu = self._process.cpu_percent(None)
+        return self.cpu
+
+    def speed(self, throttle: float) -> float | None:
+        """Jobs per second at this throttle, once a job has been measured."""
+        if self.job_seconds is None or self.job_seconds <= 0:
+            return None
+        return self.workers * throttle / self.job_seconds

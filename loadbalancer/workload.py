@@ -1,0 +1,188 @@
+"""Named workloads: what a job is, how it runs and how the whole is verified.
+
+A job crosses the network as the name of a registered workload, that
+workload's parameters and the job's data: never code. Both nodes look the
+name up in their own registry, so a node runs only code its operator
+installed. Users add workloads from a module of their own (``--workload-module``
+or the config's ``workload_module``) that defines a :class:`Workload` subclass
+decorated with :func:`register`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+Checkpoint = Callable[[], None]
+
+
+class WorkloadError(ValueError):
+    """Unknown workload, bad parameters, or job data of the wrong shape."""
+
+
+class Workload(ABC):
+    name: ClassVar[str]
+
+    @classmethod
+    @abstractmethod
+    def from_params(cls, params: Mapping[str, Any]) -> Workload:
+        """Validate parameters (raise WorkloadError naming the bad key)."""
+
+    @abstractmethod
+    def params(self) -> dict[str, Any]:
+        """JSON-able parameters that recreate this workload on the peer."""
+
+    @property
+    @abstractmethod
+    def job_count(self) -> int: ...
+
+    @abstractmethod
+    def job_data(self, job: int) -> bytes:
+        """The input of one job (master side), made when needed."""
+
+    @abstractmethod
+    def check_job(self, job: int, data: bytes) -> None:
+        """Raise WorkloadError if ``data`` cannot be job ``job``'s input."""
+
+    @abstractmethod
+    def run(self, job: int, data: bytes, checkpoint: Checkpoint) -> bytes:
+        """Compute one job. Call ``checkpoint`` often (every millisecond or so):
+        it is where the throttle pauses and where a job can be taken back."""
+
+    @abstractmethod
+    def check_result(self, job: int, data: bytes) -> None:
+        """Raise WorkloadError if ``data`` cannot be job ``job``'s result."""
+
+    @abstractmethod
+    def verify(self, results: Mapping[int, bytes]) -> None:
+        """Raise WorkloadError describing the first wrong part of the whole."""
+
+
+REGISTRY: dict[str, type[Workload]] = {}
+
+
+def register(cls: type[Workload]) -> type[Workload]:
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def create(name: str, params: Mapping[str, Any]) -> Workload:
+    try:
+        cls = REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(REGISTRY))
+        raise WorkloadError(f"unknown workload {name!r} (known: {known})") from None
+    return cls.from_params(params)
+
+
+def load_module(spec: str) -> None:
+    """Import a module of user workloads, by file path or dotted name."""
+    try:
+        if spec.endswith(".py"):
+            path = Path(spec)
+            if not path.is_file():
+                raise WorkloadError(f"workload module {spec}: no such file")
+            name = f"lb_user_{path.stem}"
+            module_spec = importlib.util.spec_from_file_location(name, path)
+            assert module_spec is not None and module_spec.loader is not None
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[name] = module
+            module_spec.loader.exec_module(module)
+        else:
+            importlib.import_module(spec)
+    except WorkloadError:
+        raise
+    except Exception as error:  # the user's code may fail any way; say so in one line
+        raise WorkloadError(f"workload module {spec}: {type(error).__name__}: {error}") from None
+
+
+def _positive_int(params: Mapping[str, Any], key: str, default: int) -> int:
+    value = params.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise WorkloadError(f"workload.{key} must be a positive integer, not {value!r}")
+    return value
+
+
+@register
+class Vector(Workload):
+    """The seed experiment: a float64 vector, each job adds a constant to its
+    slice ``iterations`` times; the result must be value * (iterations + 1)."""
+
+    name = "vector"
+    VALUE = 1.111111
+
+    def __init__(self, elements: int, jobs: int, iterations: int) -> None:
+        if jobs > elements:
+            raise WorkloadError(f"workload.jobs ({jobs}) exceeds workload.elements ({elements})")
+        self.elements, self.jobs, self.iterations = elements, jobs, iterations
+        # np.array_split's rule: the first `elements % jobs` jobs get one more.
+        base, extra = divmod(elements, jobs)
+        self._sizes = [base + 1 if j < extra else base for j in range(jobs)]
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> Vector:
+        unknown = set(params) - {"elements", "jobs", "iterations"}
+        if unknown:
+            raise WorkloadError(f"workload: unknown key {sorted(unknown)[0]!r}")
+        return cls(_positive_int(params, "elements", 32 * 2**20),
+                   _positive_int(params, "jobs", 1024),
+                   _positive_int(params, "iterations", 12_000))
+
+    def params(self) -> dict[str, Any]:
+        return {"elements": self.elements, "jobs": self.jobs, "iterations": self.iterations}
+
+    @property
+    def job_count(self) -> int:
+        return self.jobs
+
+    def job_data(self, job: int) -> bytes:
+        return np.full(self._sizes[job], self.VALUE).tobytes()
+
+    def _check_size(self, job: int, data: bytes, what: str) -> None:
+        if not 0 <= job < self.jobs:
+            raise WorkloadError(f"job {job} out of range 0..{self.jobs - 1}")
+        if len(data) != self._sizes[job] * 8:
+            raise WorkloadError(f"{what} of job {job} has {len(data)} bytes, "
+                                f"expected {self._sizes[job] * 8}")
+
+    def check_job(self, job: int, data: bytes) -> None:
+        self._check_size(job, data, "data")
+
+    def check_result(self, job: int, data: bytes) -> None:
+        self._check_size(job, data, "result")
+
+    def run(self, job: int, data: bytes, checkpoint: Checkpoint) -> bytes:
+        vector = np.frombuffer(data, dtype=np.float64).copy()
+        for _ in range(self.iterations):
+            checkpoint()
+            vector += self.VALUE
+        return vector.tobytes()
+
+    def expected(self) -> float:
+        # The same additions in the same order give the same rounding, so the
+        # check can be exact rather than within a tolerance.
+        probe = np.full(1, self.VALUE)
+        for _ in range(self.iterations):
+            probe += self.VALUE
+        return float(probe[0])
+
+    def verify(self, results: Mapping[int, bytes]) -> None:
+        missing = [j for j in range(self.jobs) if j not in results]
+        if missing:
+            raise WorkloadError(f"{len(missing)} results missing, first job {missing[0]}")
+        expected = self.expected()
+        offset = 0
+        for job in range(self.jobs):
+            values = np.frombuffer(results[job], dtype=np.float64)
+            wrong = np.flatnonzero(values != expected)
+            if wrong.size:
+                raise WorkloadError(f"element {offset + int(wrong[0])} is "
+                                    f"{values[wrong[0]]!r}, expected {expected!r}")
+            offset += values.size

@@ -1,0 +1,86 @@
+"""The workload registry and the vector workload."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from loadbalancer import workload
+from loadbalancer.workload import Vector, WorkloadError
+
+
+def small() -> workload.Workload:
+    return workload.create("vector", {"elements": 10, "jobs": 3, "iterations": 4})
+
+
+def test_jobs_cover_the_vector_like_array_split() -> None:
+    vector = small()
+    sizes = [len(vector.job_data(j)) // 8 for j in range(vector.job_count)]
+    assert sizes == [len(part) for part in np.array_split(np.zeros(10), 3)]
+
+
+def test_run_then_verify() -> None:
+    vector = small()
+    calls = []
+    results = {j: vector.run(j, vector.job_data(j), lambda: calls.append(1))
+               for j in range(vector.job_count)}
+    assert len(calls) == 3 * 4  # a checkpoint every iteration
+    vector.verify(results)
+    assert np.allclose(np.frombuffer(results[0]), Vector.VALUE * 5)
+
+
+def test_verify_names_the_wrong_element_and_missing_jobs() -> None:
+    vector = small()
+    results = {j: vector.run(j, vector.job_data(j), lambda: None) for j in range(3)}
+    wrong = np.frombuffer(results[1]).copy()
+    wrong[2] = 0.0
+    with pytest.raises(WorkloadError, match="element 6"):
+        vector.verify({**results, 1: wrong.tobytes()})
+    with pytest.raises(WorkloadError, match="1 results missing"):
+        vector.verify({0: results[0], 1: results[1]})
+
+
+def test_bad_data_sizes_and_ids_are_refused() -> None:
+    vector = small()
+    with pytest.raises(WorkloadError, match="expected 32"):
+        vector.check_job(0, b"\x00" * 8)
+    with pytest.raises(WorkloadError, match="out of range"):
+        vector.check_result(7, b"")
+
+
+@pytest.mark.parametrize(("params", "named"), [
+    ({"elements": 0}, "elements"), ({"jobs": "many"}, "jobs"), ({"iterations": -1}, "iterations"),
+    ({"speed": 3}, "speed"), ({"elements": 2, "jobs": 3}, "jobs"),
+])
+def test_bad_parameters_are_named(params: dict[str, object], named: str) -> None:
+    with pytest.raises(WorkloadError, match=named):
+        workload.create("vector", params)
+
+
+def test_unknown_workload() -> None:
+    with pytest.raises(WorkloadError, match="unknown workload 'matrix'"):
+        workload.create("matrix", {})
+
+
+def test_user_module_registers_a_workload(tmp_path: Path) -> None:
+    module = tmp_path / "squares.py"
+    module.write_text('''
+from loadbalancer.workload import Vector, register
+
+@register
+class Doubled(Vector):
+    name = "doubled"
+''')
+    workload.load_module(str(module))
+    assert workload.create("doubled", {"elements": 4, "jobs": 2}).job_count == 2
+
+
+def test_a_broken_user_module_is_one_clear_error(tmp_path: Path) -> None:
+    module = tmp_path / "broken.py"
+    module.write_text("raise RuntimeError('oops')\n")
+    with pytest.raises(WorkloadError, match="RuntimeError: oops"):
+        workload.load_module(str(module))
+    with pytest.raises(WorkloadError, match="no such file"):
+        workload.load_module(str(tmp_path / "absent.py"))
