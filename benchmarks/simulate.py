@@ -1,0 +1,478 @@
+"""Virtual-time simulation of two lb nodes running the real adaptor (DESIGN.md 5).
+
+Event-driven: nothing sleeps, a 1024-job run takes milliseconds, so policies and their
+parameters can be swept. What is modelled:
+- each node has `workers` threads; a job computes at full speed for its own compute seconds
+  (job_seconds with optional noise), then the worker rests so that its duty cycle equals the
+  throttle (rest = compute * (1 - t) / t). A throttle change reschedules resting workers; at
+  throttle 0 a worker finishes its job and then stops (a running computation is not preempted);
+- every state_interval each node sends its state (queue, running, throttle, measured job
+  seconds, jobs sent and received so far), delivered rtt/2 later; on receipt the node calls
+  the real `decide` and acts on it;
+- JOBS (taken from the queue's tail) arrive rtt/2 after the link has carried their bytes; the
+  link carries one batch at a time per direction; a REQUEST reaches the peer rtt/2 later, the
+  peer calls the real `grant` and answers with a JOBS batch (possibly empty).
+The bootstrap gives the slave half the jobs at time 0.
+
+`python -m benchmarks.simulate [--jobs 1024] [--job-seconds 0.06] [--sweep]`
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import heapq
+import itertools
+import math
+import random
+import statistics
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+
+from loadbalancer.adaptor import (
+    POLICIES,
+    Link,
+    NodeView,
+    Params,
+    Policy,
+    Snapshot,
+    decide,
+    grant,
+)
+
+ROLES = ("master", "slave")
+EWMA_WEIGHT = 0.3  # weight of the newest job time in a node's job_seconds estimate
+SAMPLE_INTERVAL = 0.25  # seconds between points of the pending-jobs time series
+GIVE_UP_FACTOR = 20.0  # a run longer than this many ideal makespans is reported as failed
+
+DEFAULT_PARAMS = Params()
+
+ThrottleChange = tuple[float, str, float]  # (time, role, throttle)
+
+
+@dataclass(frozen=True)
+class LinkModel:
+    rtt: float = 0.002  # a LAN
+    bandwidth: float = 12.5e6  # 100 Mbit/s
+    job_bytes: float = 8_000.0  # about 1,000 incompressible float64 per job
+
+
+@dataclass(frozen=True)
+class Setup:
+    jobs: int = 1024
+    job_seconds: float = 0.06  # compute seconds of one job at throttle 1
+    workers: tuple[int, int] = (1, 1)  # master, slave
+    noise: float = 0.1  # relative standard deviation of a job's compute seconds
+    state_interval: float = 0.5
+    link: LinkModel = LinkModel()
+    seed: int = 1
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    start: tuple[float, float]  # master, slave throttles at time 0
+    # (fraction of the nominal run at the starting throttles, role, new throttle)
+    changes: tuple[tuple[float, str, float], ...] = ()
+
+
+SCENARIOS = (
+    Scenario("equal", (1.0, 1.0)),
+    Scenario("hetero", (1.0, 0.3)),
+    Scenario("change", (1.0, 1.0), ((0.25, "slave", 0.2),)),
+    Scenario("drain", (1.0, 1.0), ((0.30, "slave", 0.0),)),
+)
+# Not in DESIGN.md 5: two slightly different machines. A hysteresis that is a large share of
+# the finish time never moves anything here (the gain shrinks with the queues), so it keeps
+# the sweep honest.
+EXTRA_SCENARIOS = (
+    Scenario("mild", (1.0, 0.75)),
+    Scenario("resume", (1.0, 0.0), ((0.25, "slave", 0.25),)),
+)
+
+
+@dataclass(frozen=True)
+class Result:
+    makespan: float
+    ideal: float
+    tail: float  # from the first working node running dry to the last job done
+    moved: dict[str, int]  # "master->slave" and "slave->master"
+    bounced: int  # balancing moves of jobs a balancing move had already carried (ping-pong)
+    executed: dict[str, int]
+    series: list[tuple[float, int, int]]  # (time, pending on master, pending on slave)
+
+    @property
+    def ratio(self) -> float:
+        return self.makespan / self.ideal
+
+
+def schedule(scenario: Scenario, setup: Setup) -> list[ThrottleChange]:
+    """Absolute throttle changes, the starting throttles included at time 0."""
+    capacity = sum(w * t for w, t in zip(setup.workers, scenario.start, strict=True))
+    nominal = setup.jobs * setup.job_seconds / capacity
+    start = [(0.0, role, t) for role, t in zip(ROLES, scenario.start, strict=True)]
+    return start + [(share * nominal, role, t) for share, role, t in scenario.changes]
+
+
+def ideal_makespan(
+    work: float, changes: Sequence[ThrottleChange], workers: dict[str, int]
+) -> float:
+    """Solve integral_0^T sum(workers * throttle) dt = work for T."""
+    pending = sorted(changes)
+    throttle = dict.fromkeys(workers, 0.0)
+    now = 0.0
+    while True:
+        while pending and pending[0][0] <= now:
+            _, role, throttle[role] = pending.pop(0)
+        capacity = sum(workers[role] * throttle[role] for role in workers)
+        until = pending[0][0] if pending else math.inf
+        if capacity > 0 and work <= capacity * (until - now):
+            return now + work / capacity
+        if not pending:
+            return math.inf
+        work -= capacity * (until - now)
+        now = until
+
+
+@dataclass(frozen=True)
+class _State:
+    """A STATE message: the sender's view plus its transfer counters."""
+
+    view: NodeView
+    sent: int
+    received: int
+    sampled: float
+
+
+@dataclass
+class _Node:
+    role: str
+    workers: int
+    throttle: float = 0.0
+    queue: deque[int] = field(default_factory=deque)  # job ids
+    busy: int = 0
+    idle: set[int] = field(default_factory=set)
+    resting: dict[int, tuple[float, float]] = field(default_factory=dict)  # from, compute s
+    tokens: list[int] = field(default_factory=list)  # bumped to cancel a scheduled wake
+    job_seconds: float | None = None
+    done: int = 0
+    last_done: float = 0.0
+    sent: int = 0
+    received: int = 0
+    requested: int = 0
+    remote: _State | None = None
+
+    def __post_init__(self) -> None:
+        self.idle = set(range(self.workers))
+        self.tokens = [0] * self.workers
+
+    def view(self) -> NodeView:
+        return NodeView(len(self.queue), self.busy, self.throttle, self.workers, self.job_seconds)
+
+
+class Simulation:
+    """One run: two nodes, one policy, one set of parameters, one throttle schedule."""
+
+    def __init__(
+        self, setup: Setup, policy: Policy, params: Params, changes: Sequence[ThrottleChange]
+    ) -> None:
+        self.setup, self.policy, self.params = setup, policy, params
+        self.changes = list(changes)
+        self.rng = random.Random(setup.seed)
+        self.now = 0.0
+        self.events: list[tuple[float, int, Callable[[], None]]] = []
+        self.order = itertools.count()
+        self.nodes = {role: _Node(role, w) for role, w in zip(ROLES, setup.workers, strict=True)}
+        self.link_free = {role: 0.0 for role in ROLES}  # when the link from `role` is free
+        self.moved = {f"{a}->{b}": 0 for a, b in (ROLES, ROLES[::-1])}
+        self.job_seconds: list[float] = []  # by job id
+        self.carried: list[int] = []  # balancing moves so far, by job id
+        self.bounced = 0
+        self.series: list[tuple[float, int, int]] = []
+        self.finished = 0
+        self.work = 0.0
+
+    def at(self, when: float, action: Callable[[], None]) -> None:
+        heapq.heappush(self.events, (when, next(self.order), action))
+
+    def peer(self, node: _Node) -> _Node:
+        return self.nodes[ROLES[1 - ROLES.index(node.role)]]
+
+    # --- workers -------------------------------------------------------------------------
+    def start_job(self, node: _Node, worker: int) -> None:
+        if node.throttle <= 0 or not node.queue:
+            node.idle.add(worker)
+            return
+        seconds = self.job_seconds[node.queue.popleft()]
+        node.busy += 1
+        self.at(self.now + seconds, lambda: self.job_done(node, worker, seconds))
+
+    def job_done(self, node: _Node, worker: int, seconds: float) -> None:
+        node.busy -= 1
+        node.done += 1
+        node.last_done = self.now
+        self.finished += 1
+        previous = node.job_seconds
+        node.job_seconds = (
+            seconds if previous is None else (EWMA_WEIGHT * seconds + (1 - EWMA_WEIGHT) * previous)
+        )
+        node.resting[worker] = (self.now, seconds)
+        self.schedule_wake(node, worker)
+
+    def schedule_wake(self, node: _Node, worker: int) -> None:
+        """Wake a resting worker once its duty cycle allows, under the current throttle."""
+        node.tokens[worker] += 1
+        if node.throttle <= 0:
+            return
+        since, seconds = node.resting[worker]
+        wake = max(self.now, since + seconds * (1 - node.throttle) / node.throttle)
+        token = node.tokens[worker]
+        self.at(wake, lambda: self.wake(node, worker, token))
+
+    def wake(self, node: _Node, worker: int, token: int) -> None:
+        if node.tokens[worker] == token:
+            del node.resting[worker]
+            self.start_job(node, worker)
+
+    def feed(self, node: _Node) -> None:
+        for worker in sorted(node.idle):
+            node.idle.discard(worker)
+            self.start_job(node, worker)
+
+    def set_throttle(self, node: _Node, throttle: float) -> None:
+        node.throttle = throttle
+        for worker in list(node.resting):
+            self.schedule_wake(node, worker)
+        self.feed(node)
+
+    # --- messages ------------------------------------------------------------------------
+    def tick(self, node: _Node) -> None:
+        state = _State(node.view(), node.sent, node.received, self.now)
+        peer = self.peer(node)
+        self.at(self.now + self.setup.link.rtt / 2, lambda: self.on_state(peer, state))
+        self.at(self.now + self.setup.state_interval, lambda: self.tick(node))
+
+    def snapshot(self, node: _Node, state: _State) -> Snapshot:
+        link = self.setup.link
+        return Snapshot(
+            local=node.view(),
+            remote=state.view,
+            remote_age=self.now - state.sampled,
+            in_flight_to_remote=max(0, node.sent - state.received),
+            in_flight_from_remote=max(0, state.sent - node.received),
+            requested=node.requested,
+            link=Link(link.rtt, link.bandwidth, link.job_bytes),
+        )
+
+    def on_state(self, node: _Node, state: _State) -> None:
+        node.remote = state
+        decision = decide(self.policy, self.snapshot(node, state), self.params)
+        if decision.action == "send":
+            self.transmit(node, decision.count, answer=False)
+        elif decision.action == "request":
+            node.requested = decision.count
+            peer, asked = self.peer(node), decision.count
+            self.at(self.now + self.setup.link.rtt / 2, lambda: self.on_request(peer, asked))
+
+    def on_request(self, node: _Node, asked: int) -> None:
+        state = node.remote
+        count = 0 if state is None else grant(self.snapshot(node, state), asked, self.params)
+        self.transmit(node, count, answer=True)
+
+    def transmit(self, node: _Node, count: int, answer: bool) -> None:
+        """Send `count` jobs from the tail of the queue; the link carries one batch at a time."""
+        jobs = [node.queue.pop() for _ in range(min(count, len(node.queue)))]
+        if node.throttle > 0:  # a stopped node draining is not balancing
+            self.bounced += sum(1 for job in jobs if self.carried[job])
+            for job in jobs:
+                self.carried[job] += 1
+        link = self.setup.link
+        start = max(self.now, self.link_free[node.role])
+        self.link_free[node.role] = start + len(jobs) * link.job_bytes / link.bandwidth
+        node.sent += len(jobs)
+        peer = self.peer(node)
+        self.moved[f"{node.role}->{peer.role}"] += len(jobs)
+        arrival = self.link_free[node.role] + link.rtt / 2
+        self.at(arrival, lambda: self.on_jobs(peer, jobs[::-1], answer))
+
+    def on_jobs(self, node: _Node, jobs: list[int], answer: bool) -> None:
+        node.queue.extend(jobs)
+        node.received += len(jobs)
+        if answer:
+            node.requested = 0
+        self.feed(node)
+
+    def sample(self) -> None:
+        pending = [len(n.queue) + n.busy for n in self.nodes.values()]
+        self.series.append((self.now, pending[0], pending[1]))
+        self.at(self.now + SAMPLE_INTERVAL, self.sample)
+
+    # --- run -----------------------------------------------------------------------------
+    def bootstrap(self) -> None:
+        setup = self.setup
+        self.job_seconds = [
+            setup.job_seconds * max(0.1, self.rng.gauss(1.0, setup.noise))
+            for _ in range(setup.jobs)
+        ]
+        self.carried = [0] * setup.jobs
+        self.work = sum(self.job_seconds)
+        half = setup.jobs // 2
+        self.nodes["master"].queue.extend(range(setup.jobs - half))
+        self.nodes["slave"].queue.extend(range(setup.jobs - half, setup.jobs))
+        for when, role, throttle in self.changes:
+            node = self.nodes[role]
+            self.at(when, functools.partial(self.set_throttle, node, throttle))
+        self.at(0.0, lambda: self.tick(self.nodes["master"]))
+        offset = self.rng.uniform(0, setup.state_interval)  # the nodes' clocks are not aligned
+        self.at(offset, lambda: self.tick(self.nodes["slave"]))
+        self.at(0.0, self.sample)
+
+    def run(self) -> Result:
+        self.bootstrap()
+        workers = {n.role: n.workers for n in self.nodes.values()}
+        ideal = ideal_makespan(self.work, self.changes, workers)
+        while self.events and self.finished < self.setup.jobs:
+            when, _, action = heapq.heappop(self.events)
+            if when > GIVE_UP_FACTOR * ideal:
+                return self.result(math.inf, ideal)
+            self.now = when
+            action()
+        return self.result(self.now, ideal)
+
+    def result(self, makespan: float, ideal: float) -> Result:
+        working = [n.last_done for n in self.nodes.values() if n.throttle > 0]
+        # With one node stopped for good, nobody waits on the other: no tail.
+        tail = makespan - min(working) if len(working) == len(ROLES) else 0.0
+        executed = {n.role: n.done for n in self.nodes.values()}
+        moved = dict(self.moved)
+        return Result(makespan, ideal, tail, moved, self.bounced, executed, self.series)
+
+
+def simulate(
+    scenario: Scenario, policy: Policy, params: Params = DEFAULT_PARAMS, setup: Setup = Setup()
+) -> Result:
+    return Simulation(setup, policy, params, schedule(scenario, setup)).run()
+
+
+# --- CLI ---------------------------------------------------------------------------------
+SWEEP_POLICIES: tuple[Policy, ...] = ("sender", "receiver", "symmetric")
+SWEEP_MIN_BATCH = (1, 4, 16)
+SWEEP_HYSTERESIS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3)
+SWEEP_SEEDS = (1, 2)
+
+
+@dataclass(frozen=True)
+class Score:
+    params: Params
+    worst: float  # worst ratio over setups, scenarios, policies and seeds
+    mean: float  # mean ratio
+    pingpong: float  # mean share of the jobs bounced (moved again by the balancer)
+    tail: float  # mean tail, seconds
+
+    @property
+    def objective(self) -> float:
+        """Worst ratio plus ping-pong share: the simulator charges no CPU or bandwidth for a
+        move, real machines do, so jobs sent to and fro count as that much lost balance."""
+        return self.worst + self.pingpong
+
+
+def sweep_setups(setup: Setup) -> dict[str, Setup]:
+    """The given setup, the same with 4 workers a node, and a slow far link."""
+    return {
+        "lan": setup,
+        "lan-4w": replace(setup, workers=(4, 4)),
+        "wan": replace(setup, link=replace(setup.link, rtt=0.05, bandwidth=1.25e6)),
+    }
+
+
+def table(setup: Setup, params: Params, policies: Iterable[Policy] = POLICIES) -> list[str]:
+    lines = [f"{'scenario':<8} {'policy':<10} {'ratio':>6} {'tail s':>7} {'moved m->s/s->m':>16}"]
+    for scenario in SCENARIOS + EXTRA_SCENARIOS:
+        for policy in policies:
+            result = simulate(scenario, policy, params, setup)
+            moved = f"{result.moved['master->slave']}/{result.moved['slave->master']}"
+            lines.append(
+                f"{scenario.name:<8} {policy:<10} {result.ratio:>6.3f} {result.tail:>7.2f} "
+                f"{moved:>16}"
+            )
+    return lines
+
+
+def score(setup: Setup, params: Params) -> Score:
+    results = [
+        simulate(scenario, policy, params, replace(variant, seed=seed))
+        for variant in sweep_setups(setup).values()
+        for scenario in SCENARIOS + EXTRA_SCENARIOS
+        for policy in SWEEP_POLICIES
+        for seed in SWEEP_SEEDS
+    ]
+    ratios = [result.ratio for result in results]
+    return Score(
+        params,
+        worst=max(ratios),
+        mean=statistics.fmean(ratios),
+        pingpong=statistics.fmean(result.bounced for result in results) / setup.jobs,
+        tail=statistics.fmean(result.tail for result in results),
+    )
+
+
+def sweep(setup: Setup) -> list[Score]:
+    """Every Params of the grid, best first."""
+    scores = [
+        score(setup, Params(min_batch=batch, hysteresis=hysteresis))
+        for batch in SWEEP_MIN_BATCH
+        for hysteresis in SWEEP_HYSTERESIS
+    ]
+    return sorted(scores, key=lambda s: (s.objective, s.mean))
+
+
+def sweep_lines(scores: Sequence[Score]) -> list[str]:
+    lines = [
+        f"{'min_batch':>9} {'hysteresis':>10} {'worst':>6} {'mean':>6} {'ping-pong':>9} "
+        f"{'tail s':>6} {'objective':>9}"
+    ]
+    for s in scores:
+        lines.append(
+            f"{s.params.min_batch:>9} {s.params.hysteresis:>10.2f} {s.worst:>6.3f} "
+            f"{s.mean:>6.3f} {s.pingpong:>9.2%} {s.tail:>6.2f} {s.objective:>9.4f}"
+        )
+    best = scores[0].params
+    lines.append(f"best: Params(min_batch={best.min_batch}, hysteresis={best.hysteresis})")
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.simulate", description=__doc__)
+    parser.add_argument("--jobs", type=int, default=Setup.jobs, help="jobs in the workload")
+    parser.add_argument(
+        "--job-seconds",
+        type=float,
+        default=Setup.job_seconds,
+        help="compute seconds of one job at full speed",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="worker threads per node")
+    parser.add_argument(
+        "--noise",
+        type=float,
+        default=Setup.noise,
+        help="relative standard deviation of a job's compute seconds",
+    )
+    parser.add_argument("--rtt", type=float, default=LinkModel.rtt, help="round trip, seconds")
+    parser.add_argument("--seed", type=int, default=Setup.seed, help="random seed")
+    parser.add_argument("--sweep", action="store_true", help="search Params and print the best")
+    args = parser.parse_args(argv)
+    setup = Setup(
+        jobs=args.jobs,
+        job_seconds=args.job_seconds,
+        workers=(args.workers, args.workers),
+        noise=args.noise,
+        link=LinkModel(rtt=args.rtt),
+        seed=args.seed,
+    )
+    lines = sweep_lines(sweep(setup)) if args.sweep else table(setup, DEFAULT_PARAMS)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,282 @@
+"""Transfer policies: who moves how many jobs, as pure functions of a snapshot (DESIGN.md 4).
+
+Nothing here reads a clock or touches the network: the state manager builds a `Snapshot`
+every period and acts on the returned `Decision`; the transfer manager calls `grant` when
+the peer's REQUEST arrives. The simulator (benchmarks/simulate.py) runs this same code.
+
+Model: node i drains r_i = w_i * t_i / c_i jobs/s and runs dry after
+T_i = (queued_i + in-flight-to-i + running_i / 2) / r_i, the peer's T less the state's age.
+Moving k jobs from i to j gives T_i' = T_i - k / r_i and
+T_j' = max(T_j + k / r_j, arrival + ceil(k / w_j) * c_j / t_j): the receiver cannot finish the
+moved work before one whole job after it lands, which is what stops near-the-end moves to a
+slow or far peer. The best k equalizes T_i' and T_j'. The move is made when it saves more than
+hysteresis * max(T_i, T_j) plus half its cost (transfer + rtt + state age), dask stealing's
+halved margin, and k >= min_batch.
+
+Defaults from `python -m benchmarks.simulate --sweep`: 1024 jobs of 0.06 s, noise 10 %,
+state every 0.5 s, over {1 worker on a 2 ms 100 Mbit/s link, 4 workers on it, 1 worker on a
+50 ms 10 Mbit/s link} x {equal, hetero, change, drain, mild 1.0/0.75} x {sender, receiver,
+symmetric} x 2 seeds, ranked by worst ratio + ping-pong share (jobs moved against the net
+flow; the simulator charges nothing for a move, real machines do):
+    min_batch hysteresis  worst   mean  ping-pong  tail s
+        1       0.20     1.012  1.002    0.45 %   0.23   <- chosen
+        4       0.20     1.012  1.003    0.45 %   0.22
+        1       0.10     1.012  1.002    0.94 %   0.20
+        1       0.30     1.021  1.003    0.11 %   0.25   (leaves a mild imbalance too long)
+        1       0.05     1.012  1.001    4.87 %   0.11
+        1       0.00     1.014  1.001   15.95 %   0.12   (job-time noise moves jobs to and fro)
+       16       0.20     1.052  1.007    0.45 %   0.39   (big batches lengthen the tail)
+The worst 1.012 is 4 workers, equal, nothing moved: the last jobs' granularity.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, TypeGuard
+
+Policy = Literal["none", "sender", "receiver", "symmetric", "seed"]
+POLICIES: tuple[Policy, ...] = ("none", "sender", "receiver", "symmetric", "seed")
+Action = Literal["hold", "send", "request"]
+
+# A running job is on average half done, so it still counts for half a job of work.
+RUNNING_SHARE = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class NodeView:
+    queued: int  # jobs waiting in the queue (not running)
+    running: int  # jobs being computed now
+    throttle: float  # duty cycle 0..1
+    workers: int  # worker threads
+    job_seconds: float | None  # EWMA of one job's compute seconds at throttle 1; None: unmeasured
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    rtt: float  # seconds, smoothed
+    bandwidth: float  # bytes/s, measured or a default
+    job_bytes: float  # mean bytes on the wire per job, after compression
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    local: NodeView
+    remote: NodeView
+    remote_age: float  # seconds since the peer sampled `remote`
+    in_flight_to_remote: int  # jobs we sent that `remote` does not reflect yet
+    in_flight_from_remote: int  # jobs the peer sent that we have not received yet
+    requested: int  # jobs we asked for and got no answer for yet
+    link: Link
+
+
+@dataclass(frozen=True, slots=True)
+class Params:
+    # Smallest move worth a message; larger batches only lengthened the tail (module doc).
+    min_batch: int = 1
+    # Share of the predicted finish time a move must save: absorbs job-time noise that would
+    # otherwise move jobs to and fro (sweep in the module doc).
+    hysteresis: float = 0.2
+    # The seed system's rule: move when queue lengths differ by more than this.
+    seed_threshold: int = 30
+    # Compute seconds of one job when neither node has measured one yet.
+    default_job_seconds: float = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: Action
+    count: int  # jobs to send or request, 0 for hold
+    reason: str  # the numbers that led to the decision
+
+
+@dataclass(frozen=True, slots=True)
+class _Side:
+    """One node as the model sees it."""
+
+    drain: float  # predicted seconds until it runs dry (inf when it cannot work)
+    rate: float  # jobs/s
+    movable: int  # queued jobs that could be taken from the tail
+    workers: int
+    job_time: float  # wall seconds one worker needs for one job at the current throttle
+
+
+@dataclass(frozen=True, slots=True)
+class _Move:
+    count: int
+    dst_share: float  # the receiver's share of the pair's speed
+    src_before: float
+    dst_before: float
+    src_after: float
+    dst_after: float
+
+    @property
+    def before(self) -> float:
+        return max(self.src_before, self.dst_before)
+
+    @property
+    def gain(self) -> float:
+        return self.before - max(self.src_after, self.dst_after)
+
+
+def _known(seconds: float | None) -> TypeGuard[float]:
+    return seconds is not None and seconds > 0
+
+
+def _seconds(node: NodeView, fallback: float) -> float:
+    return node.job_seconds if _known(node.job_seconds) else fallback
+
+
+def speed(node: NodeView, default_job_seconds: float) -> float:
+    """Jobs per second the node drains at its current throttle."""
+    return node.workers * node.throttle / _seconds(node, default_job_seconds)
+
+
+def _side(node: NodeView, peer: NodeView, arriving: int, age: float, params: Params) -> _Side:
+    # Both nodes run the same jobs: the peer's measurement beats a guess.
+    seconds = _seconds(node, _seconds(peer, params.default_job_seconds))
+    rate = speed(node, seconds)
+    if rate <= 0:
+        return _Side(math.inf, 0.0, node.queued, node.workers, math.inf)
+    pending = node.queued + arriving + RUNNING_SHARE * node.running
+    # The peer kept working while its state travelled: age its prediction to now.
+    drain = max(pending / rate - age, 0.0)
+    return _Side(drain, rate, node.queued, node.workers, seconds / node.throttle)
+
+
+def _sides(snap: Snapshot, params: Params) -> tuple[_Side, _Side]:
+    local = _side(snap.local, snap.remote, snap.in_flight_from_remote, 0.0, params)
+    remote = _side(snap.remote, snap.local, snap.in_flight_to_remote, snap.remote_age, params)
+    return local, remote
+
+
+def _evaluate(src: _Side, dst: _Side, count: int, latency: float, per_job: float) -> _Move:
+    src_after = max(src.drain - count / src.rate, 0.0)
+    dst_after = dst.drain
+    if count > 0:
+        landed = latency + count * per_job
+        last_wave = math.ceil(count / dst.workers) * dst.job_time
+        dst_after = max(dst.drain + count / dst.rate, landed + last_wave)
+    share = dst.rate / (src.rate + dst.rate)
+    return _Move(count, share, src.drain, dst.drain, src_after, dst_after)
+
+
+def _best_move(src: _Side, dst: _Side, latency: float, link: Link) -> _Move:
+    """The count where the sender's falling finish meets the receiver's rising one."""
+    per_job = link.job_bytes / link.bandwidth
+    inverse = 1 / src.rate + 1 / dst.rate
+    behind_queue = (src.drain - dst.drain) / inverse  # receiver busy when the jobs land
+    behind_transfer = (src.drain - latency) / (inverse + per_job)  # receiver idle until then
+    low = max(0, min(src.movable, math.floor(min(behind_queue, behind_transfer))))
+    counts = (low, min(src.movable, low + 1))
+    moves = [_evaluate(src, dst, k, latency, per_job) for k in counts]
+    return max(moves, key=lambda move: (move.gain, -move.count))
+
+
+def _margin(move: _Move, snap: Snapshot, params: Params) -> float:
+    """What a move must save: hysteresis plus half its cost (dask stealing's halved margin).
+
+    The gain already counts the delivery delay and a whole job at the receiver, so a positive
+    gain means the receiver finishes the moved jobs before the sender would (near-end rule).
+    """
+    link = snap.link
+    cost = move.count * link.job_bytes / link.bandwidth + link.rtt + snap.remote_age
+    return 2 * move.dst_share * params.hysteresis * move.before + cost / 2
+
+
+def _push(snap: Snapshot, local: _Side, remote: _Side) -> _Move | None:
+    """The best send, when we would run dry last."""
+    if local.drain <= remote.drain:
+        return None
+    return _best_move(local, remote, snap.link.rtt / 2, snap.link)
+
+
+def _pull(snap: Snapshot, local: _Side, remote: _Side) -> _Move | None:
+    """The best request, when the peer would run dry last and no request is pending."""
+    if snap.requested > 0 or remote.drain <= local.drain:
+        return None
+    # A REQUEST crosses the link before the jobs do: a whole rtt before they land.
+    return _best_move(remote, local, snap.link.rtt, snap.link)
+
+
+def _drain_rule(snap: Snapshot, local: _Side, remote: _Side) -> Decision | None:
+    """Under every policy: a stopped node hands its queue away and is never sent work."""
+    if local.rate == 0 and remote.rate == 0:
+        return Decision("hold", 0, "both nodes stopped")
+    if local.rate == 0:
+        queued = snap.local.queued
+        if queued == 0:
+            return Decision("hold", 0, "stopped, nothing queued")
+        return Decision("send", queued, f"stopped: send all {queued}")
+    if remote.rate == 0:
+        return Decision("hold", 0, "peer stopped: it drains to us, never send to it")
+    return None
+
+
+def _seed(snap: Snapshot, params: Params) -> Decision:
+    """The seed system: send half the queue difference when it exceeds the threshold."""
+    mine = snap.local.queued + snap.in_flight_from_remote
+    theirs = snap.remote.queued + snap.in_flight_to_remote
+    queues = f"queues {mine}/{theirs}"
+    if mine - theirs <= params.seed_threshold:
+        return Decision("hold", 0, f"{queues}: within {params.seed_threshold}")
+    count = min((mine - theirs) // 2, snap.local.queued)
+    return Decision("send", count, f"{queues}: send {count}")
+
+
+def _balance(
+    policy: Policy, snap: Snapshot, params: Params, local: _Side, remote: _Side
+) -> Decision:
+    """The model's decision for the initiating policies (and hold for `none`)."""
+    candidates: list[tuple[Action, _Move | None]] = []
+    if policy in ("sender", "symmetric"):
+        candidates.append(("send", _push(snap, local, remote)))
+    if policy in ("receiver", "symmetric"):
+        candidates.append(("request", _pull(snap, local, remote)))
+    notes: list[str] = [policy]
+    for action, move in candidates:
+        if move is None or move.count == 0:
+            continue
+        margin = _margin(move, snap, params)
+        if move.count >= params.min_batch and move.gain > margin:
+            mine, theirs = (
+                (move.src_after, move.dst_after)
+                if action == "send"
+                else (move.dst_after, move.src_after)
+            )
+            after = f"after: {mine:.2f}s/{theirs:.2f}s"
+            return Decision(action, move.count, f"{action} {move.count} ({after})")
+        notes.append(
+            f"{action} {move.count} would save {move.gain:.2f}s,"
+            f" needs >{margin:.2f}s and >={params.min_batch} jobs"
+        )
+    if snap.requested > 0 and policy in ("receiver", "symmetric"):
+        notes.append(f"awaiting {snap.requested} requested")
+    return Decision("hold", 0, f"hold ({'; '.join(notes)})")
+
+
+def decide(policy: Policy, snap: Snapshot, params: Params = Params()) -> Decision:
+    """What this node does now about the balance with its peer."""
+    local, remote = _sides(snap, params)
+    decision = _drain_rule(snap, local, remote)
+    if decision is None and policy == "seed":
+        decision = _seed(snap, params)
+    if decision is None:
+        decision = _balance(policy, snap, params, local, remote)
+    head = f"T_local={local.drain:.2f}s T_remote={remote.drain:.2f}s"
+    return Decision(decision.action, decision.count, f"{head}: {decision.reason}")
+
+
+def grant(snap: Snapshot, asked: int, params: Params = Params()) -> int:
+    """How many of the `asked` jobs to send the requesting peer, re-checked on fresh local state.
+
+    Never more than the equalizing count, and nothing unless, on our fresher view, the move
+    still clears the same margin the requester applied (jobs we sent since its state count).
+    """
+    local, remote = _sides(snap, params)
+    if asked <= 0 or remote.rate == 0:
+        return 0
+    if local.rate == 0:
+        return min(asked, snap.local.queued)
+    move = _best_move(local, remote, snap.link.rtt / 2, snap.link)
+    return min(asked, move.count) if move.gain > _margin(move, snap, params) else 0
