@@ -1,0 +1,3 @@
+from loadbalancer.cli import main
+
+main()

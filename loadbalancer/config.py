@@ -1,0 +1,172 @@
+"""The configuration: one JSON file, validated key by key into one object.
+
+Command-line flags override the file. Every error names the key and what is
+wrong with it, in one line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from loadbalancer import adaptor, wire
+from loadbalancer.messages import WorkloadSpec
+
+Address = tuple[str, int]
+MIN_SECRET = 16
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message names the key."""
+
+
+def default_runtime_dir() -> Path:
+    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    return Path(base) / f"lb-{os.getuid()}"
+
+
+@dataclass(frozen=True)
+class Config:
+    master: Address
+    slave: Address
+    secret: str
+    policy: str = "symmetric"
+    state_interval: float = 0.5
+    heartbeat_timeout: float = 3.0
+    workers: int = 1
+    throttle: float = 1.0
+    max_datagram: int = wire.DEFAULT_MAX_DATAGRAM
+    runtime_dir: Path = field(default_factory=default_runtime_dir)
+    workload: WorkloadSpec = field(default_factory=lambda: WorkloadSpec("vector", {}))
+    workload_module: str | None = None
+
+    def address(self, role: wire.Role) -> Address:
+        return self.master if role is wire.Role.MASTER else self.slave
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "master": format_address(self.master), "slave": format_address(self.slave),
+            "secret": self.secret, "policy": self.policy,
+            "state_interval": self.state_interval, "heartbeat_timeout": self.heartbeat_timeout,
+            "workers": self.workers, "throttle": self.throttle,
+            "max_datagram": self.max_datagram, "runtime_dir": str(self.runtime_dir),
+            "workload": {"name": self.workload.name, **self.workload.params},
+            "workload_module": self.workload_module,
+        }
+
+
+def format_address(address: Address) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_address(text: object, key: str) -> Address:
+    if not isinstance(text, str) or ":" not in text:
+        raise ConfigError(f"{key} must be HOST:PORT, not {text!r}")
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{key} must be HOST:PORT with a port from 1 to 65535, not {text!r}")
+    return host, int(port)
+
+
+def _number(raw: dict[str, Any], key: str, low: float, high: float, *,
+            low_open: bool = False) -> float:
+    value = raw[key]
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise ConfigError(f"{key} must be a number, not {value!r}")
+    if value < low or value > high or (low_open and value == low):
+        bound = f"above {low}" if low_open else f"at least {low}"
+        raise ConfigError(f"{key} must be {bound} and at most {high}, not {value!r}")
+    return float(value)
+
+
+def _integer(raw: dict[str, Any], key: str, low: int, high: int) -> int:
+    value = raw[key]
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ConfigError(f"{key} must be a whole number from {low} to {high}, not {value!r}")
+    return value
+
+
+def _workload(value: object) -> WorkloadSpec:
+    if not isinstance(value, dict):
+        raise ConfigError(f"workload must be an object, not {value!r}")
+    params = dict(value)
+    name = params.pop("name", "vector")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"workload.name must be a workload's name, not {name!r}")
+    return WorkloadSpec(name, params)
+
+
+KEYS = {"master", "slave", "secret", "policy", "state_interval", "heartbeat_timeout", "workers",
+        "throttle", "max_datagram", "runtime_dir", "workload", "workload_module"}
+
+
+def from_dict(raw: dict[str, Any]) -> Config:
+    unknown = sorted(set(raw) - KEYS)
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r} (known: {', '.join(sorted(KEYS))})")
+    for key in ("master", "slave", "secret"):
+        if key not in raw:
+            raise ConfigError(f"missing key {key!r}")
+    secret = raw["secret"]
+    if not isinstance(secret, str) or len(secret) < MIN_SECRET:
+        raise ConfigError(f"secret must be a string of at least {MIN_SECRET} characters")
+    config = Config(parse_address(raw["master"], "master"), parse_address(raw["slave"], "slave"),
+                    secret)
+    changes: dict[str, Any] = {}
+    if "policy" in raw:
+        if raw["policy"] not in adaptor.POLICIES:
+            raise ConfigError(f"policy must be one of {', '.join(adaptor.POLICIES)}, "
+                              f"not {raw['policy']!r}")
+        changes["policy"] = raw["policy"]
+    if "state_interval" in raw:
+        changes["state_interval"] = _number(raw, "state_interval", 0.01, 60, low_open=False)
+    if "heartbeat_timeout" in raw:
+        changes["heartbeat_timeout"] = _number(raw, "heartbeat_timeout", 0.1, 3600)
+    if "workers" in raw:
+        changes["workers"] = _integer(raw, "workers", 1, 256)
+    if "throttle" in raw:
+        changes["throttle"] = _number(raw, "throttle", 0, 1)
+    if "max_datagram" in raw:
+        changes["max_datagram"] = _integer(raw, "max_datagram", wire.MIN_DATAGRAM,
+                                           wire.MAX_DATAGRAM)
+    if "runtime_dir" in raw:
+        if not isinstance(raw["runtime_dir"], str) or not raw["runtime_dir"]:
+            raise ConfigError(f"runtime_dir must be a directory path, not {raw['runtime_dir']!r}")
+        changes["runtime_dir"] = Path(raw["runtime_dir"])
+    if "workload" in raw:
+        changes["workload"] = _workload(raw["workload"])
+    if raw.get("workload_module") is not None:
+        if not isinstance(raw["workload_module"], str):
+            raise ConfigError("workload_module must be a module name or a .py path")
+        changes["workload_module"] = raw["workload_module"]
+    config = replace(config, **changes)
+    if config.heartbeat_timeout <= 2 * config.state_interval:
+        raise ConfigError("heartbeat_timeout must be more than twice state_interval, "
+                          "or a live peer would be declared lost")
+    return config
+
+
+def load(path: Path) -> Config:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found (write one with `lb init`, "
+                          "or pass --config)") from None
+    except OSError as error:
+        raise ConfigError(f"config file {path}: {error.strerror}") from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"config file {path} is not valid JSON: {error}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a JSON object")
+    try:
+        return from_dict(raw)
+    except ConfigError as error:
+        raise ConfigError(f"config file {path}: {error}") from None

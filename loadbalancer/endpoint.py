@@ -1,0 +1,81 @@
+"""Asyncio glue between a UDP socket and the pure :class:`Connection`.
+
+It feeds the connection datagrams and ``loop.time()``, sends what it returns,
+and keeps a single timer armed at the connection's next deadline, as aioquic's
+asyncio protocol does. Events are handed to one callback, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+from typing import Any, cast
+
+from loadbalancer.session import Address, Connection, Event
+
+
+async def resolve(address: Address) -> Address:
+    """One numeric address for HOST:PORT, so sends need no lookup."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(address[0], address[1], type=socket.SOCK_DGRAM)
+    if not infos:
+        raise OSError(f"cannot resolve {address[0]}")
+    host, port = infos[0][4][:2]
+    return str(host), int(port)
+
+
+class Endpoint(asyncio.DatagramProtocol):
+    def __init__(self, connection: Connection, on_event: Callable[[Event], None]) -> None:
+        self.connection = connection
+        self.on_event = on_event
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.DatagramTransport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+
+    async def bind(self, local: Address) -> None:
+        await self.loop.create_datagram_endpoint(lambda: self, local_addr=local)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's UDP transport does not subclass asyncio.DatagramTransport.
+        self.transport = cast(asyncio.DatagramTransport, transport)
+        self.flush()
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, ...]) -> None:
+        self.connection.receive_datagram(data, (str(addr[0]), int(addr[1])), self.loop.time())
+        self.flush()
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable while the peer is down: retransmission covers it.
+        self.connection.dropped["icmp_error"] += 1
+
+    def flush(self) -> None:
+        """Deliver pending events, send pending datagrams, re-arm the timer."""
+        while (event := self.connection.next_event()) is not None:
+            self.on_event(event)
+        if self.transport is None or self.transport.is_closing():
+            return
+        for data, address in self.connection.datagrams_to_send(self.loop.time()):
+            self.transport.sendto(data, address)
+        self._arm()
+
+    def _arm(self) -> None:
+        deadline = self.connection.next_deadline()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = None if deadline is None else self.loop.call_at(deadline, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = self._timer_at = None
+        self.connection.handle_timer(self.loop.time())
+        self.flush()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.transport is not None:
+            self.transport.close()

@@ -1,0 +1,413 @@
+"""A node: the components of one role, as coroutines of one event loop.
+
+The lifecycle is ``startup -> main loop -> shutdown`` as in uvicorn's server.
+The components are the worker (:mod:`worker`), the hardware monitor
+(:mod:`monitor`), the state manager (periodic STATE, which is also the
+heartbeat), the transfer manager (JOBS, RESULTS, REQUEST over the reliable
+channel) and the adaptor (:mod:`adaptor`). What differs between master and
+slave lives in :mod:`master` and :mod:`slave`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from loadbalancer import adaptor, control, messages
+from loadbalancer.config import Config
+from loadbalancer.endpoint import Endpoint, resolve
+from loadbalancer.jobs import JobQueue
+from loadbalancer.messages import Jobs, Message, Request, WorkloadSpec
+from loadbalancer.monitor import Monitor
+from loadbalancer.peerstate import PeerState
+from loadbalancer.reliable import MessageAcked, MessageReceived
+from loadbalancer.session import Connection, Event, PeerJoined, PeerLost, StateReceived
+from loadbalancer.trace import Recorder
+from loadbalancer.wire import Kind, Rejected, Role, derive_key
+from loadbalancer.worker import Preempted, Throttle, run_job
+from loadbalancer.workload import Workload
+
+log = logging.getLogger("lb")
+SAMPLE_INTERVAL = 0.2
+# Job data per JOBS or RESULTS message: enough to amortise, small enough to interleave.
+MESSAGE_BYTES = 1 << 20
+REQUEST_TIMEOUT = 2.0
+
+
+@dataclass
+class Running:
+    job: int
+    data: bytes
+    cancelled: bool = False  # taken back: throttle 0 or the session it came with ended
+    requeue: bool = True  # on preemption, put it back in the queue
+
+    def is_cancelled(self) -> bool:
+        return self.cancelled
+
+
+def new_incarnation() -> int:
+    # Wall-clock microseconds: larger for every later start, even across restarts.
+    return time.time_ns() // 1000
+
+
+class Node:
+    role: Role
+
+    def __init__(self, config: Config, *, trace_path: Path | None = None,
+                 result_path: Path | None = None, ui: Any = None) -> None:
+        self.config = config
+        self.trace_path = trace_path
+        self.result_path = result_path
+        self.ui = ui
+        self.throttle = Throttle(config.throttle)
+        self.queue = JobQueue()
+        self.running: dict[int, Running] = {}
+        self.monitor = Monitor(config.workers)
+        self.recorder = Recorder()
+        self.params = adaptor.Params()
+        self.workload: Workload | None = None
+        self.phase = "waiting"
+        self.remote: PeerState | None = None
+        self.remote_at = 0.0
+        self.refused = 0
+        self.moved_out = self.moved_in = 0
+        self._reset_session_counters()
+        self._job_bytes = 0.0
+        self._ready = asyncio.Event()
+        self._stopped: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._executor = ThreadPoolExecutor(config.workers, thread_name_prefix="lb-worker")
+        self.loop = asyncio.get_running_loop()
+        self.connection: Connection
+        self.endpoint: Endpoint
+
+    def _reset_session_counters(self) -> None:
+        # Per session, so both sides' cumulative counts start together and
+        # their difference is what is in flight.
+        self.sent_jobs = self.received_jobs = 0
+        self.requested: tuple[int, int, float] | None = None  # (id, count, when)
+        self._next_request = 1
+
+    # ---- lifecycle ---------------------------------------------------------------
+    async def run(self) -> int:
+        await self.startup()
+        try:
+            return await self._stopped
+        finally:
+            await self.shutdown()
+
+    async def startup(self) -> None:
+        local = await resolve(self.config.address(self.role))
+        peer = await resolve(self.config.address(self.role.peer))
+        self.connection = Connection(self.role, derive_key(self.config.secret),
+                                     peer_address=peer, new_incarnation=new_incarnation,
+                                     now=self.loop.time(),
+                                     max_datagram=self.config.max_datagram,
+                                     heartbeat_timeout=self.config.heartbeat_timeout)
+        self.endpoint = Endpoint(self.connection, self._on_event)
+        await self.endpoint.bind(local)
+        self._control = await control.serve(
+            control.socket_path(self.config.runtime_dir, str(self.role)), self._on_control)
+        self.recorder.event("throttle", throttle=self.throttle.value, workers=self.config.workers)
+        coroutines: list[Coroutine[Any, Any, None]] = [
+            self._sample(), self._send_state(), self._adapt_periodically()]
+        coroutines += [self._work() for _ in range(self.config.workers)]
+        self._tasks = [asyncio.create_task(c) for c in coroutines]
+        self.say(f"{self.role} listening on {local[0]}:{local[1]}, peer at {peer[0]}:{peer[1]}")
+
+    async def shutdown(self) -> None:
+        for running in self.running.values():
+            running.cancelled, running.requeue = True, False
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.connection.say_bye()
+        self.endpoint.flush()
+        self.endpoint.close()
+        self._control.close()
+        with contextlib.suppress(FileNotFoundError):
+            control.socket_path(self.config.runtime_dir, str(self.role)).unlink()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        """Run a coroutine as part of this node: cancelled when the node shuts down."""
+        self._tasks.append(asyncio.create_task(coroutine))
+
+    def stop(self, code: int) -> None:
+        if not self._stopped.done():
+            self._stopped.set_result(code)
+
+    def say(self, text: str) -> None:
+        if self.ui is not None:
+            self.ui.message(text, time.time())
+        else:
+            log.info("%s: %s", self.role, text)
+
+    # ---- worker ------------------------------------------------------------------
+    def wake(self) -> None:
+        if self.queue and self.throttle.value > 0 and self.workload is not None:
+            self._ready.set()
+        else:
+            self._ready.clear()
+
+    async def _work(self) -> None:
+        assert self._executor is not None
+        while True:
+            await self._ready.wait()
+            if not self.queue or self.throttle.value == 0 or self.workload is None:
+                self.wake()
+                continue
+            job, data = self.queue.pop()
+            self.wake()
+            workload = self.workload
+            running = Running(job, data if data is not None else workload.job_data(job))
+            self.running[job] = running
+            try:
+                outcome = await run_job(self._executor, workload, job, running.data,
+                                        self.throttle, running.is_cancelled)
+            except Preempted:
+                if running.requeue:
+                    self.queue.push_front(job, data)
+                continue
+            finally:
+                del self.running[job]
+                self.wake()
+            self.monitor.job_done(outcome.seconds)
+            self.job_finished(job, outcome.result)
+
+    def job_finished(self, job: int, result: bytes) -> None:
+        raise NotImplementedError
+
+    def preempt_all(self, requeue: bool) -> None:
+        for running in self.running.values():
+            running.cancelled, running.requeue = True, requeue
+
+    def set_throttle(self, value: float) -> None:
+        old = self.throttle.value
+        self.throttle.set(value)
+        self.recorder.event("throttle", throttle=value, workers=self.config.workers)
+        self.say(f"throttle {old:g} -> {value:g}")
+        if value == 0:
+            self.preempt_all(requeue=True)  # the drain rule hands them away
+        self.wake()
+        self._state_now()
+        self.adapt()
+
+    # ---- events from the connection -----------------------------------------------
+    def _on_event(self, event: Event) -> None:
+        match event:
+            case PeerJoined():
+                self._reset_session_counters()
+                self.remote = None
+                self.recorder.event("joined")
+                self.say(f"{self.role.peer} joined")
+                self.peer_joined()
+                self._state_now()
+            case PeerLost(reason):
+                self.recorder.event("lost", reason=reason)
+                self.say(f"{self.role.peer} lost ({reason})")
+                self.peer_lost(reason)
+            case StateReceived(body):
+                self._on_state(body)
+            case MessageReceived(_, kind, payload):
+                self._on_message(Kind(kind), payload)
+            case MessageAcked(message_id):
+                self.message_acked(message_id)
+
+    def _on_message(self, kind: Kind, payload: bytes) -> None:
+        try:
+            message = messages.decode(kind, payload)
+        except Rejected as error:
+            self.connection.dropped[error.reason] += 1
+            return
+        if isinstance(message, Jobs):
+            self.received_jobs += len(message.jobs)
+            if self.requested is not None and message.request == self.requested[0]:
+                self.requested = None
+        elif isinstance(message, Request):
+            count = adaptor.grant(self.snapshot(), max(0, message.count), self.params)
+            self.send_jobs(count, request=message.request,
+                           reason=f"{self.role.peer} asked for {message.count}")
+            return
+        self.handle(message)
+        self.wake()
+
+    def handle(self, message: Message) -> None:
+        raise NotImplementedError
+
+    def peer_joined(self) -> None: ...
+
+    def peer_lost(self, reason: str) -> None: ...
+
+    def message_acked(self, message_id: int) -> None: ...
+
+    # ---- transfers -----------------------------------------------------------------
+    def send(self, message: Message) -> int | None:
+        kind, payload = messages.encode(message)
+        message_id = self.connection.send(kind, payload, self.loop.time())
+        self.endpoint.flush()
+        return message_id
+
+    def workload_spec(self) -> WorkloadSpec:
+        assert self.workload is not None
+        return WorkloadSpec(self.workload.name, self.workload.params())
+
+    def send_jobs(self, count: int, *, request: int | None = None, reason: str = "") -> int:
+        """Move up to ``count`` jobs from the tail of the queue to the peer."""
+        if not self.connection.connected or self.workload is None:
+            return 0
+        taken = self.queue.take_tail(count)
+        self.wake()
+        workload = self.workload
+        jobs = [(job, data if data is not None else workload.job_data(job)) for job, data in taken]
+        batches = _batches(jobs) or [[]]  # an empty answer still closes a request
+        for batch in batches:
+            kind, payload = messages.encode(Jobs(self.workload_spec(), batch, request))
+            self.connection.send(kind, payload, self.loop.time())
+            if batch:
+                self._job_bytes = len(payload) / len(batch)
+        self.endpoint.flush()
+        self.sent_jobs += len(jobs)
+        self.moved_out += len(jobs)
+        self.jobs_sent([job for job, _ in jobs])
+        if jobs:
+            self.recorder.event("sent", jobs=len(jobs))
+            why = f": {reason}" if reason else ""
+            self.say(f"sent {len(jobs)} jobs to {self.role.peer}{why}")
+        return len(jobs)
+
+    def jobs_sent(self, jobs: list[int]) -> None: ...
+
+    # ---- state manager --------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        speed = self.monitor.speed(self.throttle.value)
+        pending = len(self.queue) + len(self.running)
+        eta = pending / speed if speed else (0.0 if pending == 0 else None)
+        return {
+            "role": str(self.role), "phase": self.phase, "queued": len(self.queue),
+            "running": len(self.running), "executed": self.monitor.executed,
+            "throttle": self.throttle.value, "workers": self.config.workers,
+            "cpu": self.monitor.cpu, "speed": speed, "eta": eta,
+            "job_seconds": self.monitor.job_seconds,
+            "peer": "connected" if self.connection.connected else
+            ("waiting" if self.remote is None else "lost"),
+            "moved_out": self.moved_out, "moved_in": self.moved_in,
+            "retransmits": self.connection.retransmits,
+            "dropped": dict(self.connection.dropped), "suppressed": self.connection.suppressed,
+            "bytes_sent": self.connection.bytes_sent, "refused": self.refused,
+            "policy": self.config.policy, **self.progress(),
+        }
+
+    def progress(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _state_now(self) -> None:
+        state = {**self.status(), "sent_jobs": self.sent_jobs,
+                 "received_jobs": self.received_jobs}
+        self.connection.send_state(messages.encode_state(state))
+        self.endpoint.flush()
+
+    async def _send_state(self) -> None:
+        while True:
+            self._state_now()
+            await asyncio.sleep(self.config.state_interval)
+
+    def _on_state(self, body: bytes) -> None:
+        try:
+            self.remote = PeerState.parse(messages.decode_state(body))
+        except Rejected as error:
+            self.connection.dropped[error.reason] += 1
+            return
+        self.remote_at = self.loop.time()
+        self.state_received()
+        self.adapt()
+
+    def state_received(self) -> None: ...
+
+    def sample(self) -> None:
+        """One trace sample (and a dashboard refresh) of the node as it is now."""
+        self.monitor.sample_cpu()
+        status = self.status()
+        self.recorder.sample(pending=status["queued"] + status["running"],
+                             throttle=self.throttle.value, cpu=self.monitor.cpu,
+                             done=self.monitor.executed)
+        if self.ui is not None:
+            self.ui.update(status, None if self.remote is None else self.remote.status)
+
+    async def _sample(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(SAMPLE_INTERVAL)
+
+    # ---- adaptor ------------------------------------------------------------------------
+    def snapshot(self) -> adaptor.Snapshot:
+        assert self.remote is not None
+        channel = self.connection.channel
+        local = adaptor.NodeView(len(self.queue), len(self.running), self.throttle.value,
+                                 self.config.workers, self.monitor.job_seconds)
+        link = adaptor.Link(rtt=channel.srtt or 0.001,
+                            bandwidth=channel.delivery_rate or 10e6,
+                            job_bytes=self._job_bytes or 1024.0)
+        return adaptor.Snapshot(
+            local=local, remote=self.remote.view,
+            remote_age=self.loop.time() - self.remote_at + link.rtt / 2,
+            in_flight_to_remote=max(0, self.sent_jobs - self.remote.received_jobs),
+            in_flight_from_remote=max(0, self.remote.sent_jobs - self.received_jobs),
+            requested=0 if self.requested is None else self.requested[1], link=link)
+
+    def adapt(self) -> None:
+        if self.remote is None or not self.connection.connected or self.phase != "processing":
+            return
+        if self.requested is not None and self.loop.time() - self.requested[2] > REQUEST_TIMEOUT:
+            self.requested = None
+        decision = adaptor.decide(self.config.policy, self.snapshot(),  # type: ignore[arg-type]
+                                  self.params)
+        if decision.action == "send" and decision.count > 0:
+            self.send_jobs(decision.count, reason=decision.reason)
+        elif decision.action == "request" and decision.count > 0:
+            request = self._next_request
+            self._next_request += 1
+            self.requested = (request, decision.count, self.loop.time())
+            self.send(Request(request, decision.count))
+            self.say(f"asked {self.role.peer} for {decision.count} jobs: {decision.reason}")
+        log.debug("%s adaptor: %s", self.role, decision.reason)
+
+    async def _adapt_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.state_interval)
+            self.adapt()
+
+    # ---- control channel ------------------------------------------------------------------
+    def _on_control(self, request: dict[str, Any]) -> dict[str, Any]:
+        command = request.get("cmd")
+        if command == "status":
+            return {"local": self.status(),
+                    "remote": None if self.remote is None else self.remote.status}
+        if command == "throttle":
+            value = request.get("value")
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                return {"error": f"throttle must be a number, not {value!r}"}
+            if not 0 <= value <= 1:
+                return {"error": f"throttle must be between 0 and 1, not {value}"}
+            self.set_throttle(float(value))
+            return {"throttle": self.throttle.value}
+        return {"error": f"unknown command {command!r}"}
+
+
+def _batches(jobs: list[tuple[int, bytes]]) -> list[list[tuple[int, bytes]]]:
+    batches: list[list[tuple[int, bytes]]] = []
+    size = 0
+    for job in jobs:
+        if not batches or (batches[-1] and size + len(job[1]) > MESSAGE_BYTES):
+            batches.append([])
+            size = 0
+        batches[-1].append(job)
+        size += len(job[1])
+    return batches

@@ -1,0 +1,109 @@
+"""Shared fixtures: two real `lb launch` processes on loopback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loadbalancer import local
+
+RUN_TIMEOUT = 60
+
+
+@dataclass
+class Cluster:
+    """A loopback config in a temporary directory and the nodes started on it."""
+
+    directory: Path
+    config: Path = field(init=False)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def configure(self, **settings: Any) -> Path:
+        self.config = local.write_config(self.directory, **settings)
+        return self.config
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return dict(json.loads(self.config.read_text()))
+
+    def start(self, role: str, *args: str) -> subprocess.Popen[bytes]:
+        extra = list(args)
+        if role == "master":
+            extra += ["--result", str(self.directory / "result.json"),
+                      "--trace", str(self.directory / "trace.json")]
+        process = local.launch(self.config, role, *extra, log=self.directory / f"{role}.log")
+        self.processes[role] = process
+        return process
+
+    def start_both(self, *slave_args: str) -> None:
+        """The slave first, and the master once the slave listens."""
+        self.start("slave", *slave_args)
+        self.wait_until_up("slave")
+        self.start("master")
+
+    def wait_until_up(self, role: str, timeout: float = 30) -> None:
+        sock = self.directory / "run" / f"{role}.sock"
+        deadline = time.monotonic() + timeout
+        while not sock.exists():
+            if time.monotonic() > deadline or self.processes[role].poll() is not None:
+                pytest.fail(f"{role} did not start:\n{self.log(role)}")
+            time.sleep(0.05)
+
+    def wait(self, timeout: float = RUN_TIMEOUT) -> dict[str, int]:
+        codes = {}
+        for role, process in self.processes.items():
+            try:
+                codes[role] = process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                pytest.fail(f"{role} did not finish in {timeout}s:\n{self.log(role)}")
+        return codes
+
+    def log(self, role: str) -> str:
+        path = self.directory / f"{role}.log"
+        return path.read_text() if path.exists() else ""
+
+    def result(self) -> dict[str, Any]:
+        return dict(json.loads((self.directory / "result.json").read_text()))
+
+    def trace(self) -> dict[str, Any]:
+        return dict(json.loads((self.directory / "trace.json").read_text()))
+
+    def lb(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "loadbalancer", *args],
+                              capture_output=True, text=True, timeout=30)
+
+    def status(self, role: str) -> dict[str, Any] | None:
+        answer = self.lb("status", "--role", role, "--config", str(self.config), "--json")
+        return json.loads(answer.stdout) if answer.returncode == 0 else None
+
+    def wait_for(self, role: str, check: Callable[[dict[str, Any]], bool],
+                 timeout: float = 30) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.status(role)
+            if status is not None and check(status):
+                return status
+            time.sleep(0.1)
+        pytest.fail(f"{role} never reached the expected state:\n{self.log(role)}")
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    running = Cluster(tmp_path)
+    yield running
+    running.stop()

@@ -1,0 +1,82 @@
+"""The command line: one clear line and the right exit code for every mistake."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from loadbalancer import local
+
+
+def lb(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "loadbalancer", *args], capture_output=True,
+                          text=True, timeout=30, cwd=cwd)
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], code: int, *words: str) -> None:
+    assert result.returncode == code, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in result.stderr
+    assert any(all(w in line for w in words) for line in lines), result.stderr
+    errors = [line for line in lines if line.startswith("Error")]
+    assert len(errors) == 1, result.stderr
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    return local.write_config(tmp_path, jobs=8, elements_per_job=16, iterations=1)
+
+
+def test_version() -> None:
+    result = lb("--version")
+    assert result.returncode == 0
+    assert "lb, version" in result.stdout
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["launch", "--role", "boss"], ["role", "boss"]),
+    (["launch", "--role", "master", "--policy", "fastest"], ["policy", "fastest"]),
+    (["launch", "--role", "master", "--throttle", "1.5"], ["throttle", "1.5"]),
+    (["launch", "--role", "master", "--jobs", "0"], ["jobs", "0"]),
+    (["throttle", "abc"], ["abc"]),
+    (["throttle", "--", "-0.1"], ["-0.1"]),
+])
+def test_bad_arguments_exit_2(args: list[str], words: list[str], config: Path) -> None:
+    one_line_error(lb(*args, "--config", str(config)) if args[0] == "launch"
+                   else lb(*args), 2, *words)
+
+
+def test_missing_config_exits_2(tmp_path: Path) -> None:
+    one_line_error(lb("launch", "--role", "master", cwd=tmp_path), 2, "lb.json", "not found")
+
+
+def test_invalid_config_names_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "lb.json"
+    path.write_text(json.dumps({"master": "127.0.0.1:1", "slave": "127.0.0.1:2",
+                                "secret": "x" * 20, "state_interval": "soon"}))
+    one_line_error(lb("launch", "--role", "slave", "--config", str(path)), 2, "state_interval")
+
+
+def test_bad_workload_parameter_exits_2(tmp_path: Path) -> None:
+    path = local.write_config(tmp_path, jobs=8, elements_per_job=16, iterations=-3)
+    one_line_error(lb("launch", "--role", "master", "--config", str(path)), 2, "iterations")
+
+
+def test_unreachable_node_exits_1(config: Path) -> None:
+    one_line_error(lb("throttle", "0.5", "--role", "slave", "--config", str(config)), 1,
+                   "no node is running")
+    one_line_error(lb("status", "--config", str(config)), 1, "no node is running")
+
+
+def test_a_port_in_use_exits_1(config: Path) -> None:
+    import socket
+    address = json.loads(config.read_text())["master"]
+    host, port = address.split(":")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((host, int(port)))
+        one_line_error(lb("launch", "--role", "master", "--config", str(config)), 1,
+                       "cannot start the master")

@@ -1,0 +1,99 @@
+"""End to end: two real `lb launch` processes on loopback verify a run."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+from conftest import Cluster
+
+from loadbalancer import config as configuration
+
+# 256 jobs of about 10 ms each: a run takes a few seconds.
+SMALL = {"jobs": 256, "elements_per_job": 8192, "iterations": 3000}
+SUMMARY_KEYS = {"verified", "jobs", "makespan_s", "ideal_s", "executed", "moved",
+                "retransmits", "dropped", "policy"}
+
+
+def run(cluster: Cluster) -> dict[str, int]:
+    cluster.start_both()
+    return cluster.wait()
+
+
+@pytest.mark.parametrize("policy", ["none", "sender", "receiver", "symmetric", "seed"])
+def test_every_policy_verifies(cluster: Cluster, policy: str) -> None:
+    cluster.configure(policy=policy, **SMALL)
+    assert run(cluster) == {"slave": 0, "master": 0}, cluster.log("master")
+    result = cluster.result()
+    assert set(result) >= SUMMARY_KEYS
+    assert result["verified"] is True
+    assert result["policy"] == policy
+    assert result["jobs"] == 256
+    assert result["executed"]["master"] > 0 and result["executed"]["slave"] > 0
+    assert result["executed"]["master"] + result["executed"]["slave"] >= 256
+    # Half of the queue when the slave joined; the master may have started a job or two.
+    assert 120 <= result["bootstrap"] <= 128
+    assert 0 < result["ideal_s"] <= result["makespan_s"]
+    if policy == "none":
+        assert result["moved"] == {"to_slave": 0, "to_master": 0}
+
+
+def test_trace_holds_both_nodes(cluster: Cluster) -> None:
+    cluster.configure(policy="symmetric", **SMALL)
+    assert run(cluster) == {"slave": 0, "master": 0}
+    trace = cluster.trace()
+    assert set(trace["nodes"]) == {"master", "slave"}
+    for node in trace["nodes"].values():
+        assert node["samples"], "no samples"
+        assert {"t", "pending", "throttle", "cpu", "done"} <= set(node["samples"][0])
+        assert any(e["type"] == "throttle" for e in node["events"])
+    slave_done = trace["nodes"]["slave"]["samples"][-1]["done"]
+    assert slave_done == cluster.result()["executed"]["slave"]
+
+
+def test_master_first_then_slave(cluster: Cluster) -> None:
+    cluster.configure(policy="symmetric", **SMALL)
+    cluster.start("master")
+    time.sleep(0.3)
+    cluster.start("slave")
+    assert cluster.wait() == {"master": 0, "slave": 0}
+    assert cluster.result()["verified"] is True
+
+
+def test_throttle_zero_hands_the_slaves_work_to_the_master(cluster: Cluster) -> None:
+    # Jobs of ~40 ms, so the run lasts long enough to act in the middle of it.
+    cluster.configure(policy="symmetric", jobs=256, elements_per_job=32768, iterations=4000)
+    cluster.start_both()
+    cluster.wait_for("slave", lambda s: s["local"]["executed"] >= 5)
+    answer = cluster.lb("throttle", "0", "--role", "slave", "--config", str(cluster.config))
+    assert answer.returncode == 0, answer.stderr
+    assert answer.stdout.strip() == "throttle 0"
+    status = cluster.wait_for("slave", lambda s: s["local"]["queued"] == 0
+                              and s["local"]["running"] == 0)
+    executed_then = status["local"]["executed"]
+    assert status["local"]["throttle"] == 0
+    assert cluster.wait() == {"slave": 0, "master": 0}
+    result = cluster.result()
+    assert result["verified"] is True
+    assert result["executed"]["slave"] == executed_then  # not one job more after throttle 0
+    assert result["moved"]["to_master"] > 0
+    events = cluster.trace()["nodes"]["slave"]["events"]
+    assert [e["throttle"] for e in events if e["type"] == "throttle"][-1] == 0
+
+
+def test_datagrams_with_a_bad_tag_are_dropped_and_counted(cluster: Cluster) -> None:
+    cluster.configure(policy="symmetric", jobs=256, elements_per_job=32768, iterations=2000)
+    cluster.start_both()
+    cluster.wait_for("master", lambda s: s["local"]["peer"] == "connected")
+    settings = cluster.settings
+    forged = bytearray(b"LB\x01\x10\x00\x00" + bytes(26) + bytes(16))
+    forged[30:32] = (0).to_bytes(2, "big")  # a well-formed header with an empty body
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for _ in range(50):
+            for role in ("master", "slave"):
+                sock.sendto(bytes(forged), configuration.parse_address(settings[role], role))
+    assert cluster.wait() == {"slave": 0, "master": 0}
+    result = cluster.result()
+    assert result["verified"] is True
+    assert result["dropped"]["bad_tag"] == 100
