@@ -1,21 +1,23 @@
-"""Running one node: the event loop (uvloop when installed), signals, the UI."""
+"""Running one node: the event loop (uvloop when installed), signals, the UI, the metrics."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from loadbalancer.config import Config
+from loadbalancer.config import Address, Config, format_address
 from loadbalancer.node import Node
 from loadbalancer.wire import Role
 
+if TYPE_CHECKING:  # prometheus_client is imported only when metrics are asked for
+    from loadbalancer.metrics import StatusSource
+
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 130
+SCRAPE_TIMEOUT = 5.0  # a node whose loop cannot answer this fast fails the scrape, not hangs it
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
@@ -26,15 +28,25 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
     return uvloop.new_event_loop
 
 
-def configure_logging(level: int = logging.INFO) -> None:
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s.%(msecs)03d %(message)s", datefmt="%H:%M:%S")
+def _status_source(node: Node, loop: asyncio.AbstractEventLoop) -> StatusSource:
+    """node.status() for the scrape thread: it must not read the node's state while the
+    event loop changes it, so the loop itself answers."""
+    async def current() -> dict[str, Any] | None:
+        # startup() makes the connection the status reports on; a scrape may come first.
+        return node.status() if hasattr(node, "connection") else None
+
+    def status() -> dict[str, Any] | None:
+        return asyncio.run_coroutine_threadsafe(current(), loop).result(SCRAPE_TIMEOUT)
+
+    return status
 
 
-async def _serve(config: Config, role: Role, ui: Any, **paths: Path | None) -> tuple[int, Node]:
+async def _serve(config: Config, role: Role, ui: Any, metrics_address: Address | None,
+                 **options: Any) -> tuple[int, Node]:
     from loadbalancer.master import Master
     from loadbalancer.slave import Slave
-    node: Node = (Master if role is Role.MASTER else Slave)(config, ui=ui, **paths)
+    node: Node = (Master(config, ui=ui, **options) if role is Role.MASTER
+                  else Slave(config, ui=ui, **options))
     loop = asyncio.get_running_loop()
 
     def crash(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -45,18 +57,35 @@ async def _serve(config: Config, role: Role, ui: Any, **paths: Path | None) -> t
     loop.set_exception_handler(crash)
     for signum, code in ((signal.SIGINT, EXIT_INTERRUPTED), (signal.SIGTERM, EXIT_FAILURE)):
         loop.add_signal_handler(signum, node.stop, code)
-    return await node.run(), node
+    if metrics_address is None:
+        return await node.run(), node
+    from loadbalancer import metrics
+    # Bound before the node's own sockets, so a taken metrics port fails the start at once.
+    server = metrics.serve(metrics_address, _status_source(node, loop))
+    node.say(f"metrics at http://{format_address(server.address)}/metrics")
+    try:
+        return await node.run(), node
+    finally:
+        await loop.run_in_executor(None, server.close)  # its thread polls: up to 0.5 s
 
 
-def run_node(config: Config, role: Role, *, dashboard: bool,
-             trace: Path | None = None, result: Path | None = None) -> tuple[int, Node]:
-    """Run a node to its end; the exit code and the node (for its summary)."""
-    ui = None
-    if dashboard:
-        from loadbalancer.dashboard import Dashboard
-        ui = Dashboard(str(role), policy=config.policy)
+def run_node(config: Config, role: Role, *, dashboard: bool, trace: Path | None = None,
+             result: Path | None = None, resume: bool = False,
+             metrics_address: Address | None = None,
+             log_messages: bool = False) -> tuple[int, Node]:
+    """Run a node to its end; the exit code and the node (for its summary).
+    ``trace``, ``result`` and ``resume`` concern the master only. ``metrics_address``:
+    serve Prometheus metrics there. ``log_messages``: with the dashboard on, log its
+    messages too (the node logs them itself only when it has none), for a log file."""
+    options: dict[str, Any] = {}
+    if role is Role.MASTER:
+        options = {"trace_path": trace, "result_path": result, "resume": resume}
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        if ui is None:
-            return runner.run(_serve(config, role, None, trace_path=trace, result_path=result))
-        with ui:
-            return runner.run(_serve(config, role, ui, trace_path=trace, result_path=result))
+        if not dashboard:
+            return runner.run(_serve(config, role, None, metrics_address, **options))
+        from loadbalancer.dashboard import Dashboard
+        from loadbalancer.logs import LoggedMessages
+        screen = Dashboard(str(role), policy=config.policy)
+        ui = LoggedMessages(screen) if log_messages else screen
+        with screen:
+            return runner.run(_serve(config, role, ui, metrics_address, **options))

@@ -8,16 +8,18 @@ import json
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import click
 
-from loadbalancer import __version__, adaptor, control, local, workload
+from loadbalancer import __version__, adaptor, control, local, logs, newconfig, workload
 from loadbalancer import config as configuration
-from loadbalancer.app import EXIT_OK, configure_logging, run_node
-from loadbalancer.config import Config, ConfigError
+from loadbalancer.app import EXIT_OK, run_node
+from loadbalancer.config import Address, Config, ConfigError
+from loadbalancer.journal import JournalError
 from loadbalancer.messages import WorkloadSpec
 from loadbalancer.wire import Role
 
@@ -26,6 +28,53 @@ ROLE = click.Choice(["master", "slave"])
 config_option = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
     default=DEFAULT_CONFIG, show_default=True, help="JSON config file.")
+SHELLS = ("bash", "zsh", "fish")
+EPILOG = """\b
+Shell completion (bash, zsh or fish), e.g. in ~/.bashrc:
+  eval "$(lb completion --shell bash)"
+or for fish:  lb completion --shell fish > ~/.config/fish/completions/lb.fish"""
+
+
+class AddressType(click.ParamType):  # type: ignore[type-arg]  # generic only in newer click
+    """HOST:PORT, checked as the config checks its addresses."""
+
+    name = "HOST:PORT"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Address:
+        if isinstance(value, tuple):  # click may hand back a value it converted already
+            return value
+        try:
+            return configuration.parse_address(value, "the address")
+        except ConfigError as error:
+            self.fail(str(error), param, ctx)
+
+
+ADDRESS = AddressType()
+
+
+def log_options(command: Callable[..., None]) -> Callable[..., None]:
+    """--log-level, --log-format and --log-file, for the commands that run a node."""
+    for option in reversed((
+            click.option("--log-level", type=click.Choice(list(logs.LEVELS)), default="info",
+                         show_default=True, help="debug also shows every transfer decision."),
+            click.option("--log-format", type=click.Choice(logs.FORMATS), default="text",
+                         show_default=True,
+                         help="text for people; json: one object per line, for machines."),
+            click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path),
+                         help="Also append the log to this file (with the dashboard too)."))):
+        command = option(command)
+    return command
+
+
+def _configure_logs(role: Role, level: str, fmt: str, file: Path | None, *,
+                    dashboard: bool) -> logs.LogSettings:
+    settings = logs.LogSettings(level, fmt, file)
+    try:
+        logs.configure(str(role), settings, dashboard=dashboard)
+    except OSError as error:
+        raise _fail_usage(f"cannot open the log file {file}: {error.strerror}") from None
+    return settings
 
 
 def _fail_usage(message: str) -> click.UsageError:
@@ -49,7 +98,7 @@ def _load(path: Path, overrides: dict[str, Any], module: str | None) -> Config:
     return config
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
 @click.version_option(__version__, prog_name="lb")
 def main() -> None:
     """lb: share a batch of CPU work between two machines, balanced while it runs."""
@@ -67,23 +116,40 @@ def main() -> None:
               help="Write both nodes' traces here as JSON (master).")
 @click.option("--result", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the run's summary here as JSON (master).")
+@click.option("--resume", is_flag=True,
+              help="Master: continue the run in the journal after a crash.")
 @click.option("--no-dashboard", is_flag=True, help="Plain log lines instead of the live view.")
+@click.option("--metrics", "metrics_address", type=ADDRESS,
+              help="Serve Prometheus metrics at http://HOST:PORT/metrics.")
+@log_options
 def launch(role: str, config_path: Path, policy: str | None, jobs: int | None,
            throttle: float | None, workers: int | None, workload_module: str | None,
-           trace: Path | None, result: Path | None, no_dashboard: bool) -> None:
+           trace: Path | None, result: Path | None, resume: bool, no_dashboard: bool,
+           metrics_address: Address | None, log_level: str, log_format: str,
+           log_file: Path | None) -> None:
     """Run a node until the master has verified every result."""
+    if resume and role != "master":
+        raise _fail_usage("--resume is for the master: a slave simply starts again")
     overrides = {k: v for k, v in (("policy", policy), ("jobs", jobs), ("throttle", throttle),
                                    ("workers", workers)) if v is not None}
     config = _load(config_path, overrides, workload_module)
-    sys.exit(_run(config, Role[role.upper()], dashboard=not no_dashboard and sys.stdout.isatty(),
-                  trace=trace, result=result))
+    node_role = Role[role.upper()]
+    dashboard = not no_dashboard and sys.stdout.isatty()
+    _configure_logs(node_role, log_level, log_format, log_file, dashboard=dashboard)
+    sys.exit(_run(config, node_role, dashboard=dashboard, trace=trace, result=result,
+                  resume=resume, metrics_address=metrics_address,
+                  log_messages=log_file is not None))
 
 
 def _run(config: Config, role: Role, *, dashboard: bool, trace: Path | None = None,
-         result: Path | None = None) -> int:
-    configure_logging()
+         result: Path | None = None, resume: bool = False,
+         metrics_address: Address | None = None, log_messages: bool = False) -> int:
     try:
-        code, node = run_node(config, role, dashboard=dashboard, trace=trace, result=result)
+        code, node = run_node(config, role, dashboard=dashboard, trace=trace, result=result,
+                              resume=resume, metrics_address=metrics_address,
+                              log_messages=log_messages)
+    except JournalError as error:
+        raise _fail_usage(str(error)) from None
     except OSError as error:
         raise click.ClickException(f"cannot start the {role}: {error}") from None
     summary = getattr(node, "summary", None)
@@ -161,15 +227,26 @@ def status(role: str | None, config_path: Path, as_json: bool) -> None:
 @click.option("--slave-throttle", type=click.FloatRange(0, 1), default=1.0, show_default=True,
               help="The slave's starting throttle.")
 @click.option("--no-dashboard", is_flag=True, help="Plain log lines instead of the live view.")
-def demo(jobs: int, policy: str, slave_throttle: float, no_dashboard: bool) -> None:
-    """Run a master and a slave on loopback with a fresh secret."""
+# Tiny jobs for the tests that watch the demo; a person wants jobs that take a while.
+@click.option("--iterations", type=click.IntRange(min=1), hidden=True)
+@log_options
+def demo(jobs: int, policy: str, slave_throttle: float, no_dashboard: bool,
+         iterations: int | None, log_level: str, log_format: str, log_file: Path | None) -> None:
+    """Run a master and a slave on loopback with a fresh secret.
+
+    The log options apply to both nodes (with --log-file both append to the one file; the
+    json format's role field tells them apart)."""
+    dashboard = not no_dashboard and sys.stdout.isatty()
+    settings = _configure_logs(Role.MASTER, log_level, log_format, log_file, dashboard=dashboard)
     with tempfile.TemporaryDirectory(prefix="lb-demo-") as tmp:
-        path = local.write_config(Path(tmp), jobs=jobs, policy=policy)
+        path = local.write_config(Path(tmp), jobs=jobs, policy=policy, iterations=iterations)
         config = _load(path, {}, None)
         log_path = Path(tmp) / "slave.log"
-        slave = local.launch(path, "slave", "--throttle", str(slave_throttle), log=log_path)
+        slave = local.launch(path, "slave", "--throttle", str(slave_throttle), *settings.args(),
+                             log=log_path)
         try:
-            code = _run(config, Role.MASTER, dashboard=not no_dashboard and sys.stdout.isatty())
+            code = _run(config, Role.MASTER, dashboard=dashboard,
+                        log_messages=log_file is not None)
         finally:
             try:
                 slave.wait(timeout=10)
@@ -179,3 +256,63 @@ def demo(jobs: int, policy: str, slave_throttle: float, no_dashboard: bool) -> N
             click.echo(f"slave exited {slave.returncode}; its log:", err=True)
             click.echo(log_path.read_text()[-4000:], err=True)
         sys.exit(code)
+
+
+@main.command()
+@click.option("--master", type=ADDRESS, default=newconfig.DEFAULT_MASTER, show_default=True,
+              help="The master's HOST:PORT (the address it binds and the slave sends to).")
+@click.option("--slave", type=ADDRESS, default=newconfig.DEFAULT_SLAVE, show_default=True,
+              help="The slave's HOST:PORT.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              default=DEFAULT_CONFIG, show_default=True, help="The config file to write.")
+@click.option("--force", is_flag=True, help="Replace the file if it exists.")
+def init(master: Address, slave: Address, output: Path, force: bool) -> None:
+    """Write a new config with a fresh secret.
+
+    The file is created with mode 0600; both machines need a copy of it."""
+    if master == slave:
+        raise _fail_usage("--master and --slave must differ: each node binds its own address")
+    text = json.dumps(newconfig.new_config(master, slave), indent=2) + "\n"
+    try:
+        newconfig.write_private(output, text, force=force)
+    except FileExistsError:
+        raise click.ClickException(f"{output} exists: pass --force to replace it") from None
+    except OSError as error:
+        raise click.ClickException(f"cannot write {output}: {error.strerror}") from None
+    click.echo(newconfig.instructions(output, master, slave))
+
+
+@main.command()
+@click.option("--shell", type=click.Choice(SHELLS), required=True, help="Your shell.")
+def completion(shell: str) -> None:
+    """Print the shell completion script.
+
+    The same script as _LB_COMPLETE=SHELL_source lb prints, e.g. eval "$(lb completion
+    --shell bash)" in ~/.bashrc."""
+    from click.shell_completion import get_completion_class
+    script = get_completion_class(shell)
+    assert script is not None  # click has a class for each of SHELLS
+    click.echo(script(main, {}, "lb", "_LB_COMPLETE").source(), nl=False)
+
+
+@main.command()
+@click.argument("trace_path", metavar="TRACE", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="The image; its extension picks the format (png, svg, pdf...).  "
+                   "[default: TRACE with .png]")
+def report(trace_path: Path, output: Path | None) -> None:
+    """Plot a finished run's trace.
+
+    TRACE is the master's --trace file; the plot shows each node's pending jobs over time,
+    with its throttle changes marked."""
+    from loadbalancer import report as reporting
+    output = output or trace_path.with_suffix(".png")
+    try:
+        reporting.write_report(reporting.load_trace(trace_path), output)
+    except reporting.ReportError as error:
+        raise _fail_usage(str(error)) from None
+    except reporting.PlotUnavailable as error:
+        raise click.ClickException(str(error)) from None
+    except OSError as error:
+        raise click.ClickException(f"cannot write {output}: {error.strerror}") from None
+    click.echo(f"wrote {output}")

@@ -24,6 +24,11 @@ class ConfigError(ValueError):
     """A bad configuration value; the message names the key."""
 
 
+def default_journal() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base) / "lb" / "master.journal"
+
+
 def default_runtime_dir() -> Path:
     base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
     return Path(base) / f"lb-{os.getuid()}"
@@ -41,6 +46,7 @@ class Config:
     throttle: float = 1.0
     max_datagram: int = wire.DEFAULT_MAX_DATAGRAM
     runtime_dir: Path = field(default_factory=default_runtime_dir)
+    journal: Path = field(default_factory=default_journal)
     workload: WorkloadSpec = field(default_factory=lambda: WorkloadSpec("vector", {}))
     workload_module: str | None = None
 
@@ -54,6 +60,7 @@ class Config:
             "state_interval": self.state_interval, "heartbeat_timeout": self.heartbeat_timeout,
             "workers": self.workers, "throttle": self.throttle,
             "max_datagram": self.max_datagram, "runtime_dir": str(self.runtime_dir),
+            "journal": str(self.journal),
             "workload": {"name": self.workload.name, **self.workload.params},
             "workload_module": self.workload_module,
         }
@@ -103,7 +110,7 @@ def _workload(value: object) -> WorkloadSpec:
 
 
 KEYS = {"master", "slave", "secret", "policy", "state_interval", "heartbeat_timeout", "workers",
-        "throttle", "max_datagram", "runtime_dir", "workload", "workload_module"}
+        "throttle", "max_datagram", "runtime_dir", "journal", "workload", "workload_module"}
 
 
 def from_dict(raw: dict[str, Any]) -> Config:
@@ -135,10 +142,11 @@ def from_dict(raw: dict[str, Any]) -> Config:
     if "max_datagram" in raw:
         changes["max_datagram"] = _integer(raw, "max_datagram", wire.MIN_DATAGRAM,
                                            wire.MAX_DATAGRAM)
-    if "runtime_dir" in raw:
-        if not isinstance(raw["runtime_dir"], str) or not raw["runtime_dir"]:
-            raise ConfigError(f"runtime_dir must be a directory path, not {raw['runtime_dir']!r}")
-        changes["runtime_dir"] = Path(raw["runtime_dir"])
+    for key in ("runtime_dir", "journal"):
+        if key in raw:
+            if not isinstance(raw[key], str) or not raw[key]:
+                raise ConfigError(f"{key} must be a path, not {raw[key]!r}")
+            changes[key] = Path(raw[key]).expanduser()
     if "workload" in raw:
         changes["workload"] = _workload(raw["workload"])
     if raw.get("workload_module") is not None:

@@ -8,11 +8,14 @@ asyncio protocol does. Events are handed to one callback, in order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import Callable
 from typing import Any, cast
 
 from loadbalancer.session import Address, Connection, Event
+
+RECEIVE_BUFFER = 4 * 2**20
 
 
 async def resolve(address: Address) -> Address:
@@ -35,7 +38,11 @@ class Endpoint(asyncio.DatagramProtocol):
         self._timer_at: float | None = None
 
     async def bind(self, local: Address) -> None:
-        await self.loop.create_datagram_endpoint(lambda: self, local_addr=local)
+        transport, _ = await self.loop.create_datagram_endpoint(lambda: self, local_addr=local)
+        sock = transport.get_extra_info("socket")
+        with contextlib.suppress(OSError):
+            # Room for a burst of fragments: the kernel caps this at rmem_max.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's UDP transport does not subclass asyncio.DatagramTransport.
@@ -47,8 +54,7 @@ class Endpoint(asyncio.DatagramProtocol):
         self.flush()
 
     def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable while the peer is down: retransmission covers it.
-        self.connection.dropped["icmp_error"] += 1
+        """ICMP port unreachable while the peer is down: HELLO and retransmission cover it."""
 
     def flush(self) -> None:
         """Deliver pending events, send pending datagrams, re-arm the timer."""

@@ -32,6 +32,7 @@ def write_config(directory: Path, *, jobs: int = 256, elements_per_job: int = 32
         workload["iterations"] = iterations
     raw = {"master": f"127.0.0.1:{free_port()}", "slave": f"127.0.0.1:{free_port()}",
            "secret": secrets.token_urlsafe(32), "runtime_dir": str(directory / "run"),
+           "journal": str(directory / "master.journal"),
            "workload": workload, **settings}
     path = directory / "lb.json"
     path.write_text(json.dumps(raw, indent=1))
@@ -49,3 +50,30 @@ def launch(config: Path, role: str, *args: str, log: Path | None = None) -> subp
     finally:
         if log is not None:
             out.close()  # type: ignore[union-attr]
+
+
+def start_proxy(config: Path, *fault_args: str,
+                log: Path | None = None) -> tuple[subprocess.Popen[bytes], dict[str, Path]]:
+    """Put the fault proxy between the nodes of ``config``.
+
+    Returns the proxy process and a config per role: the master's names the
+    proxy's front as the slave, the slave's names its back as the master.
+    """
+    raw = json.loads(config.read_text())
+    front, back = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    command = [sys.executable, "-m", "loadbalancer.faultproxy", "--front", front, "--back", back,
+               "--master", raw["master"], "--slave", raw["slave"], *fault_args]
+    proxy = subprocess.Popen(command, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL if log is None else log.open("wb"))
+    assert proxy.stdout is not None
+    ready = proxy.stdout.readline().decode()
+    if not ready.startswith("ready"):
+        proxy.kill()
+        raise RuntimeError(f"the fault proxy did not start: {ready!r}")
+    configs = {}
+    for role, peer, via in (("master", "slave", front), ("slave", "master", back)):
+        path = config.with_name(f"lb-{role}.json")
+        path.write_text(json.dumps({**raw, peer: via}, indent=1))
+        os.chmod(path, 0o600)
+        configs[role] = path
+    return proxy, configs

@@ -9,6 +9,7 @@ the whole, gathers the slave's trace, writes the summary and both nodes leave.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -16,24 +17,32 @@ from typing import Any
 
 from loadbalancer import measure
 from loadbalancer.jobs import Ledger
+from loadbalancer.journal import Journal, Recovered
 from loadbalancer.messages import Finish, Jobs, Message, Refuse, Results, Trace
 from loadbalancer.node import Node
 from loadbalancer.wire import Role
 from loadbalancer.workload import WorkloadError, create
 
 TRACE_TIMEOUT = 5.0
+JOURNAL_SYNC = 1.0  # seconds of results a crash may cost
 
 
 class Master(Node):
     role = Role.MASTER
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, resume: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         spec = self.config.workload
         self.workload = create(spec.name, spec.params)
         self.ledger = Ledger(self.workload.job_count)
-        for job in range(self.workload.job_count):
-            self.queue.push(job)
+        self.recovered = 0
+        if resume:
+            self.journal, recovered = Journal.resume(self.config.journal, self.workload_spec())
+            self._recover(recovered)
+        else:
+            self.journal = Journal.create(self.config.journal, self.workload_spec())
+            for job in range(self.workload.job_count):
+                self.queue.push(job)
         self.bootstrapped = 0
         self.start = time.time()
         self.slave_trace: Trace | None = None
@@ -41,12 +50,42 @@ class Master(Node):
         self.summary: dict[str, Any] | None = None
         self.last_done: float | None = None
 
+    def _recover(self, recovered: Recovered) -> None:
+        assert self.workload is not None
+        for job, result in recovered.results.items():
+            with contextlib.suppress(WorkloadError):
+                self.workload.check_result(job, result)
+                self.ledger.record(job, result)
+        self.recovered = len(self.ledger.results)
+        # Jobs the slave held go last: if it is still running, its results
+        # may come back before this node reaches them.
+        unfinished = [j for j in range(self.ledger.job_count) if j not in self.ledger.results]
+        unfinished.sort(key=lambda job: recovered.owners.get(job) is Role.SLAVE)
+        for job in unfinished:
+            self.queue.push(job)
+
     async def startup(self) -> None:
         self.phase = "processing"  # before the socket opens: a slave may join at once
         self.start = time.time()
         await super().startup()
-        self.say(f"{self.ledger.job_count} jobs of workload {self.workload_spec().name}")
+        self.spawn(self._sync_journal())
+        resumed = f", {self.recovered} finished ones recovered from the journal" \
+            if self.recovered else ""
+        self.say(f"{self.ledger.job_count} jobs of workload {self.workload_spec().name}{resumed}")
         self.wake()
+        if self.ledger.complete:
+            self.phase = "aggregating"
+            self.spawn(self._finish())
+
+    async def _sync_journal(self) -> None:
+        while True:
+            await asyncio.sleep(JOURNAL_SYNC)
+            await self.loop.run_in_executor(None, self.journal.sync)
+
+    async def shutdown(self) -> None:
+        await super().shutdown()
+        if not self.journal.closed:
+            self.journal.close(finished=False)
 
     def progress(self) -> dict[str, Any]:
         return {"total": self.ledger.job_count, "finished": len(self.ledger.results)}
@@ -65,6 +104,7 @@ class Master(Node):
     def _take_back(self, jobs: list[int], why: str) -> None:
         jobs = [job for job in jobs if job not in self.queue and job not in self.ledger.results]
         self.ledger.assign(jobs, Role.MASTER)
+        self.journal.owners(jobs, Role.MASTER)
         for job in jobs:
             self.queue.push(job)  # data made again from the workload
         if jobs:
@@ -73,6 +113,7 @@ class Master(Node):
 
     def jobs_sent(self, jobs: list[int]) -> None:
         self.ledger.assign(jobs, Role.SLAVE)
+        self.journal.owners(jobs, Role.SLAVE)
 
     # ---- messages ---------------------------------------------------------------------
     def handle(self, message: Message) -> None:
@@ -110,6 +151,7 @@ class Master(Node):
             else:
                 self.queue.push(job, data)
             self.ledger.assign([job], Role.MASTER)
+            self.journal.owners([job], Role.MASTER)
             self.moved_in += 1
 
     def job_finished(self, job: int, result: bytes) -> None:
@@ -126,7 +168,8 @@ class Master(Node):
         except WorkloadError:
             self.connection.dropped["bad_result"] += 1
             return
-        self.ledger.record(job, result)
+        if self.ledger.record(job, result):
+            self.journal.result(job, result)
         if self.ledger.complete and self.phase == "processing":
             self.phase = "aggregating"
             self.spawn(self._finish())
@@ -145,6 +188,7 @@ class Master(Node):
             error = str(failure)
         self.phase = "done"
         self.sample()
+        await self.loop.run_in_executor(None, lambda: self.journal.close(finished=error is None))
         if self.connection.connected:
             self.send(Finish())
             try:
@@ -163,7 +207,7 @@ class Master(Node):
         runs = executed["master"] + executed["slave"]
         work = compute / runs * self.ledger.job_count if runs else 0.0
         ideal = measure.ideal_makespan(work, self.start, self._capacity())
-        dropped = dict(self.connection.dropped)
+        dropped = self.connection.drops()
         for reason, count in dict(stats.get("dropped", {})).items():
             dropped[reason] = dropped.get(reason, 0) + int(count)
         ends = [t for t in (self.last_done, stats.get("last_done")) if isinstance(t, float)]
@@ -182,6 +226,7 @@ class Master(Node):
             "dropped": dropped, "refused": self.refused + int(stats.get("refused", 0)),
             "bytes_sent": self.connection.bytes_sent + int(stats.get("bytes_sent", 0)),
             "policy": self.config.policy, "workload": self.workload_spec().params,
+            "recovered": self.recovered,
         }
 
     def _capacity(self) -> list[list[tuple[float, float]]]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import psutil
 
+CPU_MIN_INTERVAL = 0.1  # seconds
+
 
 class Monitor:
     """Speed is learnt from measured job times: ``job_seconds`` is a moving
@@ -20,6 +22,7 @@ class Monitor:
         self.cpu = 0.0
         self._process = psutil.Process()
         self._process.cpu_percent(None)  # the first call only sets the reference point
+        self._cpu_sampled = 0.0
 
     def job_done(self, seconds: float) -> None:
         self.executed += 1
@@ -29,8 +32,11 @@ class Monitor:
         else:
             self.job_seconds += self.ALPHA * (seconds - self.job_seconds)
 
-    def sample_cpu(self) -> float:
-        self.cpu = self._process.cpu_percent(None)
+    def sample_cpu(self, now: float) -> float:
+        # Over a very short interval the figure is noise (hundreds of percent).
+        if now - self._cpu_sampled >= CPU_MIN_INTERVAL:
+            self.cpu = self._process.cpu_percent(None)
+            self._cpu_sampled = now
         return self.cpu
 
     def speed(self, throttle: float) -> float | None:

@@ -232,7 +232,10 @@ class Node:
             if self.requested is not None and message.request == self.requested[0]:
                 self.requested = None
         elif isinstance(message, Request):
-            count = adaptor.grant(self.snapshot(), max(0, message.count), self.params)
+            # Without the asker's state there is nothing to weigh: an empty
+            # answer closes the request and it asks again later.
+            count = 0 if self.remote is None else adaptor.grant(
+                self.snapshot(), max(0, message.count), self.params)
             self.send_jobs(count, request=message.request,
                            reason=f"{self.role.peer} asked for {message.count}")
             return
@@ -300,7 +303,7 @@ class Node:
             ("waiting" if self.remote is None else "lost"),
             "moved_out": self.moved_out, "moved_in": self.moved_in,
             "retransmits": self.connection.retransmits,
-            "dropped": dict(self.connection.dropped), "suppressed": self.connection.suppressed,
+            "dropped": self.connection.drops(), "suppressed": self.connection.suppressed,
             "bytes_sent": self.connection.bytes_sent, "refused": self.refused,
             "policy": self.config.policy, **self.progress(),
         }
@@ -333,7 +336,7 @@ class Node:
 
     def sample(self) -> None:
         """One trace sample (and a dashboard refresh) of the node as it is now."""
-        self.monitor.sample_cpu()
+        self.monitor.sample_cpu(self.loop.time())
         status = self.status()
         self.recorder.sample(pending=status["queued"] + status["running"],
                              throttle=self.throttle.value, cpu=self.monitor.cpu,

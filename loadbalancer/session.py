@@ -37,6 +37,8 @@ from loadbalancer.wire import Header, Kind, Rejected, Role
 
 Address = tuple[str, int]
 REPLAY_WINDOW = 1024
+# Partial messages held at once: the bound on what even a keyed peer can make us hold.
+MAX_REASSEMBLY = 32 * 2**20
 WELCOME_GAP = 0.05  # at most 20 WELCOMEs a second, so replayed HELLOs cannot be amplified
 
 
@@ -69,7 +71,9 @@ class ReplayWindow:
     def check(self, number: int) -> None:
         if number > self.highest:
             shift = number - self.highest
-            self.bits = ((self.bits << shift) | 1) & ((1 << self.size) - 1)
+            # A jump past the window forgets it whole, without a huge shift.
+            kept = self.bits << shift if shift < self.size else 0
+            self.bits = (kept | 1) & ((1 << self.size) - 1)
             self.highest = number
             return
         offset = self.highest - number
@@ -106,6 +110,7 @@ class Connection:
         self.dropped: collections.Counter[str] = collections.Counter()
         self.retransmits_closed = 0  # retransmits of channels of earlier sessions
         self.suppressed_closed = 0
+        self.refused_closed = 0
         self.bytes_sent = 0
         self.bytes_received = 0
 
@@ -117,6 +122,14 @@ class Connection:
     @property
     def retransmits(self) -> int:
         return self.retransmits_closed + self.channel.retransmits
+
+    def drops(self) -> dict[str, int]:
+        """Datagrams and fragments dropped, by reason."""
+        counts = dict(self.dropped)
+        refused = self.refused_closed + self.channel.refused
+        if refused:
+            counts["reassembly_full"] = refused
+        return counts
 
     @property
     def suppressed(self) -> int:
@@ -144,7 +157,11 @@ class Connection:
             self._queue(Kind.STATE, body=body)
 
     def say_bye(self) -> None:
+        """Leave: acknowledge what we hold at once (no delayed ack will follow), then BYE."""
         if self.peer is not None:
+            ranges = self.channel.ack_to_send(float("inf"))
+            if ranges:
+                self._queue(Kind.ACK, ranges=tuple(ranges))
             self._queue(Kind.BYE)
 
     def next_event(self) -> Event | None:
@@ -180,7 +197,8 @@ class Connection:
 
     # ---- inside -----------------------------------------------------------------
     def _new_channel(self) -> ReliableChannel:
-        return ReliableChannel(max_fragment=wire.fragment_capacity(self.max_datagram))
+        return ReliableChannel(max_fragment=wire.fragment_capacity(self.max_datagram),
+                               max_reassembly=MAX_REASSEMBLY)
 
     def _queue(self, kind: Kind, *, address: Address | None = None, dst: int | None = None,
                **parts: object) -> None:
@@ -211,10 +229,10 @@ class Connection:
 
     def _on_hello(self, header: Header, address: Address, now: float) -> None:
         if header.src == self.peer:
-            # A HELLO sent before the session opened, arriving late: the
-            # session is there already. (A peer that lost our session takes a
-            # new incarnation before it says HELLO again.)
-            return
+            # A HELLO sent before the session opened, arriving late, or a
+            # replay: the session is there already. (A peer that lost our
+            # session takes a new incarnation before it says HELLO again.)
+            raise Rejected("stale_hello")
         if header.src <= self._floor:
             raise Rejected("stale_session", "hello from an earlier peer incarnation")
         if now - self._last_welcome < WELCOME_GAP:
@@ -253,6 +271,7 @@ class Connection:
         self.peer = None
         self.retransmits_closed += self.channel.retransmits
         self.suppressed_closed += self.channel.duplicates
+        self.refused_closed += self.channel.refused
         self.channel = self._new_channel()
         if renew:
             # A peer that still thinks it has our session learns otherwise

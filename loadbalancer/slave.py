@@ -47,6 +47,8 @@ class Slave(Node):
 
     def peer_lost(self, reason: str) -> None:
         if self.phase == "done":
+            # The master leaves only once it holds our trace or has given up on it.
+            self._trace_acked.set()
             return
         self.phase = "waiting"
         self.queue.clear()
@@ -130,7 +132,7 @@ class Slave(Node):
         self.sample()
         stats = {"executed": self.monitor.executed, "compute_seconds": self.monitor.compute_seconds,
                  "retransmits": self.connection.retransmits,
-                 "dropped": dict(self.connection.dropped),
+                 "dropped": self.connection.drops(),
                  "suppressed": self.connection.suppressed, "bytes_sent": self.connection.bytes_sent,
                  "last_done": self.last_done, "refused": self.refused}
         self._trace_message = self.send(Trace(self.recorder.samples, self.recorder.events, stats))

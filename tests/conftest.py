@@ -25,10 +25,24 @@ class Cluster:
     directory: Path
     config: Path = field(init=False)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    configs: dict[str, Path] = field(default_factory=dict)  # per role, when they differ
+    proxy: subprocess.Popen[bytes] | None = None
 
     def configure(self, **settings: Any) -> Path:
         self.config = local.write_config(self.directory, **settings)
+        self.configs = {"master": self.config, "slave": self.config}
         return self.config
+
+    def add_proxy(self, *fault_args: str) -> None:
+        """Route both directions through the fault proxy."""
+        self.proxy, self.configs = local.start_proxy(self.config, *fault_args)
+
+    def proxy_stats(self) -> dict[str, Any]:
+        """Stop the proxy and return its counters."""
+        assert self.proxy is not None and self.proxy.stdout is not None
+        self.proxy.terminate()
+        out, _ = self.proxy.communicate(timeout=10)
+        return dict(json.loads(out.decode().strip().splitlines()[-1]))
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -39,7 +53,8 @@ class Cluster:
         if role == "master":
             extra += ["--result", str(self.directory / "result.json"),
                       "--trace", str(self.directory / "trace.json")]
-        process = local.launch(self.config, role, *extra, log=self.directory / f"{role}.log")
+        process = local.launch(self.configs[role], role, *extra,
+                               log=self.directory / f"{role}.log")
         self.processes[role] = process
         return process
 
@@ -96,7 +111,7 @@ class Cluster:
         pytest.fail(f"{role} never reached the expected state:\n{self.log(role)}")
 
     def stop(self) -> None:
-        for process in self.processes.values():
+        for process in [*self.processes.values(), *([self.proxy] if self.proxy else [])]:
             if process.poll() is None:
                 process.kill()
                 process.wait()

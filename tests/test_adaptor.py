@@ -130,6 +130,41 @@ def test_policy_decides_who_initiates(policy: Policy, local: NodeView, remote: N
     assert decide(policy, snap(local, remote)).action == "hold"
 
 
+def test_the_peers_state_is_aged_by_the_work_done_since() -> None:
+    # 1 s old: the peer has run 16.7 of its 100 jobs since; equalize 12.03 s against 5.03 s.
+    decision = decide("sender", snap(node(200), node(100), age=1.0))
+    assert (decision.action, decision.count) == ("send", 58)
+
+
+def test_slow_link_sends_fewer_so_they_land_in_time() -> None:
+    """At 0.03 s a job on the wire, 50 jobs land after 1.5 s: 40 balance, 50 would not."""
+    slow = Link(rtt=0.002, bandwidth=8_000 / 0.03, job_bytes=8_000.0)
+    view = Snapshot(node(100), node(0, running=0), 0.0, 0, 0, 0, slow)
+    decision = decide("sender", view)
+    assert (decision.action, decision.count) == ("send", 40)
+
+
+def test_a_slow_idle_peer_gets_its_share_despite_hysteresis() -> None:
+    """Feeding a peer 5x slower saves at most a sixth of the finish time: the hysteresis
+    scales with the receiver's share of the speed, or such a peer would never get work."""
+    view = snap(node(200), node(0, running=0, throttle=0.2))
+    decision = decide("sender", view, Params(hysteresis=0.2))
+    assert (decision.action, decision.count) == ("send", 33)
+
+
+def test_whole_job_waves_near_the_end() -> None:
+    """3 jobs on 4 workers at throttle 0.25 take one 0.24 s wave whatever we move, unless we
+    move all 3 to an idle full-speed worker (3 x 0.06 s)."""
+    view = snap(node(3, running=0, workers=4, throttle=0.25), node(0, running=0))
+    assert decide("sender", view).count == 3
+
+
+def test_min_batch() -> None:
+    view = snap(node(110), node(100))  # 5 jobs equalize
+    assert decide("sender", view, Params(min_batch=1, hysteresis=0.0)).count == 5
+    assert decide("sender", view, Params(min_batch=6, hysteresis=0.0)).action == "hold"
+
+
 @pytest.mark.parametrize("policy", ["receiver", "symmetric"])
 def test_no_second_request_while_one_is_pending(policy: Policy) -> None:
     assert decide(policy, snap(node(0), node(200))).action == "request"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import socket
+import stat
 import time
 
 import pytest
 from conftest import Cluster
 
 from loadbalancer import config as configuration
+from loadbalancer import control
 
 # 256 jobs of about 10 ms each: a run takes a few seconds.
 SMALL = {"jobs": 256, "elements_per_job": 8192, "iterations": 3000}
@@ -97,3 +99,19 @@ def test_datagrams_with_a_bad_tag_are_dropped_and_counted(cluster: Cluster) -> N
     result = cluster.result()
     assert result["verified"] is True
     assert result["dropped"]["bad_tag"] == 100
+
+
+def test_the_control_channel_refuses_bad_values_and_changes_nothing(cluster: Cluster) -> None:
+    cluster.configure(policy="symmetric", jobs=64, elements_per_job=32768, iterations=4000)
+    cluster.start("master")
+    cluster.wait_until_up("master")
+    path = cluster.directory / "run" / "master.sock"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    for value, words in (("fast", "must be a number"), (1.5, "between 0 and 1"),
+                         (-0.1, "between 0 and 1"), (True, "must be a number")):
+        with pytest.raises(control.ControlError, match=words):
+            control.request(path, {"cmd": "throttle", "value": value})
+    with pytest.raises(control.ControlError, match="unknown command"):
+        control.request(path, {"cmd": "reboot"})
+    assert control.request(path, {"cmd": "status"})["local"]["throttle"] == 1.0
+    cluster.processes["master"].terminate()

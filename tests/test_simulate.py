@@ -107,8 +107,21 @@ def test_drain_hands_the_stopped_nodes_queue_over() -> None:
     assert result.tail == 0.0  # only one node can work at the end: nobody waits
 
 
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
+def test_symmetric_does_not_bounce_jobs(scenario: Scenario) -> None:
+    result = simulate(scenario, "symmetric")
+    assert result.bounced <= 0.03 * Setup().jobs  # without hysteresis: about 25 %
+
+
 def test_cli_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None:
     main(["--jobs", "64"])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:3] == ["scenario", "policy", "ratio"]
     assert any(line.split()[:2] == ["hetero", "symmetric"] for line in lines)
+
+
+def test_cli_traces_one_run(capsys: pytest.CaptureFixture[str]) -> None:
+    main(["--jobs", "64", "--trace", "drain", "none"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == ["time,master,slave", "0.00,32,32"]
+    assert lines[-1].endswith(",0")  # the stopped slave ends with nothing pending

@@ -1,0 +1,108 @@
+"""A node that dies: the other finishes, a restarted one rejoins or resumes."""
+
+from __future__ import annotations
+
+import datetime
+import signal
+import time
+
+import pytest
+from conftest import Cluster
+
+# 256 jobs of ~20 ms; a short heartbeat timeout keeps the tests quick.
+MEDIUM = {"jobs": 256, "elements_per_job": 16384, "iterations": 4000,
+          "heartbeat_timeout": 1.5, "state_interval": 0.25}
+
+
+def kill(cluster: Cluster, role: str) -> float:
+    process = cluster.processes.pop(role)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return time.time()
+
+
+def logged_at(log: str, text: str) -> float:
+    """Wall-clock time of the first log line holding ``text`` (logs say HH:MM:SS.mmm)."""
+    line = next(line for line in log.splitlines() if text in line)
+    clock = datetime.datetime.strptime(line.split()[0], "%H:%M:%S.%f").time()
+    return datetime.datetime.combine(datetime.date.today(), clock).timestamp()
+
+
+def test_the_master_takes_back_a_killed_slaves_work_and_verifies(cluster: Cluster) -> None:
+    cluster.configure(policy="symmetric", **MEDIUM)
+    cluster.start_both()
+    cluster.wait_for("slave", lambda s: s["local"]["executed"] >= 10)
+    killed = kill(cluster, "slave")
+    assert cluster.wait() == {"master": 0}
+    noticed = logged_at(cluster.log("master"), "slave lost (timeout)") - killed
+    assert 1.0 <= noticed <= 1.5 + 0.3  # the heartbeat timeout, give or take a state period
+    result = cluster.result()
+    assert result["verified"] is True
+    assert "slave lost (timeout)" in cluster.log("master")
+    assert "took back" in cluster.log("master")
+
+
+def test_a_restarted_slave_rejoins_and_gets_work_again(cluster: Cluster) -> None:
+    cluster.configure(policy="symmetric", **MEDIUM)
+    cluster.start_both()
+    cluster.wait_for("slave", lambda s: s["local"]["executed"] >= 10)
+    kill(cluster, "slave")
+    cluster.wait_for("master", lambda s: s["local"]["peer"] == "lost", timeout=10)
+    cluster.start("slave")
+    cluster.wait_for("slave", lambda s: s["local"]["executed"] >= 5)
+    assert cluster.wait() == {"master": 0, "slave": 0}
+    result = cluster.result()
+    assert result["verified"] is True
+    assert result["executed"]["slave"] >= 5  # the new slave's own count
+    assert cluster.log("master").count("slave joined") == 2
+
+
+def test_a_killed_master_resumes_from_its_journal(cluster: Cluster) -> None:
+    cluster.configure(policy="symmetric", **MEDIUM)
+    cluster.start_both()
+    status = cluster.wait_for("master", lambda s: s["local"]["finished"] >= 100)
+    kill(cluster, "master")
+    assert (cluster.directory / "master.journal").exists()
+    cluster.start("master", "--resume")
+    assert cluster.wait() == {"master": 0, "slave": 0}, cluster.log("master")
+    result = cluster.result()
+    assert result["verified"] is True
+    # Durable up to the last second: most of what was finished is not done again.
+    assert result["recovered"] >= status["local"]["finished"] - 60
+    assert result["executed"]["master"] <= 256 - result["recovered"]
+    assert not (cluster.directory / "master.journal").exists()  # verified: nothing to resume
+    assert "slave" in cluster.log("slave") and "joined" in cluster.log("slave")
+
+
+def test_a_journal_of_another_workload_is_refused(cluster: Cluster) -> None:
+    cluster.configure(policy="symmetric", **MEDIUM)
+    cluster.start("master")
+    cluster.wait_until_up("master")
+    kill(cluster, "master")
+    settings = cluster.settings
+    settings["workload"]["iterations"] = 5
+    cluster.config.write_text(__import__("json").dumps(settings))
+    answer = cluster.lb("launch", "--role", "master", "--config", str(cluster.config),
+                        "--resume", "--no-dashboard")
+    assert answer.returncode == 2
+    assert "was written for workload 'vector'" in answer.stderr
+    assert "Traceback" not in answer.stderr
+
+
+def test_an_unfinished_journal_is_not_overwritten(cluster: Cluster) -> None:
+    cluster.configure(policy="symmetric", **MEDIUM)
+    cluster.start("master")
+    cluster.wait_until_up("master")
+    kill(cluster, "master")
+    answer = cluster.lb("launch", "--role", "master", "--config", str(cluster.config),
+                        "--no-dashboard")
+    assert answer.returncode == 2
+    assert "resume it with --resume" in answer.stderr
+
+
+@pytest.mark.parametrize("role", ["slave"])
+def test_resume_is_for_the_master(cluster: Cluster, role: str) -> None:
+    cluster.configure(**MEDIUM)
+    answer = cluster.lb("launch", "--role", role, "--config", str(cluster.config), "--resume")
+    assert answer.returncode == 2
+    assert "--resume is for the master" in answer.stderr

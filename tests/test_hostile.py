@@ -1,0 +1,177 @@
+"""Hostile datagrams: dropped and counted by reason, no effect on the result."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from conftest import Cluster
+
+from loadbalancer import config as configuration
+from loadbalancer import messages, wire
+from loadbalancer.endpoint import Endpoint
+from loadbalancer.messages import Jobs, Refuse, WorkloadSpec
+from loadbalancer.reliable import MessageReceived
+from loadbalancer.session import Connection, Event, PeerJoined
+from loadbalancer.wire import Kind, Role
+
+Address = tuple[str, int]
+
+
+class Tap:
+    """A transparent relay between the nodes that keeps a copy of what passes."""
+
+    def __init__(self, master: Address, slave: Address) -> None:
+        self.front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # the master's "slave"
+        self.back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # the slave's "master"
+        self.front.bind(("127.0.0.1", 0))
+        self.back.bind(("127.0.0.1", 0))
+        self.master, self.slave = master, slave
+        self.to_slave: list[bytes] = []
+        self.to_master: list[bytes] = []
+        self._stop = False
+        self._thread = threading.Thread(target=self._relay, daemon=True)
+        self._thread.start()
+
+    def _relay(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.front, selectors.EVENT_READ)
+            selector.register(self.back, selectors.EVENT_READ)
+            while not self._stop:
+                for key, _ in selector.select(timeout=0.1):
+                    data = key.fileobj.recv(70000)  # type: ignore[union-attr]
+                    if key.fileobj is self.front:
+                        self.to_slave.append(data)
+                        self.back.sendto(data, self.slave)
+                    else:
+                        self.to_master.append(data)
+                        self.front.sendto(data, self.master)
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join()
+        self.front.close()
+        self.back.close()
+
+
+@pytest.fixture
+def tapped(cluster: Cluster) -> Iterator[tuple[Cluster, Tap]]:
+    cluster.configure(policy="symmetric", jobs=256, elements_per_job=32768, iterations=2000)
+    settings = cluster.settings
+    tap = Tap(configuration.parse_address(settings["master"], "master"),
+              configuration.parse_address(settings["slave"], "slave"))
+    master_view = dict(settings, slave=f"127.0.0.1:{tap.front.getsockname()[1]}")
+    slave_view = dict(settings, master=f"127.0.0.1:{tap.back.getsockname()[1]}")
+    for role, view in (("master", master_view), ("slave", slave_view)):
+        path = cluster.directory / f"lb-{role}.json"
+        path.write_text(__import__("json").dumps(view))
+        cluster.configs[role] = path
+    yield cluster, tap
+    tap.close()
+
+
+def hostile(key_of_another: bytes, valid: bytes) -> dict[str, list[bytes]]:
+    """Kinds of junk, each named by the reason it must be counted under."""
+    header = wire.Header(Kind.STATE, Role.MASTER, 1, 2, 3)
+    forged = wire.encode(key_of_another, header, body=b"x" * 40)
+    randoms = []
+    while len(randoms) < 20:
+        junk = os.urandom(100)
+        if junk[:2] != wire.MAGIC:
+            randoms.append(junk)
+    return {
+        "bad_tag": [forged] * 20,
+        "truncated": [valid[:20]] * 20,
+        "oversized": [valid + bytes(2000)] * 20,
+        "bad_version": [valid[:2] + b"\x63" + valid[3:]] * 20,
+        "bad_magic": randoms,
+    }
+
+
+def test_a_flood_of_junk_and_replays_is_counted_and_changes_nothing(
+        tapped: tuple[Cluster, Tap]) -> None:
+    cluster, tap = tapped
+    cluster.start_both()
+    cluster.wait_for("master", lambda s: s["local"]["finished"] >= 20)
+    settings = cluster.settings
+    kinds = hostile(wire.derive_key("not the secret at all"), tap.to_slave[-1])
+    replay_to_slave, replay_to_master = list(tap.to_slave), list(tap.to_master)
+    targets = {"master": configuration.parse_address(settings["master"], "master"),
+               "slave": configuration.parse_address(settings["slave"], "slave")}
+    flood = [(data, target) for datagrams in kinds.values() for data in datagrams
+             for target in targets.values()]
+    flood += [(data, targets["slave"]) for data in replay_to_slave]
+    flood += [(data, targets["master"]) for data in replay_to_master]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for data, target in flood:
+            sock.sendto(data, target)
+            time.sleep(0.0005)  # paced, so that the kernel's socket buffer does not drop any
+    assert cluster.wait() == {"slave": 0, "master": 0}, cluster.log("master")
+    result = cluster.result()
+    assert result["verified"] is True
+    dropped = result["dropped"]
+    for reason, datagrams in kinds.items():
+        assert dropped[reason] == 2 * len(datagrams), (reason, dropped)
+    replay_reasons = ("duplicate", "replayed", "stale_session", "stale_hello")
+    assert sum(dropped.get(r, 0) for r in replay_reasons) >= \
+        len(replay_to_slave) + len(replay_to_master)
+
+
+class FakeMaster:
+    """A master of our own, holding the secret, to send a real slave bad jobs."""
+
+    def __init__(self, settings: dict[str, object]) -> None:
+        self.settings = settings
+        self.events: asyncio.Queue[Event] = asyncio.Queue()
+
+    async def open(self) -> Endpoint:
+        loop = asyncio.get_running_loop()
+        connection = Connection(
+            Role.MASTER, wire.derive_key(str(self.settings["secret"])),
+            peer_address=configuration.parse_address(self.settings["slave"], "slave"),
+            new_incarnation=lambda: 10**15, now=loop.time())
+        endpoint = Endpoint(connection, self.events.put_nowait)
+        await endpoint.bind(configuration.parse_address(self.settings["master"], "master"))
+        return endpoint
+
+    async def next_message(self, kind: Kind) -> messages.Message:
+        while True:
+            event = await asyncio.wait_for(self.events.get(), 10)
+            if isinstance(event, MessageReceived) and event.kind == kind:
+                return messages.decode(kind, event.payload)
+
+
+async def test_jobs_of_an_unknown_workload_or_wrong_size_are_refused(cluster: Cluster) -> None:
+    cluster.configure(jobs=4, elements_per_job=16, iterations=1)
+    cluster.start("slave")
+    await asyncio.to_thread(cluster.wait_until_up, "slave")
+    fake = FakeMaster(cluster.settings)
+    endpoint = await fake.open()
+    try:
+        while not isinstance(await asyncio.wait_for(fake.events.get(), 10), PeerJoined):
+            pass
+        loop = asyncio.get_running_loop()
+        cases = [Jobs(WorkloadSpec("matrix", {}), [(0, b"")]),
+                 Jobs(WorkloadSpec("vector", {"elements": 64, "jobs": 4, "iterations": 1}),
+                      [(1, b"\x00" * 8)])]
+        replies = []
+        for jobs in cases:
+            kind, payload = messages.encode(jobs)
+            endpoint.connection.send(kind, payload, loop.time())
+            endpoint.flush()
+            replies.append(await fake.next_message(Kind.REFUSE))
+        assert isinstance(replies[0], Refuse) and replies[0].jobs == [0]
+        assert "unknown workload 'matrix'" in replies[0].reason
+        assert isinstance(replies[1], Refuse) and replies[1].jobs == [1]
+        assert "expected 128" in replies[1].reason
+        status = await asyncio.to_thread(cluster.status, "slave")
+        assert status is not None and status["local"]["refused"] == 2
+        assert status["local"]["queued"] == 0
+    finally:
+        endpoint.close()

@@ -1,0 +1,149 @@
+"""`lb report`: a finished run's trace as a plot."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import Cluster
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from test_init import invoke, one_error
+
+from loadbalancer import report
+
+START = 1_700_000_000.0
+
+
+def samples(*pending: int) -> list[dict[str, Any]]:
+    return [{"t": START + i * 0.2, "pending": p, "throttle": 1.0, "cpu": 50.0, "done": i}
+            for i, p in enumerate(pending)]
+
+
+TRACE: dict[str, Any] = {
+    "start": START, "policy": "receiver",
+    "summary": {"verified": True, "ratio": 1.084, "makespan_s": 1.0},
+    "nodes": {
+        "slave": {"samples": samples(0, 10, 6, 2, 0),
+                  "events": [{"t": START + 0.1, "type": "throttle", "throttle": 0.3,
+                              "workers": 1},
+                             {"t": START + 0.2, "type": "joined"},
+                             {"t": START + 0.5, "type": "throttle", "throttle": 1.0,
+                              "workers": 1}]},
+        "master": {"samples": samples(20, 9, 5, 1, 0),
+                   "events": [{"t": START, "type": "throttle", "throttle": 1.0, "workers": 1}]},
+    },
+}
+
+
+def xs(line: Line2D) -> list[float]:
+    return [float(x) for x in np.asarray(line.get_xdata(), dtype=float)]
+
+
+def ys(line: Line2D) -> list[float]:
+    return [float(y) for y in np.asarray(line.get_ydata(), dtype=float)]
+
+
+def test_plot_draws_each_nodes_pending_jobs_and_marks_throttle_changes() -> None:
+    ax = Figure().subplots()
+    report.plot_trace(TRACE, ax)
+    steps = {line.get_label(): line for line in ax.get_lines() if line.get_linestyle() == "-"}
+    assert list(steps) == ["master", "slave"]
+    assert xs(steps["master"]) == pytest.approx([0, 0.2, 0.4, 0.6, 0.8])
+    assert ys(steps["slave"]) == [0, 10, 6, 2, 0]
+    marks = [line for line in ax.get_lines() if line.get_linestyle() == ":"]
+    assert sorted(xs(line)[0] for line in marks) == pytest.approx([0, 0.1, 0.5])
+    # Each mark in its node's colour, with the new throttle written beside it.
+    labels = sorted(text.get_text() for text in ax.texts)
+    assert labels == ["master throttle 1", "slave throttle 0.3", "slave throttle 1"]
+    slave_marks = [line for line in marks if xs(line)[0] > 0]
+    assert all(line.get_color() == steps["slave"].get_color() for line in slave_marks)
+    assert ax.get_title() == "lb run · policy receiver · makespan / ideal 1.08"
+    assert ax.get_xlabel() == "seconds since start"
+
+
+def test_a_trace_without_a_ratio_is_titled_with_its_policy_alone() -> None:
+    ax = Figure().subplots()
+    report.plot_trace({**TRACE, "summary": None}, ax)
+    assert ax.get_title() == "lb run · policy receiver"
+
+
+def test_the_extension_picks_the_format(tmp_path: Path) -> None:
+    report.write_report(TRACE, tmp_path / "run.PDF")  # png and svg: see the command's test
+    assert (tmp_path / "run.PDF").read_bytes().startswith(b"%PDF")
+
+
+def write_trace(tmp_path: Path, trace: object) -> Path:
+    path = tmp_path / "trace.json"
+    path.write_text(json.dumps(trace))
+    return path
+
+
+def test_lb_report_writes_the_plot_next_to_the_trace(tmp_path: Path) -> None:
+    path = write_trace(tmp_path, TRACE)
+    result = invoke("report", str(path))
+    assert result.exit_code == 0, result.output
+    assert result.output == f"wrote {tmp_path / 'trace.png'}\n"
+    assert (tmp_path / "trace.png").read_bytes().startswith(b"\x89PNG")
+    assert invoke("report", str(path), "-o", str(tmp_path / "plot.svg")).exit_code == 0
+    assert (tmp_path / "plot.svg").read_text().startswith("<?xml")
+
+
+@pytest.mark.parametrize(("trace", "words"), [
+    (None, ["missing.json", "not found"]),
+    ("{not json", ["not valid JSON"]),
+    ({"start": START}, ["not an lb trace", "no 'nodes'"]),
+    ({"start": START, "nodes": {"master": {"samples": [{"t": 1}], "events": []}}},
+     ["nodes.master.samples[0]", "'pending'"]),
+    ({"start": START, "nodes": {"master": {"samples": [], "events": [{"t": 1,
+                                                                       "type": "throttle"}]}}},
+     ["nodes.master.events[0]", "throttle event"]),
+    ([1, 2], ["not an lb trace", "JSON object"]),
+])
+def test_a_bad_trace_exits_2(tmp_path: Path, trace: object, words: list[str]) -> None:
+    if trace is None:
+        path = tmp_path / "missing.json"
+    elif isinstance(trace, str):
+        path = tmp_path / "broken.json"
+        path.write_text(trace)
+    else:
+        path = write_trace(tmp_path, trace)
+    one_error(invoke("report", str(path)), 2, *words)
+    assert not path.with_suffix(".png").exists()
+
+
+def test_an_unknown_image_format_exits_2(tmp_path: Path) -> None:
+    one_error(invoke("report", str(write_trace(tmp_path, TRACE)), "-o",
+                     str(tmp_path / "plot.txt")), 2, "plot.txt", ".png", ".svg")
+
+
+def test_an_unwritable_output_exits_1(tmp_path: Path) -> None:
+    one_error(invoke("report", str(write_trace(tmp_path, TRACE)), "-o",
+                     str(tmp_path / "missing" / "plot.png")), 1, "cannot write",
+              "No such file or directory")
+
+
+def test_without_matplotlib_one_line_says_what_to_install(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for module in ("matplotlib.figure", "matplotlib.backends.backend_agg"):
+        monkeypatch.setitem(sys.modules, module, None)  # makes importing it fail
+    one_error(invoke("report", str(write_trace(tmp_path, TRACE))), 1,
+              "matplotlib is not installed", "pip install 'lb[plot]'")
+
+
+def test_a_real_runs_trace_plots(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.configure(policy="symmetric", jobs=64, elements_per_job=8192, iterations=2000)
+    cluster.start("slave", "--throttle", "0.5")
+    cluster.wait_until_up("slave")
+    cluster.start("master")
+    assert cluster.processes["master"].wait(timeout=60) == 0, cluster.log("master")
+    trace = report.load_trace(cluster.directory / "trace.json")
+    ax = Figure().subplots()
+    report.plot_trace(trace, ax)
+    assert {line.get_label() for line in ax.get_lines()} >= {"master", "slave"}
+    assert "slave throttle 0.5" in [text.get_text() for text in ax.texts]
+    assert ax.get_title().startswith("lb run · policy symmetric · makespan / ideal ")
