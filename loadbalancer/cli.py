@@ -17,7 +17,7 @@ import click
 
 from loadbalancer import __version__, adaptor, control, local, logs, newconfig, workload
 from loadbalancer import config as configuration
-from loadbalancer.app import EXIT_OK, run_node
+from loadbalancer.app import EXIT_INTERRUPTED, EXIT_OK, run_node
 from loadbalancer.config import Address, Config, ConfigError
 from loadbalancer.journal import JournalError
 from loadbalancer.messages import WorkloadSpec
@@ -100,11 +100,25 @@ def _load(path: Path, overrides: dict[str, Any], module: str | None) -> Config:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
 @click.version_option(__version__, prog_name="lb")
-def main() -> None:
+def cli() -> None:
     """lb: share a batch of CPU work between two machines, balanced while it runs."""
 
 
-@main.command()
+def main() -> None:
+    """The console script: click's own handling, except that an error is one
+    line (``Error: …``) rather than the usage block, as a script can grep."""
+    try:
+        code = cli.main(standalone_mode=False)
+    except click.ClickException as error:
+        click.echo(f"Error: {error.format_message()}", err=True)
+        sys.exit(error.exit_code)
+    except click.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+@cli.command()
 @click.option("--role", type=ROLE, required=True, help="Which node this is.")
 @config_option
 @click.option("--policy", type=click.Choice(adaptor.POLICIES), help="Transfer policy.")
@@ -192,7 +206,7 @@ def _ask(path: Path, message: dict[str, Any]) -> dict[str, Any]:
         raise click.ClickException(str(error)) from None
 
 
-@main.command()
+@cli.command()
 @click.argument("value", type=click.FloatRange(0, 1))
 @click.option("--role", type=ROLE, help="Which node (needed when both run here).")
 @config_option
@@ -202,7 +216,7 @@ def throttle(value: float, role: str | None, config_path: Path) -> None:
     click.echo(f"throttle {answer['throttle']:g}")
 
 
-@main.command()
+@cli.command()
 @click.option("--role", type=ROLE, help="Which node (needed when both run here).")
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -219,7 +233,7 @@ def status(role: str | None, config_path: Path, as_json: bool) -> None:
             click.echo(f"{side}: {fields}")
 
 
-@main.command()
+@cli.command()
 @click.option("--jobs", type=click.IntRange(min=1), default=256, show_default=True,
               help="Number of jobs (each as large as the default workload's).")
 @click.option("--policy", type=click.Choice(adaptor.POLICIES), default="symmetric",
@@ -258,7 +272,7 @@ def demo(jobs: int, policy: str, slave_throttle: float, no_dashboard: bool,
         sys.exit(code)
 
 
-@main.command()
+@cli.command()
 @click.option("--master", type=ADDRESS, default=newconfig.DEFAULT_MASTER, show_default=True,
               help="The master's HOST:PORT (the address it binds and the slave sends to).")
 @click.option("--slave", type=ADDRESS, default=newconfig.DEFAULT_SLAVE, show_default=True,
@@ -282,7 +296,7 @@ def init(master: Address, slave: Address, output: Path, force: bool) -> None:
     click.echo(newconfig.instructions(output, master, slave))
 
 
-@main.command()
+@cli.command()
 @click.option("--shell", type=click.Choice(SHELLS), required=True, help="Your shell.")
 def completion(shell: str) -> None:
     """Print the shell completion script.
@@ -292,10 +306,10 @@ def completion(shell: str) -> None:
     from click.shell_completion import get_completion_class
     script = get_completion_class(shell)
     assert script is not None  # click has a class for each of SHELLS
-    click.echo(script(main, {}, "lb", "_LB_COMPLETE").source(), nl=False)
+    click.echo(script(cli, {}, "lb", "_LB_COMPLETE").source(), nl=False)
 
 
-@main.command()
+@cli.command()
 @click.argument("trace_path", metavar="TRACE", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="The image; its extension picks the format (png, svg, pdf...).  "

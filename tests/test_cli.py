@@ -20,10 +20,9 @@ def lb(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
 def one_line_error(result: subprocess.CompletedProcess[str], code: int, *words: str) -> None:
     assert result.returncode == code, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert "Traceback" not in result.stderr
-    assert any(all(w in line for w in words) for line in lines), result.stderr
-    errors = [line for line in lines if line.startswith("Error")]
-    assert len(errors) == 1, result.stderr
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: ")
+    assert all(w in lines[0] for w in words), result.stderr
 
 
 @pytest.fixture

@@ -14,12 +14,12 @@ import pytest
 from click.testing import CliRunner, Result
 
 from loadbalancer import config as configuration
-from loadbalancer.cli import main
+from loadbalancer.cli import cli
 
 
 def invoke(*args: str) -> Result:
     """`lb ARGS` in this process: much faster than a new one, for commands that start no node."""
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 def one_error(result: Result, code: int, *words: str) -> None:
