@@ -31,7 +31,7 @@ from loadbalancer.reliable import MessageAcked, MessageReceived
 from loadbalancer.session import Connection, Event, PeerJoined, PeerLost, StateReceived
 from loadbalancer.trace import Recorder
 from loadbalancer.wire import Kind, Rejected, Role, derive_key
-from loadbalancer.worker import Preempted, Throttle, run_job
+from loadbalancer.worker import DutyCycle, Preempted, Throttle, run_job
 from loadbalancer.workload import Workload
 
 log = logging.getLogger("lb")
@@ -158,7 +158,7 @@ class Node:
             self._ready.clear()
 
     async def _work(self) -> None:
-        assert self._executor is not None
+        cycle = DutyCycle(self.throttle)  # one per worker, across jobs
         while True:
             await self._ready.wait()
             if not self.queue or self.throttle.value == 0 or self.workload is None:
@@ -171,7 +171,7 @@ class Node:
             self.running[job] = running
             try:
                 outcome = await run_job(self._executor, workload, job, running.data,
-                                        self.throttle, running.is_cancelled)
+                                        cycle, running.is_cancelled)
             except Preempted:
                 if running.requeue:
                     self.queue.push_front(job, data)

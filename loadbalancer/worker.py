@@ -41,40 +41,55 @@ class Throttle:
 
 
 class DutyCycle:
-    """One thread's accounting of compute and sleep inside 100 ms windows."""
+    """One worker's accounting of compute and sleep.
 
-    def __init__(self, throttle: Throttle, cancelled: Callable[[], bool],
+    It counts compute time (between checkpoints, while a job runs) rather
+    than wall time, and lives as long as the worker: a job shorter than the
+    window is throttled like a long one, and time spent waiting for work is
+    not mistaken for compute. Each time ``throttle * 100 ms`` of compute is
+    done it sleeps in proportion, overshoot included, so the duty cycle is
+    exact however coarse the checkpoints.
+    """
+
+    def __init__(self, throttle: Throttle,
                  clock: Callable[[], float] = time.perf_counter) -> None:
         self.throttle = throttle
-        self.cancelled = cancelled
         self.clock = clock
-        self.window_start = clock()
-        self.started = self.window_start
-        self.slept = 0.0
+        self.computed = 0.0  # compute seconds since the last pause
+        self.job_seconds = 0.0  # compute seconds of the current job
+        self._last = clock()
 
-    def checkpoint(self) -> None:
-        if self.cancelled() or self.throttle.value == 0.0:
+    def begin(self) -> None:
+        """A job starts: the time since the last checkpoint was not compute."""
+        self._last = self.clock()
+        self.job_seconds = 0.0
+
+    def _count(self) -> None:
+        now = self.clock()
+        self.computed += now - self._last
+        self.job_seconds += now - self._last
+        self._last = now
+
+    def checkpoint(self, cancelled: Callable[[], bool]) -> None:
+        throttle = self.throttle.value  # read once: another thread may change it
+        if cancelled() or throttle == 0.0:
             raise Preempted
-        throttle = self.throttle.value
-        busy = self.clock() - self.window_start
-        if busy >= WINDOW * throttle:
+        self._count()
+        if self.computed >= WINDOW * throttle:
             if throttle < 1.0:
-                # Sleep in proportion to what was computed, overshoot included,
-                # so the duty cycle is exact however coarse the checkpoints.
-                self._sleep_until(self.window_start + busy / throttle)
-            self.window_start = self.clock()
+                self._pause(self.computed * (1.0 - throttle) / throttle)
+            self.computed = 0.0
+            self._last = self.clock()
 
-    def _sleep_until(self, deadline: float) -> None:
-        before = self.clock()
+    def end(self) -> float:
+        """The job is done: its compute seconds, its cost at full speed."""
+        self._count()
+        return self.job_seconds
+
+    def _pause(self, seconds: float) -> None:
         self.throttle.changed.clear()
         # A raised throttle ends the pause early; the next checkpoint re-checks.
-        self.throttle.changed.wait(max(0.0, deadline - before))
-        self.slept += self.clock() - before
-
-    @property
-    def active(self) -> float:
-        """Seconds spent computing so far: the job's cost at full speed."""
-        return self.clock() - self.started - self.slept
+        self.throttle.changed.wait(seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,12 +100,12 @@ class Outcome:
 
 
 async def run_job(executor: ThreadPoolExecutor, workload: Workload, job: int, data: bytes,
-                  throttle: Throttle, cancelled: Callable[[], bool]) -> Outcome:
+                  cycle: DutyCycle, cancelled: Callable[[], bool]) -> Outcome:
     """Compute one job in the executor; raises Preempted if taken back."""
 
     def compute() -> Outcome:
-        cycle = DutyCycle(throttle, cancelled)
-        result = workload.run(job, data, cycle.checkpoint)
-        return Outcome(job, result, cycle.active)
+        cycle.begin()
+        result = workload.run(job, data, lambda: cycle.checkpoint(cancelled))
+        return Outcome(job, result, cycle.end())
 
     return await asyncio.get_running_loop().run_in_executor(executor, compute)

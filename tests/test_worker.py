@@ -1,4 +1,4 @@
-"""The duty cycle, with a fake clock: compute t of every 100 ms window."""
+"""The duty cycle, with a fake clock: a worker computes t of its time."""
 
 from __future__ import annotations
 
@@ -18,65 +18,89 @@ class FakeClock:
 
 
 class FakeThrottle(Throttle):
-    """Sleeps advance the fake clock instead of waiting."""
+    """Pauses advance the fake clock instead of waiting."""
 
     def __init__(self, value: float, clock: FakeClock) -> None:
         super().__init__(value)
         self.clock = clock
         self.changed = self  # type: ignore[assignment]
+        self.paused = 0.0
 
     def clear(self) -> None: ...
 
     def wait(self, seconds: float) -> bool:
         self.clock.now += seconds
+        self.paused += seconds
         return False
 
 
-def compute(cycle: DutyCycle, clock: FakeClock, seconds: float, step: float = 0.001) -> None:
+def never() -> bool:
+    return False
+
+
+def job(cycle: DutyCycle, clock: FakeClock, seconds: float, step: float = 0.001) -> float:
+    """One job of ``seconds`` compute, with a checkpoint every ``step``."""
+    cycle.begin()
     for _ in range(round(seconds / step)):
-        cycle.checkpoint()
+        cycle.checkpoint(never)
         clock.now += step
+    return cycle.end()
 
 
 @pytest.mark.parametrize("value", [1.0, 0.7, 0.3, 0.05])
 def test_throttle_is_the_share_of_wall_time_spent_computing(value: float) -> None:
     clock = FakeClock()
-    throttle = FakeThrottle(value, clock)
-    cycle = DutyCycle(throttle, lambda: False, clock)
-    compute(cycle, clock, 2.0)
-    assert cycle.active == pytest.approx(2.0, abs=0.01)
-    assert 2.0 / clock.now == pytest.approx(value, rel=0.05)
+    cycle = DutyCycle(FakeThrottle(value, clock), clock)
+    assert job(cycle, clock, 2.0) == pytest.approx(2.0)
+    assert 2.0 / clock.now == pytest.approx(value, rel=0.02)
+
+
+def test_jobs_shorter_than_the_window_are_throttled_too() -> None:
+    clock = FakeClock()
+    throttle = FakeThrottle(0.3, clock)
+    cycle = DutyCycle(throttle, clock)
+    computed = sum(job(cycle, clock, 0.005) for _ in range(400))  # 5 ms jobs, 2 s of compute
+    assert computed == pytest.approx(2.0)
+    assert 2.0 / clock.now == pytest.approx(0.3, rel=0.02)
+
+
+def test_waiting_for_work_is_not_counted_as_compute() -> None:
+    clock = FakeClock()
+    throttle = FakeThrottle(0.5, clock)
+    cycle = DutyCycle(throttle, clock)
+    job(cycle, clock, 0.02)
+    clock.now += 10.0  # idle: no job
+    assert job(cycle, clock, 0.02) == pytest.approx(0.02)
+    assert throttle.paused == 0.0  # 40 ms of compute: under the 50 ms budget
 
 
 def test_throttle_zero_preempts() -> None:
     clock = FakeClock()
     throttle = FakeThrottle(1.0, clock)
-    cycle = DutyCycle(throttle, lambda: False, clock)
-    cycle.checkpoint()
+    cycle = DutyCycle(throttle, clock)
+    cycle.checkpoint(never)
     throttle.value = 0.0
     with pytest.raises(Preempted):
-        cycle.checkpoint()
+        cycle.checkpoint(never)
 
 
 def test_cancellation_preempts() -> None:
     clock = FakeClock()
-    flag = {"cancelled": False}
-    cycle = DutyCycle(FakeThrottle(1.0, clock), lambda: flag["cancelled"], clock)
-    cycle.checkpoint()
-    flag["cancelled"] = True
+    cycle = DutyCycle(FakeThrottle(1.0, clock), clock)
     with pytest.raises(Preempted):
-        cycle.checkpoint()
+        cycle.checkpoint(lambda: True)
 
 
 def test_a_raised_throttle_ends_the_pause_early() -> None:
     throttle = Throttle(0.01)
-    cycle = DutyCycle(throttle, lambda: False)
-    cycle.window_start -= WINDOW * 0.5  # budget spent: the next checkpoint sleeps
+    cycle = DutyCycle(throttle)
+    cycle.computed = WINDOW  # a window's compute done: the next checkpoint pauses ~10 s
     timer = threading.Timer(0.01, throttle.set, (1.0,))
     timer.start()
-    cycle.checkpoint()
+    before = cycle.clock()
+    cycle.checkpoint(never)
     timer.join()
-    assert cycle.slept < WINDOW * 0.4
+    assert cycle.clock() - before < 1.0
 
 
 def test_out_of_range_throttle_is_refused() -> None:
