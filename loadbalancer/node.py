@@ -179,8 +179,14 @@ class Node:
             finally:
                 del self.running[job]
                 self.wake()
+            first = self.monitor.job_seconds is None
             self.monitor.job_done(outcome.seconds)
             self.job_finished(job, outcome.result)
+            if first or not self.queue:
+                # The peer's model needs our first measured speed, and an
+                # empty queue is news that should not wait for the period.
+                self._state_now()
+                self.adapt()
 
     def job_finished(self, job: int, result: bytes) -> None:
         raise NotImplementedError

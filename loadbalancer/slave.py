@@ -64,8 +64,6 @@ class Slave(Node):
             self._flush_results()  # a full message's worth: no reason to wait
         elif self._flush_handle is None:
             self._flush_handle = self.loop.call_later(RESULT_DELAY, self._flush_results)
-        if not self.queue:
-            self.adapt()  # out of work: ask now rather than at the next period
 
     def _flush_results(self) -> None:
         self._flush_handle = None
