@@ -82,7 +82,7 @@ class Node:
         self._job_bytes = 0.0
         self._ready = asyncio.Event()
         self._stopped: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
         self._executor = ThreadPoolExecutor(config.workers, thread_name_prefix="lb-worker")
         self.loop = asyncio.get_running_loop()
         self.connection: Connection
@@ -119,7 +119,8 @@ class Node:
         coroutines: list[Coroutine[Any, Any, None]] = [
             self._sample(), self._send_state(), self._adapt_periodically()]
         coroutines += [self._work() for _ in range(self.config.workers)]
-        self._tasks = [asyncio.create_task(c) for c in coroutines]
+        for coroutine in coroutines:
+            self.spawn(coroutine)
         self.say(f"{self.role} listening on {local[0]}:{local[1]}, peer at {peer[0]}:{peer[1]}")
 
     async def shutdown(self) -> None:
@@ -138,7 +139,9 @@ class Node:
 
     def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         """Run a coroutine as part of this node: cancelled when the node shuts down."""
-        self._tasks.append(asyncio.create_task(coroutine))
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def stop(self, code: int) -> None:
         if not self._stopped.done():
@@ -274,23 +277,45 @@ class Node:
             return 0
         taken = self.queue.take_tail(count)
         self.wake()
-        workload = self.workload
-        jobs = [(job, data if data is not None else workload.job_data(job)) for job, data in taken]
-        batches = _batches(jobs) or [[]]  # an empty answer still closes a request
-        for batch in batches:
-            kind, payload = messages.encode(Jobs(self.workload_spec(), batch, request))
-            self.connection.send(kind, payload, self.loop.time())
-            if batch:
-                self._job_bytes = len(payload) / len(batch)
-        self.endpoint.flush()
-        self.sent_jobs += len(jobs)
-        self.moved_out += len(jobs)
-        self.jobs_sent([job for job, _ in jobs])
-        if jobs:
-            self.recorder.event("sent", jobs=len(jobs))
+        self.sent_jobs += len(taken)
+        self.moved_out += len(taken)
+        self.jobs_sent([job for job, _ in taken])
+        if taken:
+            self.recorder.event("sent", jobs=len(taken))
             why = f": {reason}" if reason else ""
-            self.say(f"sent {len(jobs)} jobs to {self.role.peer}{why}")
-        return len(jobs)
+            self.say(f"sent {len(taken)} jobs to {self.role.peer}{why}")
+        self.spawn(self._transmit(taken, request))
+        return len(taken)
+
+    async def _transmit(self, jobs: list[tuple[int, bytes | None]], request: int | None) -> None:
+        """Encode and send jobs a message at a time, yielding in between: the
+        peer starts on the first message while the rest are made, and the
+        event loop stays responsive. If the session ends meanwhile, the
+        master's ledger takes the jobs back."""
+        assert self.workload is not None
+        workload, spec = self.workload, self.workload_spec()
+        batch: list[tuple[int, bytes]] = []
+        size = 0
+        for index, (job, data) in enumerate(jobs):
+            batch.append((job, data if data is not None else workload.job_data(job)))
+            size += len(batch[-1][1])
+            if size >= MESSAGE_BYTES or index == len(jobs) - 1:
+                if not self._send_batch(spec, batch, request):
+                    return
+                batch, size = [], 0
+                await asyncio.sleep(0)
+        if not jobs:
+            self._send_batch(spec, [], request)  # an empty answer still closes a request
+
+    def _send_batch(self, spec: WorkloadSpec, batch: list[tuple[int, bytes]],
+                    request: int | None) -> bool:
+        kind, payload = messages.encode(Jobs(spec, batch, request))
+        if self.connection.send(kind, payload, self.loop.time()) is None:
+            return False
+        if batch:
+            self._job_bytes = len(payload) / len(batch)
+        self.endpoint.flush()
+        return True
 
     def jobs_sent(self, jobs: list[int]) -> None: ...
 
@@ -408,15 +433,3 @@ class Node:
             self.set_throttle(float(value))
             return {"throttle": self.throttle.value}
         return {"error": f"unknown command {command!r}"}
-
-
-def _batches(jobs: list[tuple[int, bytes]]) -> list[list[tuple[int, bytes]]]:
-    batches: list[list[tuple[int, bytes]]] = []
-    size = 0
-    for job in jobs:
-        if not batches or (batches[-1] and size + len(job[1]) > MESSAGE_BYTES):
-            batches.append([])
-            size = 0
-        batches[-1].append(job)
-        size += len(job[1])
-    return batches
