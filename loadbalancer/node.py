@@ -16,7 +16,6 @@ import logging
 import time
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from loadbalancer.reliable import MessageAcked, MessageReceived
 from loadbalancer.session import Connection, Event, PeerJoined, PeerLost, StateReceived
 from loadbalancer.trace import Recorder
 from loadbalancer.wire import Kind, Rejected, Role, derive_key
-from loadbalancer.worker import DutyCycle, Preempted, Throttle, run_job
+from loadbalancer.worker import DutyCycle, Running, Throttle, batch_size, run_jobs
 from loadbalancer.workload import Workload
 
 log = logging.getLogger("lb")
@@ -39,17 +38,6 @@ SAMPLE_INTERVAL = 0.2
 # Job data per JOBS or RESULTS message: enough to amortise, small enough to interleave.
 MESSAGE_BYTES = 1 << 20
 REQUEST_TIMEOUT = 2.0
-
-
-@dataclass
-class Running:
-    job: int
-    data: bytes
-    cancelled: bool = False  # taken back: throttle 0 or the session it came with ended
-    requeue: bool = True  # on preemption, put it back in the queue
-
-    def is_cancelled(self) -> bool:
-        return self.cancelled
 
 
 def new_incarnation() -> int:
@@ -164,28 +152,32 @@ class Node:
         cycle = DutyCycle(self.throttle)  # one per worker, across jobs
         while True:
             await self._ready.wait()
-            if not self.queue or self.throttle.value == 0 or self.workload is None:
-                self.wake()
-                continue
-            job, data = self.queue.pop()
-            self.wake()
             workload = self.workload
-            running = Running(job, data if data is not None else workload.job_data(job))
-            self.running[job] = running
-            try:
-                outcome = await run_job(self._executor, workload, job, running.data,
-                                        cycle, running.is_cancelled)
-            except Preempted:
-                if running.requeue:
-                    self.queue.push_front(job, data)
-                continue
-            finally:
-                del self.running[job]
+            if not self.queue or self.throttle.value == 0 or workload is None:
                 self.wake()
+                continue
+            runs = []
+            for _ in range(batch_size(self.monitor.job_seconds, len(self.queue))):
+                job, data = self.queue.pop()
+                runs.append(Running(job, data if data is not None else workload.job_data(job),
+                                    queued_as=data))
+                self.running[job] = runs[-1]
+            self.wake()
+            try:
+                outcomes = await run_jobs(self._executor, workload, runs, cycle)
+            finally:
+                for run in runs:
+                    del self.running[run.job]
+            finished = {outcome.job for outcome in outcomes}
+            for run in reversed(runs):
+                if run.job not in finished and run.requeue:
+                    self.queue.push_front(run.job, run.queued_as)
+            self.wake()
             first = self.monitor.job_seconds is None
-            self.monitor.job_done(outcome.seconds)
-            self.job_finished(job, outcome.result)
-            if first or not self.queue:
+            for outcome in outcomes:
+                self.monitor.job_done(outcome.seconds)
+                self.job_finished(outcome.job, outcome.result)
+            if outcomes and (first or not self.queue):
                 # The peer's model needs our first measured speed, and an
                 # empty queue is news that should not wait for the period.
                 self._state_now()

@@ -10,6 +10,7 @@ job: it goes back to the queue for the adaptor to hand away.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 from loadbalancer.workload import Workload
 
 WINDOW = 0.1
+BATCH_SECONDS = 0.002
+MAX_BATCH = 64
 
 
 class Preempted(Exception):
@@ -92,6 +95,20 @@ class DutyCycle:
         self.throttle.changed.wait(seconds)
 
 
+@dataclass(slots=True)
+class Running:
+    """A job handed to a worker."""
+
+    job: int
+    data: bytes
+    queued_as: bytes | None  # what goes back in the queue if it is preempted
+    cancelled: bool = False  # taken back: throttle 0 or the session it came with ended
+    requeue: bool = True  # on preemption, put it back in the queue
+
+    def is_cancelled(self) -> bool:
+        return self.cancelled
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     job: int
@@ -99,13 +116,29 @@ class Outcome:
     seconds: float  # compute seconds at full speed
 
 
-async def run_job(executor: ThreadPoolExecutor, workload: Workload, job: int, data: bytes,
-                  cycle: DutyCycle, cancelled: Callable[[], bool]) -> Outcome:
-    """Compute one job in the executor; raises Preempted if taken back."""
+def batch_size(job_seconds: float | None, queued: int) -> int:
+    """How many jobs go to the executor in one trip: a trip costs tens of
+    microseconds, so tiny jobs share one, up to about BATCH_SECONDS of work."""
+    if not job_seconds:
+        return 1
+    return max(1, min(queued, MAX_BATCH, int(BATCH_SECONDS / job_seconds)))
 
-    def compute() -> Outcome:
-        cycle.begin()
-        result = workload.run(job, data, lambda: cycle.checkpoint(cancelled))
-        return Outcome(job, result, cycle.end())
+
+async def run_jobs(executor: ThreadPoolExecutor, workload: Workload, runs: list[Running],
+                   cycle: DutyCycle) -> list[Outcome]:
+    """Compute jobs in turn in the executor, until one is preempted; the
+    outcomes of those that finished."""
+
+    def compute() -> list[Outcome]:
+        outcomes = []
+        for run in runs:
+            cycle.begin()
+            try:
+                result = workload.run(run.job, run.data,
+                                      functools.partial(cycle.checkpoint, run.is_cancelled))
+            except Preempted:
+                break
+            outcomes.append(Outcome(run.job, result, cycle.end()))
+        return outcomes
 
     return await asyncio.get_running_loop().run_in_executor(executor, compute)

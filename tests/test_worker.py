@@ -6,7 +6,15 @@ import threading
 
 import pytest
 
-from loadbalancer.worker import WINDOW, DutyCycle, Preempted, Throttle
+from loadbalancer.worker import (
+    WINDOW,
+    DutyCycle,
+    Preempted,
+    Running,
+    Throttle,
+    batch_size,
+    run_jobs,
+)
 
 
 class FakeClock:
@@ -108,3 +116,27 @@ def test_out_of_range_throttle_is_refused() -> None:
     with pytest.raises(ValueError):
         throttle.set(1.5)
     assert throttle.value == 0.5
+
+
+@pytest.mark.parametrize(("job_seconds", "queued", "size"), [
+    (None, 100, 1),  # nothing measured yet: one at a time
+    (0.5, 100, 1),  # long jobs: one trip each
+    (0.0001, 100, 20),  # 2 ms worth of tiny jobs share a trip
+    (0.000001, 1000, 64),  # capped
+    (0.0001, 3, 3),  # never more than is queued
+])
+def test_batch_size(job_seconds: float | None, queued: int, size: int) -> None:
+    assert batch_size(job_seconds, queued) == size
+
+
+async def test_a_batch_stops_at_the_preempted_job() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from loadbalancer.workload import create
+    vector = create("vector", {"elements": 12, "jobs": 3, "iterations": 2})
+    runs = [Running(j, vector.job_data(j), queued_as=None) for j in range(3)]
+    runs[1].cancelled = True
+    with ThreadPoolExecutor(1) as executor:
+        outcomes = await run_jobs(executor, vector, runs, DutyCycle(Throttle(1.0)))
+    assert [o.job for o in outcomes] == [0]
+    vector.check_result(0, outcomes[0].result)
