@@ -36,6 +36,7 @@ class Endpoint(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        self._flush_pending = False
 
     async def bind(self, local: Address) -> None:
         transport, _ = await self.loop.create_datagram_endpoint(lambda: self, local_addr=local)
@@ -51,6 +52,14 @@ class Endpoint(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, ...]) -> None:
         self.connection.receive_datagram(data, (str(addr[0]), int(addr[1])), self.loop.time())
+        # A burst of datagrams read in one turn of the loop is answered once:
+        # one ack for many fragments, one timer re-arm.
+        if not self._flush_pending:
+            self._flush_pending = True
+            self.loop.call_soon(self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        self._flush_pending = False
         self.flush()
 
     def error_received(self, exc: Exception) -> None:
