@@ -53,18 +53,6 @@ class Config:
     def address(self, role: wire.Role) -> Address:
         return self.master if role is wire.Role.MASTER else self.slave
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "master": format_address(self.master), "slave": format_address(self.slave),
-            "secret": self.secret, "policy": self.policy,
-            "state_interval": self.state_interval, "heartbeat_timeout": self.heartbeat_timeout,
-            "workers": self.workers, "throttle": self.throttle,
-            "max_datagram": self.max_datagram, "runtime_dir": str(self.runtime_dir),
-            "journal": str(self.journal),
-            "workload": {"name": self.workload.name, **self.workload.params},
-            "workload_module": self.workload_module,
-        }
-
 
 def format_address(address: Address) -> str:
     host, port = address
