@@ -5,6 +5,9 @@ from __future__ import annotations
 import psutil
 
 CPU_MIN_INTERVAL = 0.1  # seconds
+# Jobs measured before the estimate is published: until then the peer's, or
+# the default, stands in, rather than one noisy early sample.
+WARM_UP = 3
 
 
 class Monitor:
@@ -16,7 +19,8 @@ class Monitor:
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
-        self.job_seconds: float | None = None
+        self.job_seconds: float | None = None  # published once WARM_UP jobs are done
+        self._estimate: float | None = None
         self.executed = 0
         self.compute_seconds = 0.0
         self.cpu = 0.0
@@ -27,10 +31,12 @@ class Monitor:
     def job_done(self, seconds: float) -> None:
         self.executed += 1
         self.compute_seconds += seconds
-        if self.job_seconds is None:
-            self.job_seconds = seconds
-        else:
-            self.job_seconds += self.ALPHA * (seconds - self.job_seconds)
+        if self.executed == 1:
+            return  # the first job warms caches and the interpreter: it overstates the cost
+        self._estimate = seconds if self._estimate is None else \
+            self._estimate + self.ALPHA * (seconds - self._estimate)
+        if self.executed > WARM_UP:
+            self.job_seconds = self._estimate
 
     def sample_cpu(self, now: float) -> float:
         # Over a very short interval the figure is noise (hundreds of percent).

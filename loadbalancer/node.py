@@ -235,8 +235,9 @@ class Node:
         elif isinstance(message, Request):
             # Without the asker's state there is nothing to weigh: an empty
             # answer closes the request and it asks again later.
-            count = 0 if self.remote is None else adaptor.grant(
-                self.snapshot(), max(0, message.count), self.params)
+            # Nor while jobs we pushed are on their way: the asker did not count them.
+            count = 0 if self.remote is None or self.snapshot().in_flight_to_remote else \
+                adaptor.grant(self.snapshot(), max(0, message.count), self.params)
             self.send_jobs(count, request=message.request,
                            reason=f"{self.role.peer} asked for {message.count}")
             return
@@ -396,6 +397,8 @@ class Node:
         decision = adaptor.decide(self.config.policy, self.snapshot(),  # type: ignore[arg-type]
                                   self.params)
         if decision.action == "send" and decision.count > 0:
+            if self.requested is not None:
+                return  # we asked for work ourselves: wait for the answer before giving any
             self.send_jobs(decision.count, reason=decision.reason)
         elif decision.action == "request" and decision.count > 0:
             request = self._next_request

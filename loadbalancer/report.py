@@ -90,21 +90,27 @@ def title(trace: dict[str, Any]) -> str:
 
 def plot_trace(trace: dict[str, Any], ax: Any) -> None:
     """Draw one run into the matplotlib Axes ``ax``: pending jobs (queued and running) of each
-    node against seconds since the master started, a dotted line where its throttle was set."""
+    node against seconds since the master started, a dotted line where its throttle changed,
+    and where a perfect schedule would have ended."""
     start = float(trace["start"])
     for role, node in sorted(trace["nodes"].items()):  # master before slave, in every plot
         seconds = [sample["t"] - start for sample in node["samples"]]
         pending = [sample["pending"] for sample in node["samples"]]
+        changes = [e for e in node["events"] if e.get("type") == "throttle"]
+        # The first is the starting throttle: it goes in the legend, not on the axis.
+        label = f"{role} (throttle {changes[0]['throttle']:g})" if changes else role
         # Steps, not slopes: a queue changes at the sample, it does not glide between samples.
-        (line,) = ax.step(seconds, pending, where="post", label=role)
-        for event in node["events"]:
-            if event.get("type") != "throttle":
-                continue
+        (line,) = ax.step(seconds, pending, where="post", label=label)
+        for event in changes[1:]:
             at = event["t"] - start
             ax.axvline(at, color=line.get_color(), linestyle=":", linewidth=1)
             ax.annotate(f"{role} throttle {event['throttle']:g}", xy=(at, 1),
                         xycoords=("data", "axes fraction"), rotation=90, ha="right", va="top",
                         fontsize=8, color=line.get_color())
+    summary = trace.get("summary")
+    if isinstance(summary, dict) and _is_number(summary.get("ideal_s")):
+        ax.axvline(summary["ideal_s"], color="black", linestyle="--", linewidth=1,
+                   label="ideal end")
     ax.set_xlabel("seconds since start")
     ax.set_ylabel("pending jobs")
     ax.set_title(title(trace))

@@ -26,7 +26,7 @@ def samples(*pending: int) -> list[dict[str, Any]]:
 
 TRACE: dict[str, Any] = {
     "start": START, "policy": "receiver",
-    "summary": {"verified": True, "ratio": 1.084, "makespan_s": 1.0},
+    "summary": {"verified": True, "ratio": 1.084, "makespan_s": 1.0, "ideal_s": 0.9},
     "nodes": {
         "slave": {"samples": samples(0, 10, 6, 2, 0),
                   "events": [{"t": START + 0.1, "type": "throttle", "throttle": 0.3,
@@ -52,16 +52,17 @@ def test_plot_draws_each_nodes_pending_jobs_and_marks_throttle_changes() -> None
     ax = Figure().subplots()
     report.plot_trace(TRACE, ax)
     steps = {line.get_label(): line for line in ax.get_lines() if line.get_linestyle() == "-"}
-    assert list(steps) == ["master", "slave"]
-    assert xs(steps["master"]) == pytest.approx([0, 0.2, 0.4, 0.6, 0.8])
-    assert ys(steps["slave"]) == [0, 10, 6, 2, 0]
+    # Starting throttles are in the legend; changes are marked on the axis.
+    assert list(steps) == ["master (throttle 1)", "slave (throttle 0.3)"]
+    assert xs(steps["master (throttle 1)"]) == pytest.approx([0, 0.2, 0.4, 0.6, 0.8])
+    assert ys(steps["slave (throttle 0.3)"]) == [0, 10, 6, 2, 0]
     marks = [line for line in ax.get_lines() if line.get_linestyle() == ":"]
-    assert sorted(xs(line)[0] for line in marks) == pytest.approx([0, 0.1, 0.5])
-    # Each mark in its node's colour, with the new throttle written beside it.
-    labels = sorted(text.get_text() for text in ax.texts)
-    assert labels == ["master throttle 1", "slave throttle 0.3", "slave throttle 1"]
-    slave_marks = [line for line in marks if xs(line)[0] > 0]
-    assert all(line.get_color() == steps["slave"].get_color() for line in slave_marks)
+    assert [xs(line)[0] for line in marks] == pytest.approx([0.5])
+    # The mark in its node's colour, with the new throttle written beside it.
+    assert [text.get_text() for text in ax.texts] == ["slave throttle 1"]
+    assert marks[0].get_color() == steps["slave (throttle 0.3)"].get_color()
+    ideal = [line for line in ax.get_lines() if line.get_label() == "ideal end"]
+    assert xs(ideal[0])[0] == pytest.approx(0.9)
     assert ax.get_title() == "lb run · policy receiver · makespan / ideal 1.08"
     assert ax.get_xlabel() == "seconds since start"
 
@@ -136,14 +137,18 @@ def test_without_matplotlib_one_line_says_what_to_install(
 
 
 def test_a_real_runs_trace_plots(cluster: Cluster, tmp_path: Path) -> None:
-    cluster.configure(policy="symmetric", jobs=64, elements_per_job=8192, iterations=2000)
+    cluster.configure(policy="symmetric", jobs=128, elements_per_job=32768, iterations=4000)
     cluster.start("slave", "--throttle", "0.5")
     cluster.wait_until_up("slave")
     cluster.start("master")
+    cluster.wait_for("slave", lambda s: s["local"]["executed"] >= 3)
+    answer = cluster.lb("throttle", "0.2", "--role", "slave", "--config", str(cluster.config))
+    assert answer.returncode == 0, answer.stderr
     assert cluster.processes["master"].wait(timeout=60) == 0, cluster.log("master")
     trace = report.load_trace(cluster.directory / "trace.json")
     ax = Figure().subplots()
     report.plot_trace(trace, ax)
-    assert {line.get_label() for line in ax.get_lines()} >= {"master", "slave"}
-    assert "slave throttle 0.5" in [text.get_text() for text in ax.texts]
+    assert {line.get_label() for line in ax.get_lines()} >= {
+        "master (throttle 1)", "slave (throttle 0.5)", "ideal end"}
+    assert "slave throttle 0.2" in [text.get_text() for text in ax.texts]
     assert ax.get_title().startswith("lb run · policy symmetric · makespan / ideal ")
