@@ -101,6 +101,8 @@ class Journal:
         self._append(RESULT, _JOB.pack(job) + self._compressor.compress(data))
 
     def owners(self, jobs: list[int], role: Role) -> None:
+        if not jobs:
+            return
         self._append(OWNERS, json.dumps([[job, int(role)] for job in jobs]).encode())
 
     def sync(self) -> None:

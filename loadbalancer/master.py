@@ -99,7 +99,8 @@ class Master(Node):
             self.send(Finish())
 
     def peer_lost(self, reason: str) -> None:
-        self._take_back(self.ledger.unfinished(Role.SLAVE), f"{reason}: took back")
+        if self.phase == "processing":  # afterwards every result is held: nothing to take back
+            self._take_back(self.ledger.unfinished(Role.SLAVE), f"{reason}: took back")
 
     def _take_back(self, jobs: list[int], why: str) -> None:
         jobs = [job for job in jobs if job not in self.queue and job not in self.ledger.results]
