@@ -47,6 +47,7 @@ def _panel(ax: Axes, policy: str, trace: Trace | None) -> str:
     plot_trace(dict(trace), ax)
     # One panel among several: a short title naming the policy, the axis label once below.
     title = f"{policy}: {_describe(trace.get('summary') or {})}"
+    ax.set_title("")  # plot_trace's title for a lone plot; here the panel names the policy
     ax.set_title(title, loc="left", fontsize=9)
     ax.set_xlabel("")
     ax.set_ylabel("pending")
