@@ -24,6 +24,8 @@ from typing import Any
 
 import click
 
+from loadbalancer.app import loop_factory
+
 Address = tuple[str, int]
 
 _PROBABILITIES = ("loss", "duplicate", "reorder")
@@ -293,21 +295,13 @@ def _command(
         raise click.UsageError(str(exc)) from None
     starting = start_proxy(front, back, master, slave, to_slave_faults, to_master_faults, seed)
     try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
             stats = runner.run(_serve(starting))
     except OSError as exc:
         # uvloop names the address and keeps the reason in __cause__; asyncio gives the reason.
         reason = ": ".join(str(error) for error in (exc, exc.__cause__) if error is not None)
         raise click.ClickException(f"cannot start: {reason}") from None
     print(json.dumps({name: dataclasses.asdict(s) for name, s in stats.items()}), flush=True)
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
 
 
 async def _serve(starting: Coroutine[Any, Any, Proxy]) -> dict[str, Stats]:
