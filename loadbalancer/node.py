@@ -353,10 +353,7 @@ class Node:
             self.connection.dropped[error.reason] += 1
             return
         self.remote_at = self.loop.time()
-        self.state_received()
         self.adapt()
-
-    def state_received(self) -> None: ...
 
     def sample(self) -> None:
         """One trace sample (and a dashboard refresh) of the node as it is now."""
