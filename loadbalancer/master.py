@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -129,7 +130,7 @@ class Master(Node):
                 valid = [job for job in jobs if 0 <= job < self.ledger.job_count]
                 self._take_back(valid, f"slave refused ({reason}):")
             case Trace():
-                self.slave_trace = message
+                self.slave_trace = checked_trace(message)
                 self._trace_received.set()
 
     def _accept_jobs(self, message: Jobs) -> None:
@@ -255,6 +256,26 @@ class Master(Node):
                                   "events": self.slave_trace.events}
             _write_json(self.trace_path, {"start": self.start, "policy": self.config.policy,
                                           "summary": self.summary, "nodes": nodes})
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def checked_trace(trace: Trace) -> Trace:
+    """The slave's trace with what the summary and the plots rely on checked:
+    records lacking a number they need are left out, counters must be numbers."""
+    samples = [s for s in trace.samples if isinstance(s, dict)
+               and all(_number(s.get(key)) for key in ("t", "pending", "throttle", "done"))]
+    events = [e for e in trace.events if isinstance(e, dict) and _number(e.get("t"))
+              and isinstance(e.get("type"), str)
+              and (e["type"] != "throttle" or (_number(e.get("throttle"))
+                                               and _number(e.get("workers"))))]
+    stats: dict[str, Any] = {k: v for k, v in trace.stats.items() if _number(v)}
+    dropped = trace.stats.get("dropped")
+    if isinstance(dropped, dict):
+        stats["dropped"] = {str(k): int(v) for k, v in dropped.items() if _number(v)}
+    return Trace(samples, events, stats)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

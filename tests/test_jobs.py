@@ -33,3 +33,18 @@ def test_unfinished_jobs_of_a_node_are_what_is_taken_back() -> None:
     ledger.record(2, b"done")
     assert ledger.unfinished(Role.SLAVE) == [1, 3]
     assert ledger.unfinished(Role.MASTER) == [0, 4]
+
+
+def test_a_malformed_slave_trace_is_cleaned_not_trusted() -> None:
+    from loadbalancer.master import checked_trace
+    from loadbalancer.messages import Trace
+    trace = Trace(
+        samples=[{"t": 1.0, "pending": 3, "throttle": 1.0, "done": 0}, {"t": "soon"}, 7],
+        events=[{"t": 1.0, "type": "throttle", "throttle": 0.5, "workers": 1},
+                {"t": 2.0, "type": "throttle", "throttle": "fast"}, {"type": "joined"}],
+        stats={"executed": 4, "retransmits": "many", "last_done": None,
+               "dropped": {"bad_tag": 2, "x": "y"}, "compute_seconds": float("nan")})
+    checked = checked_trace(trace)
+    assert checked.samples == [trace.samples[0]]
+    assert checked.events == [trace.events[0]]
+    assert checked.stats == {"executed": 4, "dropped": {"bad_tag": 2}}
