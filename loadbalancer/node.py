@@ -233,16 +233,23 @@ class Node:
             if self.requested is not None and message.request == self.requested[0]:
                 self.requested = None
         elif isinstance(message, Request):
-            # Without the asker's state there is nothing to weigh: an empty
-            # answer closes the request and it asks again later.
-            # Nor while jobs we pushed are on their way: the asker did not count them.
-            count = 0 if self.remote is None or self.snapshot().in_flight_to_remote else \
-                adaptor.grant(self.snapshot(), max(0, message.count), self.params)
-            self.send_jobs(count, request=message.request,
+            self.send_jobs(self._grant(message.count), request=message.request,
                            reason=f"{self.role.peer} asked for {message.count}")
             return
         self.handle(message)
         self.wake()
+
+    def _grant(self, asked: int) -> int:
+        """How many of the jobs the peer asked for to send. Without the asker's
+        state there is nothing to weigh, and while jobs we pushed are on their
+        way the asker did not count them: an empty answer closes the request
+        and it asks again later."""
+        if self.remote is None:
+            return 0
+        snapshot = self.snapshot()
+        if snapshot.in_flight_to_remote:
+            return 0
+        return adaptor.grant(snapshot, max(0, asked), self.params)
 
     def handle(self, message: Message) -> None:
         raise NotImplementedError
