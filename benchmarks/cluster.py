@@ -83,7 +83,8 @@ class NodePair:
     """A master, a slave and maybe a proxy in ``directory``; a context manager that kills
     whatever it started and has not finished."""
 
-    def __init__(self, directory: Path, *, faults: Faults | None = None, **settings: Any) -> None:
+    def __init__(self, directory: Path, *, faults: Faults | None = None,
+                 seed: int | None = None, **settings: Any) -> None:
         self.directory = directory
         self.faults = faults
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -93,11 +94,8 @@ class NodePair:
         self.proxy: subprocess.Popen[bytes] | None = None
         self.proxy_stats: dict[str, Any] | None = None
         if faults is not None:
-            self._insert_proxy(config, faults)
-
-    # ---- setup -----------------------------------------------------------------------
-    def _insert_proxy(self, config: Path, faults: Faults) -> None:
-        self.proxy, self.configs = local.start_proxy(config, *proxy_flags(faults))
+            seeded = [] if seed is None else ["--seed", str(seed)]
+            self.proxy, self.configs = local.start_proxy(config, *proxy_flags(faults), *seeded)
 
     # ---- nodes -----------------------------------------------------------------------
     @property
@@ -123,22 +121,20 @@ class NodePair:
         self.start("master", "--throttle", str(throttles["master"]))
 
     def wait_until_up(self, role: str, timeout: float = START_TIMEOUT) -> None:
-        sock = control.socket_path(self.runtime_dir, role)
-        deadline = time.monotonic() + timeout
-        while not sock.exists():
-            if time.monotonic() > deadline or self.processes[role].poll() is not None:
-                raise ClusterError(f"{role} did not start: {self.log_tail(role)}")
-            time.sleep(0.02)
+        try:
+            local.wait_until_listening(self.configs[role], role, self.processes[role], timeout)
+        except RuntimeError as error:
+            raise ClusterError(f"{error}: {self.log_tail(role)}") from None
 
-    def wait(self, timeout: float) -> dict[str, int | None]:
+    def wait(self, timeout: float, slave_grace: float = SLAVE_GRACE) -> dict[str, int | None]:
         """Exit codes of the nodes; raises if the master is still running after ``timeout``.
 
-        A slave still there ``SLAVE_GRACE`` seconds after the master is stopped (exit code
+        A slave still there ``slave_grace`` seconds after the master is stopped (exit code
         None): it is waiting for an ack that will never come, or it never joined."""
         codes: dict[str, int | None] = {}
         for role in sorted(self.processes, key=ROLES.index):  # the master first
             process = self.processes[role]
-            limit = timeout if role == "master" else SLAVE_GRACE
+            limit = timeout if role == "master" else slave_grace
             try:
                 codes[role] = process.wait(timeout=limit)
             except subprocess.TimeoutExpired:

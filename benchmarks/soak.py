@@ -29,35 +29,28 @@ from pathlib import Path
 
 import psutil
 
+from benchmarks.cluster import NodePair
 from loadbalancer import config as configuration
 from loadbalancer import local, wire
 from loadbalancer.endpoint import Endpoint
+from loadbalancer.faultproxy import Faults
 from loadbalancer.reliable import Fragment
 from loadbalancer.session import Connection, PeerJoined
 from loadbalancer.wire import Header, Kind, Role
 
 POLICIES = ("symmetric", "sender", "receiver", "none")
-BAD_NETWORK = ("--loss", "0.2", "--duplicate", "0.1", "--reorder", "0.1",
-               "--delay", "0.02", "--jitter", "0.01")
+BAD_NETWORK = Faults(loss=0.2, duplicate=0.1, reorder=0.1, delay=0.02, jitter=0.01)
 RUN = {"jobs": 128, "elements_per_job": 8192, "iterations": 2000}
 
 
 def lossy_run(directory: Path, policy: str, seed: int) -> dict[str, object]:
-    config = local.write_config(directory, policy=policy, **RUN)
-    proxy, configs = local.start_proxy(config, *BAD_NETWORK, "--seed", str(seed))
-    try:
-        slave = local.launch(configs["slave"], "slave", log=directory / "slave.log")
-        while not (directory / "run" / "slave.sock").exists():
-            time.sleep(0.05)
-        master = local.launch(configs["master"], "master", "--result",
-                              str(directory / "result.json"), log=directory / "master.log")
-        codes = (master.wait(timeout=300), slave.wait(timeout=60))
-    finally:
-        proxy.terminate()
-        proxy.wait()
-    if codes != (0, 0):
+    with NodePair(directory, faults=BAD_NETWORK, seed=seed, policy=policy, **RUN) as pair:
+        pair.start_both({"master": 1.0, "slave": 1.0})
+        codes = pair.wait(timeout=300, slave_grace=60)
+        result = pair.read_json(pair.result_path)
+    if codes != {"master": 0, "slave": 0} or result is None:
         return {"verified": False, "jobs": RUN["jobs"], "error": f"exit codes {codes}"}
-    return dict(json.loads((directory / "result.json").read_text()))
+    return result
 
 
 def soak_runs(runs: int) -> bool:
@@ -140,8 +133,7 @@ def flood(seconds: float) -> None:
         settings = json.loads(config.read_text())
         slave = local.launch(config, "slave", log=Path(tmp) / "slave.log")
         try:
-            while not (Path(tmp) / "run" / "slave.sock").exists():
-                time.sleep(0.05)
+            local.wait_until_listening(config, "slave", slave)
             time.sleep(1.0)
             before = rss_mib(slave.pid)
             address = configuration.parse_address(settings["slave"], "slave")

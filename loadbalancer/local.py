@@ -12,6 +12,7 @@ import secrets
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,21 @@ def launch(config: Path, role: str, *args: str, log: Path | None = None) -> subp
     finally:
         if log is not None:
             out.close()  # type: ignore[union-attr]
+
+
+def wait_until_listening(config: Path, role: str, process: subprocess.Popen[bytes],
+                         timeout: float = 30.0) -> None:
+    """Until the node of ``role`` started on ``config`` has opened its control
+    socket (so its UDP socket is bound); RuntimeError if it exits or takes too long."""
+    runtime_dir = Path(json.loads(config.read_text())["runtime_dir"])
+    sock = runtime_dir / f"{role}.sock"
+    deadline = time.monotonic() + timeout
+    while not sock.exists():
+        if process.poll() is not None:
+            raise RuntimeError(f"the {role} exited with {process.returncode} before listening")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the {role} was not listening after {timeout:.0f}s")
+        time.sleep(0.02)
 
 
 def start_proxy(config: Path, *fault_args: str,

@@ -65,12 +65,10 @@ class Cluster:
         self.start("master")
 
     def wait_until_up(self, role: str, timeout: float = 30) -> None:
-        sock = self.directory / "run" / f"{role}.sock"
-        deadline = time.monotonic() + timeout
-        while not sock.exists():
-            if time.monotonic() > deadline or self.processes[role].poll() is not None:
-                pytest.fail(f"{role} did not start:\n{self.log(role)}")
-            time.sleep(0.05)
+        try:
+            local.wait_until_listening(self.configs[role], role, self.processes[role], timeout)
+        except RuntimeError as error:
+            pytest.fail(f"{error}:\n{self.log(role)}")
 
     def wait(self, timeout: float = RUN_TIMEOUT) -> dict[str, int]:
         codes = {}
