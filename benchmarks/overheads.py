@@ -43,7 +43,7 @@ from loadbalancer.messages import Jobs, WorkloadSpec
 from loadbalancer.node import MESSAGE_BYTES, new_incarnation
 from loadbalancer.reliable import MessageReceived
 from loadbalancer.session import Connection, Event, PeerJoined
-from loadbalancer.wire import Kind, Role, derive_key
+from loadbalancer.wire import Keys, Kind, Role
 from loadbalancer.workload import Vector
 
 LOCAL_JOBS = 20_000
@@ -157,7 +157,7 @@ class _Link:
 
     async def open(self) -> tuple[Endpoint, Endpoint]:
         loop = asyncio.get_running_loop()
-        key = derive_key(secrets.token_urlsafe(32))
+        key = Keys(secrets.token_urlsafe(32))
         ports = {Role.MASTER: local.free_port(), Role.SLAVE: local.free_port()}
         endpoints = []
         for role in (Role.MASTER, Role.SLAVE):

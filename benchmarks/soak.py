@@ -34,6 +34,7 @@ from loadbalancer import config as configuration
 from loadbalancer import local, wire
 from loadbalancer.endpoint import Endpoint
 from loadbalancer.faultproxy import Faults
+from loadbalancer.node import new_incarnation
 from loadbalancer.reliable import Fragment
 from loadbalancer.session import Connection, PeerJoined
 from loadbalancer.wire import Header, Kind, Role
@@ -83,9 +84,9 @@ async def keyed_flood(settings: dict[str, object], seconds: float) -> int:
     """Open a session with the slave as a fake master, then send fragments of
     messages that never complete, each message a new one."""
     loop = asyncio.get_running_loop()
-    key = wire.derive_key(str(settings["secret"]))
+    key = wire.Keys(str(settings["secret"]))
     joined = asyncio.Event()
-    connection = Connection(Role.MASTER, key, new_incarnation=time.time_ns,
+    connection = Connection(Role.MASTER, key, new_incarnation=new_incarnation,
                             peer_address=configuration.parse_address(settings["slave"], "slave"),
                             now=loop.time())
     endpoint = Endpoint(connection, lambda e: joined.set() if isinstance(e, PeerJoined) else None)
@@ -111,7 +112,7 @@ async def keyed_flood(settings: dict[str, object], seconds: float) -> int:
 
 
 def junk_flood(address: tuple[str, int], seconds: float) -> int:
-    forged_key = wire.derive_key("not the secret")
+    forged_key = wire.Keys("not the secret")
     sent = 0
     deadline = time.monotonic() + seconds
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +30,7 @@ from loadbalancer.peerstate import PeerState
 from loadbalancer.reliable import MessageAcked, MessageReceived
 from loadbalancer.session import Connection, Event, PeerJoined, PeerLost, StateReceived
 from loadbalancer.trace import Recorder
-from loadbalancer.wire import Kind, Rejected, Role, derive_key
+from loadbalancer.wire import Keys, Kind, Rejected, Role
 from loadbalancer.worker import DutyCycle, Running, Throttle, batch_size, run_jobs
 from loadbalancer.workload import Workload
 
@@ -41,8 +42,10 @@ REQUEST_TIMEOUT = 2.0
 
 
 def new_incarnation() -> int:
-    # Wall-clock microseconds: larger for every later start, even across restarts.
-    return time.time_ns() // 1000
+    # Wall-clock milliseconds, so every later start has a larger one, and 20 random
+    # bits below them: each incarnation has its own encryption key (see wire), and
+    # the random bits keep an old key from coming back if the clock is stepped back.
+    return (time.time_ns() // 1_000_000) << 20 | secrets.randbits(20)
 
 
 class Node:
@@ -94,7 +97,7 @@ class Node:
     async def startup(self) -> None:
         local = await resolve(self.config.address(self.role))
         peer = await resolve(self.config.address(self.role.peer))
-        self.connection = Connection(self.role, derive_key(self.config.secret),
+        self.connection = Connection(self.role, Keys(self.config.secret),
                                      peer_address=peer, new_incarnation=new_incarnation,
                                      now=self.loop.time(),
                                      max_datagram=self.config.max_datagram,

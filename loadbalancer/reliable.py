@@ -47,7 +47,7 @@ class Fragment:
     index: int  # position in its message, from 0
     count: int  # fragments in the message, 1..65535
     kind: int  # message kind, 0..255, the same for all fragments of a message
-    data: bytes  # this fragment's slice of the payload
+    data: bytes | memoryview  # this fragment's slice of the payload (a view: no copy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +97,7 @@ class _Partial:
 
     kind: int
     count: int
-    parts: dict[int, bytes] = field(default_factory=dict)
+    parts: dict[int, bytes | memoryview] = field(default_factory=dict)
     size: int = 0
 
 
@@ -162,8 +162,9 @@ class ReliableChannel:
             raise MessageTooLarge(f"{len(payload)} bytes, at most {self.max_message}")
         message_id, step = self._next_seq, self.max_fragment
         count = max(1, -(-len(payload) // step))  # an empty message is one empty fragment
+        view = memoryview(payload)
         for index in range(count):
-            data = payload[index * step:(index + 1) * step]
+            data = view[index * step:(index + 1) * step]
             self._queue.append(Fragment(message_id + index, index, count, kind, data))
         self._next_seq += count
         self._remaining[message_id] = count

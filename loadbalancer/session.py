@@ -85,12 +85,12 @@ class ReplayWindow:
 
 
 class Connection:
-    def __init__(self, role: Role, key: bytes, *, peer_address: Address,
+    def __init__(self, role: Role, keys: wire.Keys, *, peer_address: Address,
                  new_incarnation: Callable[[], int], now: float,
                  max_datagram: int = wire.DEFAULT_MAX_DATAGRAM,
                  heartbeat_timeout: float = 3.0, hello_interval: float = 0.25) -> None:
         self.role = role
-        self.key = key
+        self.keys = keys
         self.peer_address = peer_address
         self.max_datagram = max_datagram
         self.heartbeat_timeout = heartbeat_timeout
@@ -104,7 +104,7 @@ class Connection:
         self._last_heard = now
         self._next_hello = now
         self._last_welcome = -WELCOME_GAP
-        self._outbox: list[tuple[bytes, Address]] = []
+        self._outbox: list[tuple[bytearray, Address]] = []
         self._events: collections.deque[Event] = collections.deque()
         self.channel = self._new_channel()
         self.dropped: collections.Counter[str] = collections.Counter()
@@ -139,7 +139,7 @@ class Connection:
     def receive_datagram(self, data: bytes, address: Address, now: float) -> None:
         self.bytes_received += len(data)
         try:
-            datagram = wire.decode(self.key, data, self.max_datagram)
+            datagram = wire.decode(self.keys, data, self.max_datagram)
             self._accept(datagram, address, now)
         except Rejected as error:
             self.dropped[error.reason] += 1
@@ -181,7 +181,7 @@ class Connection:
         channel = self.channel.next_deadline()
         return deadline if channel is None else min(deadline, channel)
 
-    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+    def datagrams_to_send(self, now: float) -> list[tuple[bytearray, Address]]:
         if self.peer is None and now >= self._next_hello:
             self._queue(Kind.HELLO)
             self._next_hello = now + self.hello_interval
@@ -206,7 +206,7 @@ class Connection:
             dst = self.peer or 0
         header = Header(kind, self.role, self.incarnation, dst, self._number)
         self._number += 1
-        data = wire.encode(self.key, header, **parts)  # type: ignore[arg-type]
+        data = wire.encode(self.keys, header, **parts)  # type: ignore[arg-type]
         self._outbox.append((data, address or self.peer_address))
 
     def _accept(self, datagram: wire.Datagram, address: Address, now: float) -> None:

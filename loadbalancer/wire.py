@@ -6,9 +6,19 @@ Pure functions of bytes; no sockets, no clock. Every datagram is::
 
 The header is ``!2sBBBBQQQH``: magic ``LB``, version, type, flags, sender role,
 sender incarnation, receiver incarnation (0 while unknown), packet number,
-body length. The tag is HMAC-SHA256 over header and body, truncated to 16
-bytes, keyed from the shared secret. Everything a peer acts on is inside the
+body length. The tag is AES-128-GMAC (GCM with the whole datagram as
+associated data) over header and body. Everything a peer acts on is inside the
 tag, so a node recognises its peer by the key, not by its source address.
+Bodies travel in the clear: the secret stops anyone injecting work or
+commands, not reading them.
+
+Why GMAC: with AES-NI it tags a 64 KB datagram in a quarter of the time
+HMAC-SHA256 takes, and per-datagram cost is what bounds transfer speed.
+GMAC must never see one nonce twice under one key, so every sender
+incarnation has its own key, derived from the secret with its role and
+incarnation, and the nonce is the packet number, which an incarnation never
+reuses. Incarnations carry random low bits (``node.new_incarnation``), so even
+a clock stepped back does not bring an old key back in practice.
 
 Decoding checks the cheap things first (size, magic, version, length) and the
 tag before looking at the body, so junk costs little and forged bodies are
@@ -21,16 +31,23 @@ from __future__ import annotations
 import enum
 import hmac
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # used as GMAC: no plaintext
 
 from loadbalancer.reliable import Fragment
 
 MAGIC = b"LB"
-VERSION = 1
+VERSION = 2
 HEADER = struct.Struct("!2sBBBBQQQH")
 FRAGMENT_HEADER = struct.Struct("!QHH")
 ACK_RANGE = struct.Struct("!QQ")
+ACK_COUNT = struct.Struct("!H")
+NONCE = struct.Struct("!4xQ")  # GCM's 96 bits: the packet number, zero-padded
+SENDER = struct.Struct("!BQ")  # what a sender's key is derived from: role, incarnation
 TAG_SIZE = 16
+MAX_CIPHERS = 8  # sender keys kept: ours, the peer's, a few of sessions coming or going
 OVERHEAD = HEADER.size + TAG_SIZE
 # 1,400 bytes fits any Ethernet path without IP fragmentation; loopback and
 # jumbo-frame links can take up to the UDP maximum.
@@ -79,31 +96,67 @@ class Rejected(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
-class Header:
+Bytes = bytes | bytearray | memoryview
+_KINDS = {kind.value: kind for kind in Kind}
+_ROLES = {role.value: role for role in Role}
+
+
+class Header(NamedTuple):
     kind: Kind
     role: Role
     src: int  # sender's incarnation
     dst: int  # receiver's incarnation as the sender knows it, 0 if unknown
-    number: int  # packet number: unique per sender incarnation, for replay defence
+    number: int  # packet number: unique per sender incarnation; replay defence, nonce
 
 
-@dataclass(frozen=True, slots=True)
-class Datagram:
+class Datagram(NamedTuple):
     header: Header
     fragment: Fragment | None = None  # reliable kinds
     ranges: tuple[tuple[int, int], ...] = ()  # ACK
     body: bytes = b""  # HELLO, WELCOME, STATE, BYE
 
 
-def derive_key(secret: str) -> bytes:
-    # A derived key rather than the secret itself, so that the same secret
-    # used for something else never yields tags valid here.
-    return hmac.digest(secret.encode(), b"lb datagram key v1", "sha256")
+class Keys:
+    """The GMAC keys of one shared secret: one per sender (role, incarnation)."""
 
+    def __init__(self, secret: str) -> None:
+        # A derived root rather than the secret itself, so that the same secret
+        # used for something else never yields keys valid here.
+        self._root = hmac.digest(secret.encode(), b"lb datagram keys v2", "sha256")
+        self._ciphers: dict[tuple[int, int], AESGCM] = {}
 
-def _tag(key: bytes, data: bytes) -> bytes:
-    return hmac.digest(key, data, "sha256")[:TAG_SIZE]
+    def sign(self, role: int, incarnation: int, number: int, signed: Bytes,
+             tag: memoryview) -> None:
+        """Write the tag of ``signed`` into ``tag``."""
+        cipher = self._ciphers.get((role, incarnation)) or self._keep(role, incarnation)
+        cipher.encrypt_into(NONCE.pack(number), b"", signed, tag)
+
+    def verify(self, role: int, incarnation: int, number: int, signed: Bytes,
+               tag: Bytes) -> None:
+        """Raise :class:`Rejected` ``bad_tag`` unless ``tag`` is the tag of ``signed``.
+        A key derived for a datagram is kept only if the datagram proves genuine,
+        so junk cannot evict real keys."""
+        cipher = self._ciphers.get((role, incarnation))
+        derived = cipher is None
+        if cipher is None:
+            cipher = self._derive(role, incarnation)
+        try:
+            cipher.decrypt(NONCE.pack(number), tag, signed)
+        except InvalidTag:
+            raise Rejected("bad_tag") from None
+        if derived:
+            self._keep(role, incarnation, cipher)
+
+    def _derive(self, role: int, incarnation: int) -> AESGCM:
+        material = hmac.digest(self._root, SENDER.pack(role, incarnation), "sha256")
+        return AESGCM(material[:16])
+
+    def _keep(self, role: int, incarnation: int, cipher: AESGCM | None = None) -> AESGCM:
+        if len(self._ciphers) >= MAX_CIPHERS:
+            del self._ciphers[next(iter(self._ciphers))]  # the oldest
+        cipher = cipher or self._derive(role, incarnation)
+        self._ciphers[role, incarnation] = cipher
+        return cipher
 
 
 def fragment_capacity(max_datagram: int) -> int:
@@ -111,62 +164,69 @@ def fragment_capacity(max_datagram: int) -> int:
     return max_datagram - OVERHEAD - FRAGMENT_HEADER.size
 
 
-def encode(key: bytes, header: Header, *, fragment: Fragment | None = None,
-           ranges: tuple[tuple[int, int], ...] = (), body: bytes = b"") -> bytes:
-    if header.kind.reliable:
+def encode(keys: Keys, header: Header, *, fragment: Fragment | None = None,
+           ranges: tuple[tuple[int, int], ...] = (), body: Bytes = b"") -> bytearray:
+    kind, role, src, dst, number = header
+    prefix = b""
+    if kind >= Kind.JOBS:
         if fragment is None:
-            raise ValueError(f"{header.kind.name} needs a fragment")
-        body = FRAGMENT_HEADER.pack(fragment.seq, fragment.index, fragment.count) + fragment.data
-    elif header.kind is Kind.ACK:
-        body = struct.pack("!H", len(ranges)) + b"".join(ACK_RANGE.pack(*r) for r in ranges)
-    head = HEADER.pack(MAGIC, VERSION, header.kind, 0, header.role, header.src, header.dst,
-                       header.number, len(body))
-    return head + body + _tag(key, head + body)
+            raise ValueError(f"{Kind(kind).name} needs a fragment")
+        prefix = FRAGMENT_HEADER.pack(fragment.seq, fragment.index, fragment.count)
+        body = fragment.data
+    elif kind == Kind.ACK:
+        body = ACK_COUNT.pack(len(ranges)) + b"".join(ACK_RANGE.pack(*r) for r in ranges)
+    start = HEADER.size + len(prefix)
+    end = start + len(body)
+    out = bytearray(end + TAG_SIZE)
+    HEADER.pack_into(out, 0, MAGIC, VERSION, kind, 0, role, src, dst, number, end - HEADER.size)
+    out[HEADER.size:start] = prefix
+    out[start:end] = body  # the one copy of the data on the way out
+    view = memoryview(out)
+    keys.sign(role, src, number, view[:end], view[end:])
+    return out
 
 
-def decode(key: bytes, data: bytes, max_datagram: int) -> Datagram:
-    """Parse and authenticate one datagram, or raise :class:`Rejected`."""
-    if len(data) < OVERHEAD:
-        raise Rejected("truncated", f"{len(data)} bytes")
-    if len(data) > max_datagram:
-        raise Rejected("oversized", f"{len(data)} bytes")
+def decode(keys: Keys, data: Bytes, max_datagram: int) -> Datagram:
+    """Parse and authenticate one datagram, or raise :class:`Rejected`. A fragment's
+    data is a view into ``data``, not a copy."""
+    size = len(data)
+    if size < OVERHEAD:
+        raise Rejected("truncated", f"{size} bytes")
+    if size > max_datagram:
+        raise Rejected("oversized", f"{size} bytes")
     magic, version, kind, _flags, role, src, dst, number, length = HEADER.unpack_from(data)
     if magic != MAGIC:
         raise Rejected("bad_magic")
     if version != VERSION:
         raise Rejected("bad_version", str(version))
-    if len(data) != OVERHEAD + length:
-        raise Rejected("bad_length", f"header says {length}, datagram has {len(data) - OVERHEAD}")
-    signed, tag = data[:-TAG_SIZE], data[-TAG_SIZE:]
-    if not hmac.compare_digest(tag, _tag(key, signed)):
-        raise Rejected("bad_tag")
-    try:
-        header = Header(Kind(kind), Role(role), src, dst, number)
-    except ValueError:
-        raise Rejected("bad_type", f"type {kind} role {role}") from None
-    body = signed[HEADER.size:]
-    if header.kind.reliable:
-        return Datagram(header, fragment=_decode_fragment(header.kind, body))
-    if header.kind is Kind.ACK:
-        return Datagram(header, ranges=_decode_ranges(body))
-    return Datagram(header, body=body)
+    if size != OVERHEAD + length:
+        raise Rejected("bad_length", f"header says {length}, datagram has {size - OVERHEAD}")
+    view = memoryview(data)
+    end = size - TAG_SIZE
+    keys.verify(role, src, number, view[:end], view[end:])
+    known_kind, known_role = _KINDS.get(kind), _ROLES.get(role)
+    if known_kind is None or known_role is None:
+        raise Rejected("bad_type", f"type {kind} role {role}")
+    header = Header(known_kind, known_role, src, dst, number)
+    if kind >= Kind.JOBS:
+        if length < FRAGMENT_HEADER.size:
+            raise Rejected("malformed", "short fragment header")
+        seq, index, count = FRAGMENT_HEADER.unpack_from(data, HEADER.size)
+        part = view[HEADER.size + FRAGMENT_HEADER.size:end]
+        return Datagram(header, fragment=Fragment(seq, index, count, known_kind, part))
+    if kind == Kind.ACK:
+        return Datagram(header, ranges=_decode_ranges(view[HEADER.size:end]))
+    return Datagram(header, body=bytes(view[HEADER.size:end]))
 
 
-def _decode_fragment(kind: Kind, body: bytes) -> Fragment:
-    if len(body) < FRAGMENT_HEADER.size:
-        raise Rejected("malformed", "short fragment header")
-    seq, index, count = FRAGMENT_HEADER.unpack_from(body)
-    return Fragment(seq=seq, index=index, count=count, kind=kind,
-                    data=body[FRAGMENT_HEADER.size:])
-
-
-def _decode_ranges(body: bytes) -> tuple[tuple[int, int], ...]:
-    if len(body) < 2:
+def _decode_ranges(body: memoryview) -> tuple[tuple[int, int], ...]:
+    if len(body) < ACK_COUNT.size:
         raise Rejected("malformed", "short ack")
-    (n,) = struct.unpack_from("!H", body)
-    if len(body) != 2 + n * ACK_RANGE.size:
+    (n,) = ACK_COUNT.unpack_from(body)
+    if len(body) != ACK_COUNT.size + n * ACK_RANGE.size:
         raise Rejected("malformed", "ack length")
-    ranges = tuple(ACK_RANGE.unpack_from(body, 2 + i * ACK_RANGE.size) for i in range(n))
+    ranges = tuple(ACK_RANGE.unpack_from(body, ACK_COUNT.size + i * ACK_RANGE.size)
+                   for i in range(n))
     if any(lo > hi for lo, hi in ranges):
         raise Rejected("malformed", "ack range")
     return ranges

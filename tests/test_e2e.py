@@ -10,7 +10,7 @@ import pytest
 from conftest import Cluster
 
 from loadbalancer import config as configuration
-from loadbalancer import control
+from loadbalancer import control, wire
 
 # 256 jobs of about 10 ms each: a run takes a few seconds.
 SMALL = {"jobs": 256, "elements_per_job": 8192, "iterations": 3000}
@@ -89,12 +89,13 @@ def test_datagrams_with_a_bad_tag_are_dropped_and_counted(cluster: Cluster) -> N
     cluster.start_both()
     cluster.wait_for("master", lambda s: s["local"]["peer"] == "connected")
     settings = cluster.settings
-    forged = bytearray(b"LB\x01\x10\x00\x00" + bytes(26) + bytes(16))
-    forged[30:32] = (0).to_bytes(2, "big")  # a well-formed header with an empty body
+    # A well-formed header with an empty body, and a tag of zeros.
+    forged = wire.HEADER.pack(wire.MAGIC, wire.VERSION, wire.Kind.JOBS, 0, 0, 0, 0, 0, 0)
+    forged += bytes(wire.TAG_SIZE)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         for _ in range(50):
             for role in ("master", "slave"):
-                sock.sendto(bytes(forged), configuration.parse_address(settings[role], role))
+                sock.sendto(forged, configuration.parse_address(settings[role], role))
     assert cluster.wait() == {"slave": 0, "master": 0}
     result = cluster.result()
     assert result["verified"] is True

@@ -100,7 +100,7 @@ def test_a_flood_of_junk_and_replays_is_counted_and_changes_nothing(
     cluster.start_both()
     cluster.wait_for("master", lambda s: s["local"]["finished"] >= 20)
     settings = cluster.settings
-    kinds = hostile(wire.derive_key("not the secret at all"), tap.to_slave[-1])
+    kinds = hostile(wire.Keys("not the secret at all"), tap.to_slave[-1])
     replay_to_slave, replay_to_master = list(tap.to_slave), list(tap.to_master)
     targets = {"master": configuration.parse_address(settings["master"], "master"),
                "slave": configuration.parse_address(settings["slave"], "slave")}
@@ -133,7 +133,7 @@ class FakeMaster:
     async def open(self) -> Endpoint:
         loop = asyncio.get_running_loop()
         connection = Connection(
-            Role.MASTER, wire.derive_key(str(self.settings["secret"])),
+            Role.MASTER, wire.Keys(str(self.settings["secret"])),
             peer_address=configuration.parse_address(self.settings["slave"], "slave"),
             new_incarnation=lambda: 10**15, now=loop.time())
         endpoint = Endpoint(connection, self.events.put_nowait)

@@ -22,7 +22,7 @@ from loadbalancer.session import (
 )
 from loadbalancer.wire import Kind, Rejected, Role
 
-KEY = wire.derive_key("the shared secret of this test")
+KEY = wire.Keys("the shared secret of this test")
 MASTER_ADDRESS = ("10.0.0.1", 1)
 SLAVE_ADDRESS = ("10.0.0.2", 2)
 

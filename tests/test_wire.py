@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 
 import pytest
@@ -12,7 +13,7 @@ from loadbalancer import wire
 from loadbalancer.reliable import Fragment
 from loadbalancer.wire import Header, Kind, Rejected, Role
 
-KEY = wire.derive_key("a secret of some length")
+KEY = wire.Keys("a secret of some length")
 HEADER = Header(Kind.STATE, Role.MASTER, src=7, dst=9, number=3)
 
 
@@ -27,7 +28,11 @@ def test_state_round_trip() -> None:
 def test_fragment_and_ack_round_trip() -> None:
     fragment = Fragment(seq=2**40, index=1, count=3, kind=Kind.JOBS, data=b"x" * 100)
     header = Header(Kind.JOBS, Role.SLAVE, 1, 2, 5)
-    assert wire.decode(KEY, wire.encode(KEY, header, fragment=fragment), 1400).fragment == fragment
+    data = wire.encode(KEY, header, fragment=fragment)
+    assert wire.decode(KEY, data, 1400) == wire.Datagram(header, fragment=fragment)
+    fragment_of_a_view = dataclasses.replace(fragment, data=memoryview(b"y" + b"x" * 100)[1:])
+    data = wire.encode(KEY, header, fragment=fragment_of_a_view)
+    assert wire.decode(KEY, data, 1400).fragment == fragment
     ranges = ((10, 20), (1, 5))
     ack = wire.encode(KEY, Header(Kind.ACK, Role.SLAVE, 1, 2, 6), ranges=ranges)
     assert wire.decode(KEY, ack, 1400).ranges == ranges
@@ -40,7 +45,7 @@ def test_a_full_fragment_fits_the_datagram() -> None:
     assert len(data) == 1400
 
 
-def reason(data: bytes, key: bytes = KEY, limit: int = 1400) -> str:
+def reason(data: bytes | bytearray, key: wire.Keys = KEY, limit: int = 1400) -> str:
     with pytest.raises(Rejected) as caught:
         wire.decode(key, data, limit)
     return caught.value.reason
@@ -53,22 +58,53 @@ def test_rejections_name_their_reason() -> None:
     assert reason(b"XX" + good[2:]) == "bad_magic"
     assert reason(good[:2] + b"\x09" + good[3:]) == "bad_version"
     assert reason(good + b"!") == "bad_length"
-    assert reason(good, key=wire.derive_key("another secret!!")) == "bad_tag"
+    assert reason(good, key=wire.Keys("another secret!!")) == "bad_tag"
     flipped = bytearray(good)
     flipped[wire.HEADER.size] ^= 1  # one bit of the body
     assert reason(bytes(flipped)) == "bad_tag"
 
 
-def test_unknown_type_is_rejected_even_when_signed() -> None:
-    head = wire.HEADER.pack(wire.MAGIC, wire.VERSION, 99, 0, 0, 1, 2, 3, 0)
-    data = head + wire._tag(KEY, head)
-    assert reason(data) == "bad_type"
+def sealed(kind: int, role: int, body: bytes) -> bytearray:
+    """A datagram the key holder made, whatever its type and role."""
+    data = bytearray(wire.OVERHEAD + len(body))
+    wire.HEADER.pack_into(data, 0, wire.MAGIC, wire.VERSION, kind, 0, role, 1, 2, 3, len(body))
+    data[wire.HEADER.size:-wire.TAG_SIZE] = body
+    view = memoryview(data)
+    KEY.sign(role, 1, 3, view[:-wire.TAG_SIZE], view[-wire.TAG_SIZE:])
+    return data
+
+
+def test_unknown_type_or_role_is_rejected_even_when_sealed() -> None:
+    assert reason(sealed(9, 0, b"")) == "bad_type"
+    assert reason(sealed(99, 0, b"")) == "bad_type"
+    assert reason(sealed(Kind.STATE, 7, b"")) == "bad_type"
 
 
 def test_malformed_ack_is_rejected_after_the_tag() -> None:
     body = struct.pack("!H", 2) + wire.ACK_RANGE.pack(1, 2)  # says two ranges, holds one
-    head = wire.HEADER.pack(wire.MAGIC, wire.VERSION, Kind.ACK, 0, 0, 1, 2, 3, len(body))
-    assert reason(head + body + wire._tag(KEY, head + body)) == "malformed"
+    assert reason(sealed(Kind.ACK, 0, body)) == "malformed"
+
+
+def test_each_sender_incarnation_has_its_own_key() -> None:
+    data = wire.encode(KEY, HEADER, body=b"same")
+    other = wire.encode(KEY, HEADER._replace(src=8), body=b"same")
+    assert data[-wire.TAG_SIZE:] != other[-wire.TAG_SIZE:]
+    # A datagram moved to another incarnation's name does not authenticate.
+    moved = bytearray(data)
+    wire.HEADER.pack_into(moved, 0, wire.MAGIC, wire.VERSION, Kind.STATE, 0, Role.MASTER,
+                          8, 9, 3, 4)
+    assert reason(bytes(moved)) == "bad_tag"
+
+
+def test_a_forged_datagram_does_not_evict_known_keys() -> None:
+    keys = wire.Keys("a secret of some length")
+    genuine = wire.encode(keys, HEADER, body=b"x")
+    forger = wire.Keys("not the secret")
+    for src in range(100, 100 + 2 * wire.MAX_CIPHERS):
+        with pytest.raises(Rejected):
+            wire.decode(keys, wire.encode(forger, HEADER._replace(src=src), body=b"x"), 1400)
+    assert keys._ciphers.keys() == {(Role.MASTER, 7)}
+    assert wire.decode(keys, genuine, 1400).body == b"x"
 
 
 @given(st.binary(max_size=2000))
