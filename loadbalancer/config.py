@@ -44,7 +44,7 @@ class Config:
     heartbeat_timeout: float = 3.0
     workers: int = 1
     throttle: float = 1.0
-    max_datagram: int = wire.DEFAULT_MAX_DATAGRAM
+    max_datagram: int | None = None  # None: from the route's MTU (endpoint.path_max_datagram)
     runtime_dir: Path = field(default_factory=default_runtime_dir)
     journal: Path = field(default_factory=default_journal)
     workload: WorkloadSpec = field(default_factory=lambda: WorkloadSpec("vector", {}))
@@ -127,7 +127,7 @@ def from_dict(raw: dict[str, Any]) -> Config:
         changes["workers"] = _integer(raw, "workers", 1, 256)
     if "throttle" in raw:
         changes["throttle"] = _number(raw, "throttle", 0, 1)
-    if "max_datagram" in raw:
+    if raw.get("max_datagram", "auto") != "auto":
         changes["max_datagram"] = _integer(raw, "max_datagram", wire.MIN_DATAGRAM,
                                            wire.MAX_DATAGRAM)
     for key in ("runtime_dir", "journal"):

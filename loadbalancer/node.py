@@ -22,7 +22,7 @@ from typing import Any
 
 from loadbalancer import adaptor, control, messages
 from loadbalancer.config import Config
-from loadbalancer.endpoint import Endpoint, resolve
+from loadbalancer.endpoint import Endpoint, path_max_datagram, resolve
 from loadbalancer.jobs import JobQueue
 from loadbalancer.messages import Jobs, Message, Request, WorkloadSpec
 from loadbalancer.monitor import Monitor
@@ -97,10 +97,11 @@ class Node:
     async def startup(self) -> None:
         local = await resolve(self.config.address(self.role))
         peer = await resolve(self.config.address(self.role.peer))
+        max_datagram = self.config.max_datagram or path_max_datagram(peer)
+        log.debug("datagrams of up to %d bytes", max_datagram)
         self.connection = Connection(self.role, Keys(self.config.secret),
                                      peer_address=peer, new_incarnation=new_incarnation,
-                                     now=self.loop.time(),
-                                     max_datagram=self.config.max_datagram,
+                                     now=self.loop.time(), max_datagram=max_datagram,
                                      heartbeat_timeout=self.config.heartbeat_timeout)
         self.endpoint = Endpoint(self.connection, self._on_event)
         await self.endpoint.bind(local)

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from loadbalancer import config
+from loadbalancer import config, endpoint
 from loadbalancer.config import ConfigError
+from loadbalancer.endpoint import path_max_datagram
 
 GOOD = {"master": "127.0.0.1:7001", "slave": "localhost:7002", "secret": "s" * 16}
 
@@ -39,6 +40,7 @@ def test_ipv6_address() -> None:
     ({"throttle": 1.5}, "throttle"),
     ({"throttle": True}, "throttle"),
     ({"max_datagram": 100}, "max_datagram"),
+    ({"max_datagram": "large"}, "max_datagram"),
     ({"workload": []}, "workload"),
     ({"runtime_dir": 3}, "runtime_dir"),
     ({"colour": "blue"}, "colour"),
@@ -47,6 +49,27 @@ def test_ipv6_address() -> None:
 def test_bad_values_name_their_key(change: dict[str, object], named: str) -> None:
     with pytest.raises(ConfigError, match=named):
         config.from_dict({**GOOD, **change})
+
+
+def test_max_datagram_is_a_number_or_auto() -> None:
+    assert config.from_dict(GOOD).max_datagram is None
+    assert config.from_dict({**GOOD, "max_datagram": "auto"}).max_datagram is None
+    assert config.from_dict({**GOOD, "max_datagram": 9000}).max_datagram == 9000
+
+
+def test_auto_datagrams_fit_the_route(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Loopback's MTU is 65,536: less 28 bytes of IPv4 and UDP headers, or 48 of IPv6.
+    assert path_max_datagram(("127.0.0.1", 9)) == 65507
+    assert path_max_datagram(("::1", 9)) == 65488
+
+    def no_route(*args: object) -> None:
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(endpoint.socket.socket, "connect", no_route)
+    assert path_max_datagram(("127.0.0.1", 9)) == 1400  # safe on any Ethernet
+    monkeypatch.undo()
+    monkeypatch.setattr(endpoint.sys, "platform", "darwin")
+    assert path_max_datagram(("127.0.0.1", 9)) == 1400
 
 
 @pytest.mark.parametrize("missing", ["master", "slave", "secret"])

@@ -62,7 +62,9 @@ class Tap:
 
 @pytest.fixture
 def tapped(cluster: Cluster) -> Iterator[tuple[Cluster, Tap]]:
-    cluster.configure(policy="symmetric", jobs=256, elements_per_job=32768, iterations=2000)
+    # Ethernet-sized, so that a datagram can be oversized and still leave the sender.
+    cluster.configure(policy="symmetric", jobs=256, elements_per_job=32768, iterations=2000,
+                      max_datagram=1400)
     settings = cluster.settings
     tap = Tap(configuration.parse_address(settings["master"], "master"),
               configuration.parse_address(settings["slave"], "slave"))
