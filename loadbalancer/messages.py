@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,10 @@ from loadbalancer.wire import Kind, Rejected
 
 MAX_MESSAGE = 64 * 2**20
 MAX_META = 4 * 2**20
+# Job data in a message: the first of a transfer carries about MESSAGE_BYTES, so the
+# peer starts soon; while they compress well the next carry more, up to MAX_BATCH.
+MESSAGE_BYTES = 2**20
+MAX_BATCH = MAX_MESSAGE // 4  # room for one more job and the meta under MAX_MESSAGE
 RAW, ZSTD = 0, 1
 _LENGTH = struct.Struct("!I")
 _compressor = zstandard.ZstdCompressor(level=1)
@@ -161,6 +166,26 @@ def encode(message: Message) -> tuple[Kind, bytes]:
         case Trace(samples, events, stats):
             return Kind.TRACE, pack({"samples": samples, "events": events, "stats": stats})
     raise TypeError(f"not a message: {message!r}")
+
+
+def job_messages(workload: WorkloadSpec, jobs: Iterable[tuple[int, bytes]],
+                 request: int | None = None) -> Iterator[tuple[bytes, int]]:
+    """JOBS payloads carrying ``jobs`` in order, each with its number of jobs; one empty
+    message if there are none (it still answers a request). Each message that
+    compresses to an eighth or less makes the next one eight times larger: a
+    message then costs more than its bytes, and fewer go."""
+    limit, batch, size, sent = MESSAGE_BYTES, [], 0, False
+    for job in jobs:
+        batch.append(job)
+        size += len(job[1])
+        if size >= limit:
+            payload = encode(Jobs(workload, batch, request))[1]
+            yield payload, len(batch)
+            if len(payload) * 8 <= size:
+                limit = min(limit * 8, MAX_BATCH)
+            batch, size, sent = [], 0, True
+    if batch or not sent:
+        yield encode(Jobs(workload, batch, request))[1], len(batch)
 
 
 def decode(kind: Kind, payload: bytes) -> Message:

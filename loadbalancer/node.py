@@ -37,7 +37,6 @@ from loadbalancer.workload import Workload
 log = logging.getLogger("lb")
 SAMPLE_INTERVAL = 0.2
 # Job data per JOBS or RESULTS message: enough to amortise, small enough to interleave.
-MESSAGE_BYTES = 1 << 20
 REQUEST_TIMEOUT = 2.0
 
 
@@ -297,29 +296,15 @@ class Node:
         event loop stays responsive. If the session ends meanwhile, the
         master's ledger takes the jobs back."""
         assert self.workload is not None
-        workload, spec = self.workload, self.workload_spec()
-        batch: list[tuple[int, bytes]] = []
-        size = 0
-        for index, (job, data) in enumerate(jobs):
-            batch.append((job, data if data is not None else workload.job_data(job)))
-            size += len(batch[-1][1])
-            if size >= MESSAGE_BYTES or index == len(jobs) - 1:
-                if not self._send_batch(spec, batch, request):
-                    return
-                batch, size = [], 0
-                await asyncio.sleep(0)
-        if not jobs:
-            self._send_batch(spec, [], request)  # an empty answer still closes a request
-
-    def _send_batch(self, spec: WorkloadSpec, batch: list[tuple[int, bytes]],
-                    request: int | None) -> bool:
-        kind, payload = messages.encode(Jobs(spec, batch, request))
-        if self.connection.send(kind, payload, self.loop.time()) is None:
-            return False
-        if batch:
-            self._job_bytes = len(payload) / len(batch)
-        self.endpoint.flush()
-        return True
+        workload = self.workload
+        data = ((job, blob if blob is not None else workload.job_data(job)) for job, blob in jobs)
+        for payload, count in messages.job_messages(self.workload_spec(), data, request):
+            if self.connection.send(Kind.JOBS, payload, self.loop.time()) is None:
+                return
+            if count:
+                self._job_bytes = len(payload) / count
+            self.endpoint.flush()
+            await asyncio.sleep(0)
 
     def jobs_sent(self, jobs: list[int]) -> None: ...
 

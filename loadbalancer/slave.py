@@ -13,8 +13,17 @@ import json
 import time
 from typing import Any
 
-from loadbalancer.messages import Finish, Jobs, Message, Refuse, Results, Trace, WorkloadSpec
-from loadbalancer.node import MESSAGE_BYTES, Node
+from loadbalancer.messages import (
+    MESSAGE_BYTES,
+    Finish,
+    Jobs,
+    Message,
+    Refuse,
+    Results,
+    Trace,
+    WorkloadSpec,
+)
+from loadbalancer.node import Node
 from loadbalancer.wire import Role
 from loadbalancer.workload import Workload, WorkloadError, create
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 import struct
 
 import pytest
@@ -94,3 +95,36 @@ def test_request_count_must_be_an_integer() -> None:
 def test_random_payloads_never_crash(payload: bytes, kind: Kind) -> None:
     with contextlib.suppress(Rejected):
         messages.decode(kind, payload)
+
+
+def _jobs_of(payloads: list[tuple[bytes, int]]) -> list[list[int]]:
+    decoded = [messages.decode(Kind.JOBS, payload) for payload, _ in payloads]
+    assert all(isinstance(m, Jobs) for m in decoded)
+    return [[job for job, _ in m.jobs] for m in decoded if isinstance(m, Jobs)]
+
+
+def test_job_messages_grow_while_they_compress_well() -> None:
+    spec = WorkloadSpec("vector", {})
+    blob = bytes(2**18)  # 256 KiB of zeros: compresses to almost nothing
+    batches = list(messages.job_messages(spec, ((job, blob) for job in range(600)), request=3))
+    jobs = _jobs_of(batches)
+    assert [job for batch in jobs for job in batch] == list(range(600))
+    assert [count for _, count in batches] == [len(batch) for batch in jobs]
+    # 4 jobs make the first MiB, then 8 times as many each time, up to MAX_BATCH.
+    assert [len(batch) for batch in jobs][:3] == [4, 32, 64]
+    requests = {getattr(messages.decode(Kind.JOBS, p), "request", None) for p, _ in batches}
+    assert requests == {3}
+
+
+def test_job_messages_stay_small_when_they_do_not_compress() -> None:
+    spec = WorkloadSpec("vector", {})
+    blobs = [random.Random(job).randbytes(2**18) for job in range(20)]
+    jobs = _jobs_of(list(messages.job_messages(spec, enumerate(blobs))))
+    assert [len(batch) for batch in jobs] == [4, 4, 4, 4, 4]
+
+
+def test_no_jobs_is_one_empty_message_that_still_answers() -> None:
+    batches = list(messages.job_messages(WorkloadSpec("vector", {}), [], request=9))
+    assert [count for _, count in batches] == [0]
+    message = messages.decode(Kind.JOBS, batches[0][0])
+    assert isinstance(message, Jobs) and message.jobs == [] and message.request == 9
