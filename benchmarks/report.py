@@ -14,7 +14,7 @@ from benchmarks.targets import Check
 if TYPE_CHECKING:
     from benchmarks.overheads import Measure
 
-STYLES = {"PASS": "bold green", "MISS": "bold red", "SKIP": "yellow"}
+STYLES = {"PASS": "bold green", "MISS": "bold red", "SKIP": "yellow", "INFO": "dim"}
 
 
 def console() -> Console:

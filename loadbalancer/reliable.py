@@ -331,9 +331,9 @@ class ReliableChannel:
         if size + len(f.data) > self.max_message:
             raise ProtocolViolation(f"message {message_id} exceeds {self.max_message} bytes")
         completes = held + 1 == f.count  # then nothing stays buffered
-        is_head = message_id <= self._received.first_missing() < message_id + f.count
         over_budget = self._buffered + len(f.data) > self.max_reassembly
-        if (over_budget and not completes and not is_head) or not self._received.add(f.seq):
+        if ((over_budget and not completes and not self._is_head(message_id, f.count))
+                or not self._received.add(f.seq)):
             self.refused += 1
             return False
         if partial is None:
@@ -353,6 +353,10 @@ class ReliableChannel:
         urgent = not in_order or self._unacked_received >= self.ack_every
         self._ack_by(now if urgent else now + self.ack_delay)
         return True
+
+    def _is_head(self, message_id: int, count: int) -> bool:
+        """Whether the message holds the lowest seq not received yet."""
+        return message_id <= self._received.first_missing() < message_id + count
 
     def _ack_by(self, deadline: float) -> None:
         self._ack_at = deadline if self._ack_at is None else min(self._ack_at, deadline)
