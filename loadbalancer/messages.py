@@ -22,8 +22,9 @@ from loadbalancer.wire import Kind, Rejected
 
 MAX_MESSAGE = 64 * 2**20
 MAX_META = 4 * 2**20
-# Job data in a message: the first of a transfer carries about MESSAGE_BYTES, so the
-# peer starts soon; while they compress well the next carry more, up to MAX_BATCH.
+# Job data in a message: a RESULTS message, and the first JOBS of a transfer, carry about
+# MESSAGE_BYTES, so the peer starts soon; while JOBS compress well the next carry more,
+# up to MAX_BATCH.
 MESSAGE_BYTES = 2**20
 MAX_BATCH = MAX_MESSAGE // 4  # room for one more job and the meta under MAX_MESSAGE
 RAW, ZSTD = 0, 1

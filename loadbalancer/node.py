@@ -36,13 +36,12 @@ from loadbalancer.workload import Workload
 
 log = logging.getLogger("lb")
 SAMPLE_INTERVAL = 0.2
-# Job data per JOBS or RESULTS message: enough to amortise, small enough to interleave.
 REQUEST_TIMEOUT = 2.0
 
 
 def new_incarnation() -> int:
     # Wall-clock milliseconds, so every later start has a larger one, and 20 random
-    # bits below them: each incarnation has its own encryption key (see wire), and
+    # bits below them: each incarnation has its own authentication key (see wire), and
     # the random bits keep an old key from coming back if the clock is stepped back.
     return (time.time_ns() // 1_000_000) << 20 | secrets.randbits(20)
 

@@ -128,7 +128,9 @@ class Keys:
     def sign(self, role: int, incarnation: int, number: int, signed: Bytes,
              tag: memoryview) -> None:
         """Write the tag of ``signed`` into ``tag``."""
-        cipher = self._ciphers.get((role, incarnation)) or self._keep(role, incarnation)
+        cipher = self._ciphers.get((role, incarnation))
+        if cipher is None:
+            cipher = self._keep(role, incarnation, self._derive(role, incarnation))
         cipher.encrypt_into(NONCE.pack(number), b"", signed, tag)
 
     def verify(self, role: int, incarnation: int, number: int, signed: Bytes,
@@ -136,25 +138,22 @@ class Keys:
         """Raise :class:`Rejected` ``bad_tag`` unless ``tag`` is the tag of ``signed``.
         A key derived for a datagram is kept only if the datagram proves genuine,
         so junk cannot evict real keys."""
-        cipher = self._ciphers.get((role, incarnation))
-        derived = cipher is None
-        if cipher is None:
-            cipher = self._derive(role, incarnation)
+        known = self._ciphers.get((role, incarnation))
+        cipher = known or self._derive(role, incarnation)
         try:
             cipher.decrypt(NONCE.pack(number), tag, signed)
         except InvalidTag:
             raise Rejected("bad_tag") from None
-        if derived:
+        if known is None:
             self._keep(role, incarnation, cipher)
 
     def _derive(self, role: int, incarnation: int) -> AESGCM:
         material = hmac.digest(self._root, SENDER.pack(role, incarnation), "sha256")
         return AESGCM(material[:16])
 
-    def _keep(self, role: int, incarnation: int, cipher: AESGCM | None = None) -> AESGCM:
+    def _keep(self, role: int, incarnation: int, cipher: AESGCM) -> AESGCM:
         if len(self._ciphers) >= MAX_CIPHERS:
             del self._ciphers[next(iter(self._ciphers))]  # the oldest
-        cipher = cipher or self._derive(role, incarnation)
         self._ciphers[role, incarnation] = cipher
         return cipher
 
@@ -168,12 +167,12 @@ def encode(keys: Keys, header: Header, *, fragment: Fragment | None = None,
            ranges: tuple[tuple[int, int], ...] = (), body: Bytes = b"") -> bytearray:
     kind, role, src, dst, number = header
     prefix = b""
-    if kind >= Kind.JOBS:
+    if kind.reliable:
         if fragment is None:
-            raise ValueError(f"{Kind(kind).name} needs a fragment")
+            raise ValueError(f"{kind.name} needs a fragment")
         prefix = FRAGMENT_HEADER.pack(fragment.seq, fragment.index, fragment.count)
         body = fragment.data
-    elif kind == Kind.ACK:
+    elif kind is Kind.ACK:
         body = ACK_COUNT.pack(len(ranges)) + b"".join(ACK_RANGE.pack(*r) for r in ranges)
     start = HEADER.size + len(prefix)
     end = start + len(body)
@@ -208,13 +207,13 @@ def decode(keys: Keys, data: Bytes, max_datagram: int) -> Datagram:
     if known_kind is None or known_role is None:
         raise Rejected("bad_type", f"type {kind} role {role}")
     header = Header(known_kind, known_role, src, dst, number)
-    if kind >= Kind.JOBS:
+    if known_kind.reliable:
         if length < FRAGMENT_HEADER.size:
             raise Rejected("malformed", "short fragment header")
         seq, index, count = FRAGMENT_HEADER.unpack_from(data, HEADER.size)
         part = view[HEADER.size + FRAGMENT_HEADER.size:end]
         return Datagram(header, fragment=Fragment(seq, index, count, known_kind, part))
-    if kind == Kind.ACK:
+    if known_kind is Kind.ACK:
         return Datagram(header, ranges=_decode_ranges(view[HEADER.size:end]))
     return Datagram(header, body=bytes(view[HEADER.size:end]))
 
