@@ -9,12 +9,21 @@ re-arms its one timer at ``next_deadline()``.
 Sender. A message becomes fragments with consecutive seqs; its id is the first.
 A lost fragment goes again under the *same* seq, which the receiver uses to
 drop copies. It is lost when its own timer runs out (RFC 6298 RTO, doubled per
-expiry of that fragment) or when ``PACKET_THRESHOLD`` fragments sent after it
-are acked (fast retransmit). RTT samples come only from fragments sent once
-(Karn's rule) and include the peer's ack delay. Congestion control is AIMD on a
-window of fragments in flight: +1 per window of acks, halved (never below 2) on
-loss, but not again for losses of fragments sent before the last halving (at
-most once per round trip, like QUIC's recovery period).
+expiry of that fragment while the peer acks nothing else, like QUIC's PTO: a
+peer that acks is there, and a loss among acks is bad luck, not an outage), or
+on fast retransmit: ``PACKET_THRESHOLD`` fragments sent after it are acked, or
+one that was sent more than 9/8 of a round trip after it (RFC 9002's time rule,
+which catches tails too short for three). RTT samples come only from fragments
+sent once (Karn's rule) and include the peer's ack delay.
+
+Congestion control is AIMD on a window of payload bytes in flight: one full
+fragment more per window of acked bytes, halved (never below two full fragments)
+on loss, but not again for losses of fragments sent before the last halving (at
+most once per round trip, like QUIC's recovery period). Counting bytes, not
+fragments, matters on lossy links with big datagrams: random loss holds the
+window at its floor, and a floor of two fragments would let only two small
+messages travel per round trip. The count of fragments in flight is capped too,
+at ``max_window``, which bounds the gaps a receiver must track.
 
 Receiver. One ``RangeSet`` of received seqs serves duplicate suppression and
 acks. Incomplete messages hold at most ``max_reassembly`` bytes; a fragment
@@ -38,6 +47,7 @@ from loadbalancer.rangeset import RangeSet
 
 MAX_COUNT = 65535  # fragments per message: the count travels in 16 bits
 PACKET_THRESHOLD = 3  # acked fragments sent after one that declare it lost
+TIME_THRESHOLD = 9 / 8  # or this many round trips older than an acked one (RFC 9002)
 MAX_BACKOFF_EXPONENT = 32  # keeps rto * 2**backoff finite; max_rto binds long before
 
 
@@ -85,7 +95,7 @@ class _Sent:
     tx: int = 0  # number of its latest transmission; orders sends like a QUIC packet number
     time_sent: float = 0.0
     retransmitted: bool = False
-    backoff: int = 0  # RTO expiries so far: its timeout is rto * 2**backoff
+    backoff: int = 0  # RTO expiries in silence: its timeout is rto * 2**backoff
     later_acked: int = 0  # fragments sent after this transmission and acked since
     delivered: int = 0  # bytes_acked at send time, for the delivery rate
     delivered_time: float = 0.0
@@ -116,7 +126,7 @@ class ReliableChannel:
         self.max_message = min(max_message, MAX_COUNT * max_fragment)
         self.max_reassembly = max_reassembly
         self.min_rto, self.max_rto = min_rto, max_rto
-        self.max_window = max_window
+        self.max_window = max_window  # in full fragments; also caps fragments in flight
         self.ack_delay, self.ack_every, self.max_ack_ranges = ack_delay, ack_every, max_ack_ranges
         self._max_count = max(1, -(-self.max_message // max_fragment))
         # sender
@@ -125,20 +135,23 @@ class ReliableChannel:
         self._floor = 0  # every seq below is acked
         self._queue: deque[Fragment] = deque()  # never sent, in seq order
         self._in_flight: dict[int, _Sent] = {}  # by seq, oldest transmission first
+        self.bytes_in_flight = 0  # payload bytes of _in_flight
         self._lost: dict[int, _Sent] = {}  # to send again, oldest loss first
         self._timers: list[tuple[float, int, int]] = []  # heap of (deadline, tx, seq); stale ok
         self._remaining: dict[int, int] = {}  # message id -> fragments not acked
         self._tx = 0
         self.retransmits = 0  # fragments sent again
         self.srtt: float | None = None  # None until the first sample
+        self._latest_rtt = 0.0
         # Until the first sample, initial_rtt stands in for one (RFC 6298 2.2).
         self._rttvar = initial_rtt / 2
         self.rto = self._clamp(initial_rtt + 4 * self._rttvar)
-        self.window = initial_window  # congestion window, in fragments
-        self._acked_since_growth = 0
+        self.window = initial_window * max_fragment  # congestion window, payload bytes
+        self._acked_since_growth = 0  # bytes
         self._recovery_start = -math.inf  # losses of fragments sent up to then are old news
         self.bytes_acked = 0  # payload bytes
         self._delivered_time = 0.0
+        self._last_ack_at = -math.inf  # when an ack last took something out of flight
         self.delivery_rate: float | None = None  # acked payload bytes/s, smoothed
         # receiver; an honest peer leaves at most about a window of gaps
         self._received = RangeSet(max_ranges=4 * max_window)
@@ -173,7 +186,7 @@ class ReliableChannel:
     def fragments_to_send(self, now: float) -> list[Fragment]:
         """Fragments to transmit now: retransmissions first, then new ones, up to the window."""
         out: list[Fragment] = []
-        while len(self._in_flight) < self.window:
+        while self.bytes_in_flight < self.window and len(self._in_flight) < self.max_window:
             if self._lost:
                 sent = self._lost.pop(next(iter(self._lost)))
                 sent.retransmitted = True
@@ -195,6 +208,7 @@ class ReliableChannel:
         sent.later_acked = 0
         sent.delivered, sent.delivered_time = self.bytes_acked, self._delivered_time
         self._in_flight[sent.fragment.seq] = sent
+        self.bytes_in_flight += len(sent.fragment.data)
         timeout = min(self.rto * 2 ** min(sent.backoff, MAX_BACKOFF_EXPONENT), self.max_rto)
         heapq.heappush(self._timers, (now + timeout, sent.tx, sent.fragment.seq))
         if len(self._timers) > 2 * len(self._in_flight) + 64:
@@ -211,8 +225,7 @@ class ReliableChannel:
         acked: list[_Sent] = []
         for lo, hi in ranges:
             for seq in self._outstanding(lo, hi):
-                held = self._in_flight if seq in self._in_flight else self._lost
-                acked.append(held.pop(seq))
+                acked.append(self._land(seq) if seq in self._in_flight else self._lost.pop(seq))
         if not acked:
             return
         for sent in acked:
@@ -223,13 +236,19 @@ class ReliableChannel:
             rate = (self.bytes_acked - newest.delivered) / interval
             old = self.delivery_rate
             self.delivery_rate = rate if old is None else old + (rate - old) / 8
-        self._delivered_time = now
+        self._delivered_time = self._last_ack_at = now
         once = [sent for sent in acked if not sent.retransmitted]  # Karn's rule
         if once:
             self._rtt_sample(now - max(once, key=lambda sent: sent.tx).time_sent)
         self._detect_lost(sorted(sent.tx for sent in acked), now)
         while self._floor < self._sent_upto and not self._holds(self._floor):
             self._floor += 1
+
+    def _land(self, seq: int) -> _Sent:
+        """Take a fragment out of flight: acked, or declared lost."""
+        sent = self._in_flight.pop(seq)
+        self.bytes_in_flight -= len(sent.fragment.data)
+        return sent
 
     def _holds(self, seq: int) -> bool:
         return seq in self._in_flight or seq in self._lost
@@ -251,12 +270,20 @@ class ReliableChannel:
             del self._remaining[message_id]
             self._events.append(MessageAcked(message_id))
         if sent.time_sent > self._recovery_start:
-            self._acked_since_growth += 1
+            self._acked_since_growth += len(sent.fragment.data)
             if self._acked_since_growth >= self.window:
-                self.window = min(self.window + 1, self.max_window)
+                self.window = min(self.window + self.max_fragment,
+                                  self.max_window * self.max_fragment)
                 self._acked_since_growth = 0
 
+    def rtt_hint(self, rtt: float) -> None:
+        """A round trip measured outside the channel (the handshake); it stands in
+        for a sample until the channel has one of its own."""
+        if self.srtt is None:
+            self._rtt_sample(rtt)
+
     def _rtt_sample(self, rtt: float) -> None:
+        self._latest_rtt = rtt
         if self.srtt is None:
             self.srtt, self._rttvar = rtt, rtt / 2
         else:
@@ -268,17 +295,19 @@ class ReliableChannel:
         return min(max(rto, self.min_rto), self.max_rto)
 
     def _detect_lost(self, acked_tx: list[int], now: float) -> None:
-        """Fast retransmit: lost once PACKET_THRESHOLD fragments sent after it are acked."""
+        """Fast retransmit of fragments sent before the newest acked one."""
         lost: list[_Sent] = []
+        rtt = max(self.srtt or 0.0, self._latest_rtt)
+        sent_before = now - TIME_THRESHOLD * rtt if rtt else -math.inf
         for sent in self._in_flight.values():  # oldest transmission first
             if sent.tx > acked_tx[-1]:
                 break
             # Each visit adds at least one, so a fragment is visited at most three times.
             sent.later_acked += len(acked_tx) - bisect_right(acked_tx, sent.tx)
-            if sent.later_acked >= PACKET_THRESHOLD:
+            if sent.later_acked >= PACKET_THRESHOLD or sent.time_sent < sent_before:
                 lost.append(sent)
         for sent in lost:
-            del self._in_flight[sent.fragment.seq]
+            self._land(sent.fragment.seq)
         self._declare_lost(lost, now)
 
     def handle_timer(self, now: float) -> None:
@@ -287,8 +316,9 @@ class ReliableChannel:
         while self._timers and self._timers[0][0] <= now:
             entry = heapq.heappop(self._timers)
             if self._armed(entry):
-                sent = self._in_flight.pop(entry[2])
-                sent.backoff += 1
+                sent = self._land(entry[2])
+                silent = self._last_ack_at <= sent.time_sent
+                sent.backoff = sent.backoff + 1 if silent else 0
                 lost.append(sent)
         self._declare_lost(lost, now)
 
@@ -296,7 +326,7 @@ class ReliableChannel:
         for sent in lost:
             self._lost[sent.fragment.seq] = sent
         if any(sent.time_sent > self._recovery_start for sent in lost):
-            self.window = max(2, self.window // 2)
+            self.window = max(2 * self.max_fragment, self.window // 2)
             self._recovery_start = now
             self._acked_since_growth = 0
 

@@ -8,6 +8,8 @@ a number that only grows, drawn from the wall clock. A datagram names its
 sender's incarnation and the receiver's incarnation as the sender knows it.
 A node with no peer sends HELLO; the answer WELCOME echoes the asker's
 incarnation, which proves it is fresh, so the asker accepts the new session.
+The exchange also gives each side its first round-trip sample, so that a loss
+of the session's first message costs a timeout sized to the link, not a guess.
 Any other datagram that names our incarnation and carries a newer peer
 incarnation also opens a session. A HELLO alone never changes state (a
 replayed one only earns a rate-limited WELCOME). Once a peer incarnation is
@@ -104,6 +106,7 @@ class Connection:
         self._last_heard = now
         self._next_hello = now
         self._last_welcome = -WELCOME_GAP
+        self._greeted_at: float | None = None  # our latest HELLO or WELCOME to a HELLO
         self._outbox: list[tuple[bytearray, Address]] = []
         self._events: collections.deque[Event] = collections.deque()
         self.channel = self._new_channel()
@@ -185,6 +188,7 @@ class Connection:
         if self.peer is None and now >= self._next_hello:
             self._queue(Kind.HELLO)
             self._next_hello = now + self.hello_interval
+            self._greeted_at = now
         if self.peer is not None:
             ranges = self.channel.ack_to_send(now)
             if ranges:
@@ -237,7 +241,7 @@ class Connection:
             raise Rejected("stale_session", "hello from an earlier peer incarnation")
         if now - self._last_welcome < WELCOME_GAP:
             raise Rejected("rate_limited", "welcome")
-        self._last_welcome = now
+        self._last_welcome = self._greeted_at = now
         self._queue(Kind.WELCOME, address=address, dst=header.src)
 
     def _dispatch(self, datagram: wire.Datagram, now: float) -> None:
@@ -259,6 +263,12 @@ class Connection:
         self.peer = incarnation
         self._replay = ReplayWindow()
         self._last_heard = now
+        if self._greeted_at is not None and now - self._greeted_at < self.hello_interval:
+            # The answer to our latest greeting, or to an earlier one: at worst an
+            # underestimate, which costs an early retransmission. Longer gaps say
+            # nothing (greetings repeat that often), and the initial guess stays.
+            self.channel.rtt_hint(now - self._greeted_at)
+        self._greeted_at = None
         self._events.append(PeerJoined(incarnation))
         # Confirm at once: the peer may be waiting for a datagram naming it.
         self._queue(Kind.WELCOME)

@@ -124,7 +124,7 @@ def test_first_rto_deadline_and_backoff() -> None:
     ch.handle_timer(0.74)
     assert ch.fragments_to_send(0.74) == [] and ch.in_flight == 1
     ch.handle_timer(0.75)
-    assert ch.in_flight == 0 and ch.window == 16  # a loss halves the window
+    assert ch.in_flight == 0 and ch.window == 16 * 100  # a loss halves the window
     assert ch.fragments_to_send(0.75) == [first]  # the same seq again
     assert ch.retransmits == 1 and ch.next_deadline() == 0.75 + 1.5
     ch.handle_timer(2.25)
@@ -168,9 +168,9 @@ def test_fast_retransmit_after_three_later_acks() -> None:
     assert [f.seq for f in sent] == [0, 1, 2, 3, 4]
     ch.receive_ack([(1, 1)], 0.01)
     ch.receive_ack([(1, 2)], 0.02)
-    assert ch.fragments_to_send(0.02) == [] and ch.window == 32  # two are not enough
+    assert ch.fragments_to_send(0.02) == [] and ch.window == 32 * 10  # two are not enough
     ch.receive_ack([(1, 3)], 0.03)
-    assert ch.window == 16
+    assert ch.window == 16 * 10
     assert ch.fragments_to_send(0.03) == [sent[0]]  # long before its RTO at 0.3
     assert ch.retransmits == 1
     assert list(events(ch)) == [MessageAcked(1), MessageAcked(2), MessageAcked(3)]
@@ -182,34 +182,72 @@ def test_fast_retransmit_after_three_later_acks() -> None:
 def test_window_bounds_in_flight_and_grows_by_one_per_window() -> None:
     ch = ReliableChannel(max_fragment=10, initial_window=4, max_window=5)
     for i in range(20):
-        ch.send(1, bytes([i]), 0.0)
+        ch.send(1, bytes([i]) * 10, 0.0)  # full fragments: the window counts bytes
     assert [f.seq for f in ch.fragments_to_send(0.0)] == [0, 1, 2, 3]
     assert ch.in_flight == 4 and ch.fragments_to_send(0.0) == []
     ch.receive_ack([(0, 1)], 0.01)
     assert [f.seq for f in ch.fragments_to_send(0.01)] == [4, 5]
     ch.receive_ack([(0, 3)], 0.02)  # four acks: one window's worth
-    assert ch.window == 5
+    assert ch.window == 5 * 10
     assert [f.seq for f in ch.fragments_to_send(0.02)] == [6, 7, 8]
     assert ch.in_flight == 5
     ch.receive_ack([(0, 8)], 0.03)
-    assert ch.window == 5  # max_window
+    assert ch.window == 5 * 10  # max_window
 
 
 def test_window_halves_once_per_round_trip_never_below_two() -> None:
     ch = ReliableChannel(max_fragment=10, initial_window=8)
     for i in range(40):
-        ch.send(1, bytes([i]), 0.0)
+        ch.send(1, bytes([i]) * 10, 0.0)
     ch.fragments_to_send(0.0)  # seqs 0..7
     ch.receive_ack([(3, 7)], 0.05)  # 0, 1 and 2 lost together: one congestion event
-    assert ch.window == 4
+    assert ch.window == 4 * 10
     assert [f.seq for f in ch.fragments_to_send(0.05)] == [0, 1, 2, 8]
     ch.handle_timer(10.0)  # all four time out; 0, 1, 2, 8 were sent at the reduction
-    assert ch.window == 4
+    assert ch.window == 4 * 10
     assert [f.seq for f in ch.fragments_to_send(10.0)] == [0, 1, 2, 8]
     for now in (20.0, 30.0, 40.0):
         ch.handle_timer(now)  # each round was sent after the previous reduction
         ch.fragments_to_send(now)
-    assert ch.window == 2
+    assert ch.window == 2 * 10
+
+
+def test_window_floor_lets_small_messages_through() -> None:
+    # At the floor of two full fragments, small messages still travel many at a time.
+    ch = ReliableChannel(max_fragment=1000, initial_window=2, max_window=6)
+    for i in range(10):
+        ch.send(1, bytes([i]) * 100, 0.0)
+    assert [f.seq for f in ch.fragments_to_send(0.0)] == [0, 1, 2, 3, 4, 5]  # max_window
+    assert ch.bytes_in_flight == 600 and ch.window == 2000
+    ch.receive_ack([(0, 5)], 0.01)
+    assert ch.bytes_in_flight == 0 and len(ch.fragments_to_send(0.01)) == 4
+
+
+def test_time_threshold_declares_a_tail_fragment_lost() -> None:
+    ch = ReliableChannel(max_fragment=10)
+    ch.send(1, bytes(20), 0.0)  # two fragments: too few later ones for the packet rule
+    ch.fragments_to_send(0.0)
+    ch.receive_ack([(1, 1)], 0.1)  # seq 1 acked, rtt 0.1; seq 0 was sent as early
+    assert ch.fragments_to_send(0.1) == []  # not 9/8 of a round trip older yet
+    ch.send(1, b"x", 0.2)
+    ch.fragments_to_send(0.2)
+    ch.receive_ack([(1, 2)], 0.3)  # seq 0 is now 0.3 old against an rtt of 0.1
+    assert [f.seq for f in ch.fragments_to_send(0.3)] == [0]
+    assert ch.retransmits == 1 and ch.rto > 0.1  # well before its own timer
+
+
+def test_backoff_only_while_the_peer_is_silent() -> None:
+    ch = ReliableChannel(max_fragment=10, initial_rtt=0.25)  # rto 0.75
+    for i in range(3):
+        ch.send(1, bytes([i]), 0.0)
+    ch.fragments_to_send(0.0)
+    ch.handle_timer(0.75)  # all three time out in silence: backed off
+    assert [f.seq for f in ch.fragments_to_send(0.75)] == [0, 1, 2]
+    assert ch.next_deadline() == 0.75 + 1.5
+    ch.receive_ack([(1, 1)], 0.8)  # the peer is there (a retransmission: no rtt sample)
+    ch.handle_timer(2.25)  # 0 and 2 were lost again, but not to silence
+    assert sorted(f.seq for f in ch.fragments_to_send(2.25)) == [0, 2]
+    assert ch.rto == 0.75 and ch.next_deadline() == 2.25 + 0.75
 
 
 def test_ack_of_unknown_seqs_is_ignored() -> None:

@@ -85,6 +85,25 @@ def test_handshake_opens_one_session_on_each_side() -> None:
         assert set(node.dropped) <= {"stale_hello"} and node.dropped["stale_hello"] <= 1
 
 
+def test_the_handshake_gives_each_side_a_first_rtt_sample() -> None:
+    pair = Pair()
+    pair.run(0.05)  # every datagram crosses within a 1 ms step
+    for node in (pair.master, pair.slave):
+        assert node.channel.srtt is not None and node.channel.srtt <= 0.002
+        assert node.channel.rto == node.channel.min_rto  # not the 0.3 s guess
+
+
+def test_a_greeting_answered_late_gives_no_rtt_sample() -> None:
+    pair = Pair()
+    [(hello, _)] = pair.slave.datagrams_to_send(0.0)
+    pair.master.receive_datagram(hello, SLAVE_ADDRESS, 0.0)
+    [welcome] = [data for data, _ in pair.master.datagrams_to_send(0.0)
+                 if wire.decode(KEY, data, 1400).header.kind is Kind.WELCOME]
+    # Longer than the HELLO interval: it may answer any of several HELLOs.
+    pair.slave.receive_datagram(welcome, MASTER_ADDRESS, 0.3)
+    assert pair.slave.connected and pair.slave.channel.srtt is None
+
+
 def test_messages_are_delivered_once_over_a_lossy_link() -> None:
     pair = Pair(loss=0.3, seed=4)
     pair.run(1.0)
