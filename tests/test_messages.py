@@ -110,8 +110,8 @@ def test_job_messages_grow_while_they_compress_well() -> None:
     jobs = _jobs_of(batches)
     assert [job for batch in jobs for job in batch] == list(range(600))
     assert [count for _, count in batches] == [len(batch) for batch in jobs]
-    # 4 jobs make the first MiB, then 8 times as many each time, up to MAX_BATCH.
-    assert [len(batch) for batch in jobs][:3] == [4, 32, 64]
+    # 4 jobs make the first MiB; they compress, so the next carry MAX_BATCH (4 MiB).
+    assert [len(batch) for batch in jobs][:3] == [4, 16, 16]
     requests = {getattr(messages.decode(Kind.JOBS, p), "request", None) for p, _ in batches}
     assert requests == {3}
 
