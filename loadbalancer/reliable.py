@@ -99,6 +99,7 @@ class _Sent:
     later_acked: int = 0  # fragments sent after this transmission and acked since
     delivered: int = 0  # bytes_acked at send time, for the delivery rate
     delivered_time: float = 0.0
+    app_limited: bool = False  # nothing else was waiting to go when it went
 
 
 @dataclass(slots=True)
@@ -152,7 +153,11 @@ class ReliableChannel:
         self.bytes_acked = 0  # payload bytes
         self._delivered_time = 0.0
         self._last_ack_at = -math.inf  # when an ack last took something out of flight
-        self.delivery_rate: float | None = None  # acked payload bytes/s, smoothed
+        # Acked payload bytes/s, smoothed, of the link rather than of our traffic: like
+        # BBR, a sample taken while we had too little to send only ever raises it. A
+        # stream of small messages over a long round trip would otherwise read as a slow
+        # link (300 bytes per 50 ms rtt: 6 KB/s), and make moving jobs look dear.
+        self.delivery_rate: float | None = None
         # receiver; an honest peer leaves at most about a window of gaps
         self._received = RangeSet(max_ranges=4 * max_window)
         self._largest_received = -1
@@ -207,6 +212,7 @@ class ReliableChannel:
         sent.time_sent = now
         sent.later_acked = 0
         sent.delivered, sent.delivered_time = self.bytes_acked, self._delivered_time
+        sent.app_limited = not (self._queue or self._lost)
         self._in_flight[sent.fragment.seq] = sent
         self.bytes_in_flight += len(sent.fragment.data)
         timeout = min(self.rto * 2 ** min(sent.backoff, MAX_BACKOFF_EXPONENT), self.max_rto)
@@ -235,7 +241,10 @@ class ReliableChannel:
         if interval > 0:
             rate = (self.bytes_acked - newest.delivered) / interval
             old = self.delivery_rate
-            self.delivery_rate = rate if old is None else old + (rate - old) / 8
+            if old is None:
+                self.delivery_rate = None if newest.app_limited else rate
+            elif rate > old or not newest.app_limited:
+                self.delivery_rate = old + (rate - old) / 8
         self._delivered_time = self._last_ack_at = now
         once = [sent for sent in acked if not sent.retransmitted]  # Karn's rule
         if once:

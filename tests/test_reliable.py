@@ -259,19 +259,26 @@ def test_ack_of_unknown_seqs_is_ignored() -> None:
     assert ch.in_flight == 2 and ch.bytes_acked == 0 and ch.srtt is None
 
 
-def test_delivery_rate() -> None:
-    ch = ReliableChannel(max_fragment=100)
+def test_delivery_rate_counts_the_link_not_our_lulls() -> None:
+    ch = ReliableChannel(max_fragment=100, initial_window=2)
     assert ch.delivery_rate is None
     for _ in range(4):
         ch.send(1, bytes(100), 0.0)
-    ch.fragments_to_send(0.0)
-    ch.receive_ack([(0, 3)], 0.125)
-    assert ch.bytes_acked == 400 and ch.delivery_rate == 3200.0
-    for _ in range(4):
-        ch.send(1, bytes(100), 1.0)
-    ch.fragments_to_send(1.0)  # the idle second before does not count
-    ch.receive_ack([(0, 7)], 1.25)
-    assert ch.delivery_rate == 3200.0 + (1600.0 - 3200.0) / 8
+    assert len(ch.fragments_to_send(0.0)) == 2  # the window holds two back: the link limits
+    ch.receive_ack([(0, 1)], 0.125)
+    assert ch.bytes_acked == 200 and ch.delivery_rate == 1600.0
+    ch.fragments_to_send(0.125)
+    ch.receive_ack([(0, 3)], 0.5)  # the last went with nothing behind it: app-limited, slower
+    assert ch.delivery_rate == 1600.0
+    ch.send(1, bytes(100), 1.0)
+    ch.fragments_to_send(1.0)  # the idle spell before does not count either way
+    ch.receive_ack([(0, 4)], 1.01)  # app-limited but faster: the link can do at least that
+    assert ch.delivery_rate == pytest.approx(1600.0 + (10000.0 - 1600.0) / 8)
+    fresh = ReliableChannel(max_fragment=100)
+    fresh.send(1, bytes(100), 0.0)
+    fresh.fragments_to_send(0.0)
+    fresh.receive_ack([(0, 0)], 0.05)
+    assert fresh.delivery_rate is None and fresh.srtt == 0.05  # one small message says little
 
 
 def test_fragmentation_and_limits() -> None:
