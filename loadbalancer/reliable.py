@@ -241,10 +241,8 @@ class ReliableChannel:
         if interval > 0:
             rate = (self.bytes_acked - newest.delivered) / interval
             old = self.delivery_rate
-            if old is None:
-                self.delivery_rate = None if newest.app_limited else rate
-            elif rate > old or not newest.app_limited:
-                self.delivery_rate = old + (rate - old) / 8
+            if not newest.app_limited or (old is not None and rate > old):
+                self.delivery_rate = rate if old is None else old + (rate - old) / 8
         self._delivered_time = self._last_ack_at = now
         once = [sent for sent in acked if not sent.retransmitted]  # Karn's rule
         if once:
