@@ -547,15 +547,16 @@ def test_close_ends_the_child(run: Run) -> None:
 
 def test_the_child_dies_with_its_parent(tmp_path: Path) -> None:
     script = f"""
-import asyncio, os, sys
+import asyncio, os, subprocess, sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from test_pool import call
 from loadbalancer.pool import WorkerProcess
 from loadbalancer.worker import Throttle
 
 async def main():
-    process = WorkerProcess(Throttle(1.0))
-    await process.run([call(1, "add", 1)])
+    process = WorkerProcess(Throttle(1.0), stderr=subprocess.DEVNULL)
+    running = asyncio.create_task(process.run([call(1, "forever")]))
+    await asyncio.sleep(0.3)  # the child computes: it would never notice the end of its stdin
     print(process.pid, flush=True)
     os._exit(0)
 
@@ -567,4 +568,8 @@ asyncio.run(main())
     deadline = time.monotonic() + 5.0
     while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert not alive(pid)
+    try:
+        assert not alive(pid)
+    finally:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
