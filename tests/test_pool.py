@@ -28,11 +28,11 @@ CALLS = str(JOBS / "calls.py")
 BROKEN = str(JOBS / "broken.py")
 
 
-# ---- the schedule, with a fake clock ---------------------------------------------------------
+# ---- the schedule, with a fake clock -----------------------------------------------------
 
 def advance(schedule: PauseSchedule, until: float) -> list[tuple[float, str]]:
     """Fire the schedule's timer on the dot until ``until``: the signals and their instants."""
-    signals = []
+    signals: list[tuple[float, str]] = []
     for _ in range(10_000):
         deadline = schedule.next_deadline()
         if deadline is None or deadline > until + 1e-12:
