@@ -41,12 +41,15 @@ from benchmarks.cluster import NodePair
 from benchmarks.results import write_json
 from benchmarks.scenarios import calibrate
 from loadbalancer import app, config, local, messages
+from loadbalancer.batch import WorkloadBatch
 from loadbalancer.endpoint import Endpoint, path_max_datagram
+from loadbalancer.functions import Catalog
 from loadbalancer.master import Master
 from loadbalancer.messages import WorkloadSpec
 from loadbalancer.node import new_incarnation
 from loadbalancer.reliable import MessageReceived
 from loadbalancer.session import Connection, Event, PeerJoined
+from loadbalancer.tasks import Tasks
 from loadbalancer.wire import Keys, Kind, Role
 from loadbalancer.workload import Vector
 
@@ -256,7 +259,9 @@ def _best(runs: list[dict[str, Any]]) -> dict[str, Any]:
 # ---- (c) event-loop lag --------------------------------------------------------------------
 async def _lag_run(path: Path) -> list[float]:
     loop = asyncio.get_running_loop()
-    node = Master(config.load(path))
+    settings = config.load(path)
+    tasks = Tasks(Catalog())
+    node = Master(settings, tasks=tasks, batch=WorkloadBatch.of(tasks, settings.workload))
     late: list[float] = []
 
     async def probe() -> None:

@@ -11,14 +11,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loadbalancer.config import Address, Config, format_address
+from loadbalancer.exits import EXIT_FAILURE, EXIT_INTERRUPTED
 from loadbalancer.node import Node
+from loadbalancer.tasks import Tasks
 from loadbalancer.wire import Role
 
 if TYPE_CHECKING:  # prometheus_client is imported only when metrics are asked for
+    from loadbalancer.batch import Batch
     from loadbalancer.metrics import StatusSource
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-EXIT_INTERRUPTED = 130
 SCRAPE_TIMEOUT = 5.0  # a node whose loop cannot answer this fast fails the scrape, not hangs it
 # glibc's mallopt parameters (<malloc.h>) and what the node sets them to.
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
@@ -93,18 +94,20 @@ async def _serve(config: Config, role: Role, ui: Any, metrics_address: Address |
         await loop.run_in_executor(None, server.close)  # its thread polls: up to 0.5 s
 
 
-def run_node(config: Config, role: Role, *, dashboard: bool, trace: Path | None = None,
-             result: Path | None = None, resume: bool = False,
-             metrics_address: Address | None = None,
+def run_node(config: Config, role: Role, *, tasks: Tasks, batch: Batch | None = None,
+             dashboard: bool, trace: Path | None = None, result: Path | None = None,
+             resume: bool = False, metrics_address: Address | None = None,
              log_messages: bool = False) -> tuple[int, Node]:
     """Run a node to its end; the exit code and the node (for its summary).
-    ``trace``, ``result`` and ``resume`` concern the master only. ``metrics_address``:
-    serve Prometheus metrics there. ``log_messages``: with the dashboard on, log its
-    messages too (the node logs them itself only when it has none), for a log file."""
+    ``tasks``: what the node can run. ``batch``, ``trace``, ``result`` and ``resume``
+    concern the master only. ``metrics_address``: serve Prometheus metrics there.
+    ``log_messages``: with the dashboard on, log its messages too (the node logs them
+    itself only when it has none), for a log file."""
     tune_allocator()
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {"tasks": tasks}
     if role is Role.MASTER:
-        options = {"trace_path": trace, "result_path": result, "resume": resume}
+        options |= {"batch": batch, "trace_path": trace, "result_path": result,
+                    "resume": resume}
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         if not dashboard:
             return runner.run(_serve(config, role, None, metrics_address, **options))

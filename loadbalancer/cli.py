@@ -17,10 +17,15 @@ import click
 
 from loadbalancer import __version__, adaptor, control, local, logs, newconfig, workload
 from loadbalancer import config as configuration
-from loadbalancer.app import EXIT_INTERRUPTED, EXIT_OK, run_node
+from loadbalancer.app import run_node
+from loadbalancer.batch import Batch, MapBatch, WorkloadBatch
 from loadbalancer.config import Address, Config, ConfigError
+from loadbalancer.exits import EXIT_INTERRUPTED, EXIT_JOBS_FAILED, EXIT_OK
+from loadbalancer.functions import Catalog, split_target
 from loadbalancer.journal import JournalError
+from loadbalancer.jsonlines import STDOUT, InputError, Inputs, Output
 from loadbalancer.messages import WorkloadSpec
+from loadbalancer.tasks import TaskError, Tasks
 from loadbalancer.wire import Role
 
 DEFAULT_CONFIG = Path("lb.json")
@@ -29,6 +34,7 @@ config_option = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
     default=DEFAULT_CONFIG, show_default=True, help="JSON config file.")
 SHELLS = ("bash", "zsh", "fish")
+DEMO_JOBS = 256
 EPILOG = """\b
 Shell completion (bash, zsh or fish), e.g. in ~/.bashrc:
   eval "$(lb completion --shell bash)"
@@ -81,21 +87,44 @@ def _fail_usage(message: str) -> click.UsageError:
     return click.UsageError(message)
 
 
-def _load(path: Path, overrides: dict[str, Any], module: str | None) -> Config:
+def _load(path: Path, overrides: dict[str, Any], modules: tuple[str, ...] = (),
+          jobs: int | None = None) -> tuple[Config, Tasks]:
+    """The config with the flags applied, and what this node can run: every module its
+    operator named is imported now, so that a broken one is one line before anything starts."""
     try:
         config = configuration.load(path)
-        if module is not None:
-            config = replace(config, workload_module=module)
-        if config.workload_module:
-            workload.load_module(config.workload_module)
-        spec = config.workload
-        if "jobs" in overrides:
-            spec = WorkloadSpec(spec.name, {**spec.params, "jobs": overrides.pop("jobs")})
-        config = replace(config, workload=spec, **overrides)
-        workload.create(config.workload.name, config.workload.params)  # fail now, not mid-run
-    except (ConfigError, workload.WorkloadError) as error:
+        config = replace(config, workload_modules=config.workload_modules + modules, **overrides)
+        catalog = Catalog()
+        for module in config.workload_modules:
+            catalog.add(module)
+        if jobs is not None:
+            config = replace(config, workload=_with_jobs(config.workload, jobs))
+        tasks = Tasks(catalog)
+    except (ConfigError, *TaskError) as error:
         raise _fail_usage(str(error)) from None
-    return config
+    return config, tasks
+
+
+def _with_jobs(spec: WorkloadSpec, jobs: int) -> WorkloadSpec:
+    kind = workload.REGISTRY.get(spec.name)
+    if kind is None or kind.jobs_param is None:
+        raise ConfigError(f"--jobs does not apply to workload {spec.name!r}: it decides its "
+                          "own jobs")
+    return WorkloadSpec(spec.name, {**spec.params, kind.jobs_param: jobs})
+
+
+def _batch(config: Config, tasks: Tasks, target: str | None, inputs: str | None,
+           output: str) -> Batch:
+    """The master's batch: the function over the inputs (--map), or the config's workload."""
+    try:
+        if target is None:
+            return WorkloadBatch.of(tasks, config.workload)
+        if inputs is None:
+            raise ConfigError("--map needs --inputs FILE (JSON lines, - for standard input)")
+        task = tasks.function(tasks.catalog.ref(target))
+        return MapBatch(task, Inputs.open(inputs), Output.open(output))
+    except (ConfigError, InputError, *TaskError) as error:
+        raise _fail_usage(str(error)) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
@@ -118,14 +147,39 @@ def main() -> None:
     sys.exit(code if isinstance(code, int) else EXIT_OK)
 
 
+def job_options(command: Callable[..., None]) -> Callable[..., None]:
+    """What runs and where results go: for `launch` and `demo`."""
+    for option in reversed((
+            click.option("--map", "target", metavar="MODULE:FUNCTION",
+                         help="Master: run this function once per line of --inputs "
+                              "(MODULE: a dotted name or a .py path)."),
+            click.option("--inputs", metavar="FILE",
+                         help="With --map: one job a line, JSON (- for standard input).  "
+                              "An array is the positional arguments, an object the keyword "
+                              "arguments, any other value the one argument."),
+            click.option("--output", metavar="FILE", default="-", show_default=True,
+                         help="With --map: the results, one JSON line a job in input order "
+                              "(- for standard output)."),
+            click.option("--workload-module", "modules", metavar="MODULE", multiple=True,
+                         help="A module (dotted name or .py path) whose functions and "
+                              "workloads this node may run; repeatable."),
+            click.option("--retries", type=click.IntRange(0, configuration.MAX_RETRIES),
+                         help="Master: runs more of a job that raised, on the other node "
+                              "where possible, before it fails for good.  [default: 2]"))):
+        command = option(command)
+    return command
+
+
 @cli.command()
 @click.option("--role", type=ROLE, required=True, help="Which node this is.")
 @config_option
 @click.option("--policy", type=click.Choice(adaptor.POLICIES), help="Transfer policy.")
-@click.option("--jobs", type=click.IntRange(min=1), help="Number of jobs (master).")
+@click.option("--jobs", type=click.IntRange(min=1),
+              help="Master: the number of jobs, for a workload that takes one (vector).")
 @click.option("--throttle", type=click.FloatRange(0, 1), help="Duty cycle from 0 to 1.")
-@click.option("--workers", type=click.IntRange(1, 256), help="Worker threads.")
-@click.option("--workload-module", help="Module or .py file registering workloads.")
+@click.option("--workers", type=click.IntRange(1, 256),
+              help="Jobs run at once: worker processes for functions, threads for workloads.")
+@job_options
 @click.option("--trace", type=click.Path(dir_okay=False, path_type=Path),
               help="Write both nodes' traces here as JSON (master).")
 @click.option("--result", type=click.Path(dir_okay=False, path_type=Path),
@@ -137,49 +191,57 @@ def main() -> None:
               help="Serve Prometheus metrics at http://HOST:PORT/metrics.")
 @log_options
 def launch(role: str, config_path: Path, policy: str | None, jobs: int | None,
-           throttle: float | None, workers: int | None, workload_module: str | None,
+           throttle: float | None, workers: int | None, target: str | None,
+           inputs: str | None, output: str, modules: tuple[str, ...], retries: int | None,
            trace: Path | None, result: Path | None, resume: bool, no_dashboard: bool,
            metrics_address: Address | None, log_level: str, log_format: str,
            log_file: Path | None) -> None:
-    """Run a node until the master has verified every result."""
-    if resume and role != "master":
-        raise _fail_usage("--resume is for the master: a slave simply starts again")
-    overrides = {k: v for k, v in (("policy", policy), ("jobs", jobs), ("throttle", throttle),
-                                   ("workers", workers)) if v is not None}
-    config = _load(config_path, overrides, workload_module)
+    """Run a node until the master has every job's outcome."""
+    if role != "master":
+        for flag, value in (("--resume", resume), ("--map", target), ("--inputs", inputs)):
+            if value:
+                raise _fail_usage(f"{flag} is for the master (a slave runs what it is sent)")
+    if target is not None and jobs is not None:
+        raise _fail_usage("--jobs does not apply to --map: the inputs decide the jobs")
+    overrides = {k: v for k, v in (("policy", policy), ("throttle", throttle),
+                                   ("workers", workers), ("retries", retries)) if v is not None}
+    config, tasks = _load(config_path, overrides, modules, jobs)
     node_role = Role[role.upper()]
+    batch = _batch(config, tasks, target, inputs, output) if role == "master" else None
     dashboard = not no_dashboard and sys.stdout.isatty()
     _configure_logs(node_role, log_level, log_format, log_file, dashboard=dashboard)
-    sys.exit(_run(config, node_role, dashboard=dashboard, trace=trace, result=result,
-                  resume=resume, metrics_address=metrics_address,
+    sys.exit(_run(config, node_role, tasks, batch, dashboard=dashboard, trace=trace,
+                  result=result, resume=resume, metrics_address=metrics_address,
                   log_messages=log_file is not None))
 
 
-def _run(config: Config, role: Role, *, dashboard: bool, trace: Path | None = None,
-         result: Path | None = None, resume: bool = False,
+def _run(config: Config, role: Role, tasks: Tasks, batch: Batch | None, *, dashboard: bool,
+         trace: Path | None = None, result: Path | None = None, resume: bool = False,
          metrics_address: Address | None = None, log_messages: bool = False) -> int:
     try:
-        code, node = run_node(config, role, dashboard=dashboard, trace=trace, result=result,
-                              resume=resume, metrics_address=metrics_address,
-                              log_messages=log_messages)
+        code, node = run_node(config, role, tasks=tasks, batch=batch, dashboard=dashboard,
+                              trace=trace, result=result, resume=resume,
+                              metrics_address=metrics_address, log_messages=log_messages)
     except JournalError as error:
         raise _fail_usage(str(error)) from None
     except OSError as error:
         raise click.ClickException(f"cannot start the {role}: {error}") from None
     summary = getattr(node, "summary", None)
     if summary is not None:
-        _print_summary(summary, rich=dashboard)
+        # Results on standard output keep it to themselves: the summary goes to stderr.
+        to_stderr = isinstance(batch, MapBatch) and batch.output.name == STDOUT
+        _print_summary(summary, rich=dashboard and not to_stderr, err=to_stderr)
     return code
 
 
-def _print_summary(summary: dict[str, Any], *, rich: bool) -> None:
+def _print_summary(summary: dict[str, Any], *, rich: bool, err: bool) -> None:
     if rich:
         from rich.console import Console
 
         from loadbalancer.dashboard import summary_table
         Console().print(summary_table(summary))
     else:
-        click.echo(json.dumps(summary))
+        click.echo(json.dumps(summary), err=err)
 
 
 def _socket(config_path: Path, role: str | None) -> Path:
@@ -234,39 +296,58 @@ def status(role: str | None, config_path: Path, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--jobs", type=click.IntRange(min=1), default=256, show_default=True,
-              help="Number of jobs (each as large as the default workload's).")
+@click.option("--jobs", type=click.IntRange(min=1),
+              help="Number of vector jobs (each as large as the default workload's).  "
+                   f"[default: {DEMO_JOBS}]")
 @click.option("--policy", type=click.Choice(adaptor.POLICIES), default="symmetric",
               show_default=True, help="Transfer policy.")
 @click.option("--slave-throttle", type=click.FloatRange(0, 1), default=1.0, show_default=True,
               help="The slave's starting throttle.")
+@click.option("--workers", type=click.IntRange(1, 256), help="Jobs each node runs at once.")
+@job_options
 @click.option("--no-dashboard", is_flag=True, help="Plain log lines instead of the live view.")
 # Tiny jobs for the tests that watch the demo; a person wants jobs that take a while.
 @click.option("--iterations", type=click.IntRange(min=1), hidden=True)
 @log_options
-def demo(jobs: int, policy: str, slave_throttle: float, no_dashboard: bool,
-         iterations: int | None, log_level: str, log_format: str, log_file: Path | None) -> None:
+def demo(jobs: int | None, policy: str, slave_throttle: float, workers: int | None,
+         target: str | None, inputs: str | None, output: str, modules: tuple[str, ...],
+         retries: int | None, no_dashboard: bool, iterations: int | None, log_level: str,
+         log_format: str, log_file: Path | None) -> None:
     """Run a master and a slave on loopback with a fresh secret.
 
-    The log options apply to both nodes (with --log-file both append to the one file; the
-    json format's role field tells them apart)."""
+    Without --map they share the built-in vector workload; with --map, your function over
+    your inputs (the slave is given the function's module).  The log options apply to both
+    nodes (with --log-file both append to the one file; the json format's role field tells
+    them apart)."""
+    if target is not None and jobs is not None:
+        raise _fail_usage("--jobs does not apply to --map: the inputs decide the jobs")
+    if target is not None:
+        modules = (*modules, split_target(target)[0])
+    overrides = {k: v for k, v in (("workers", workers), ("retries", retries))
+                 if v is not None}
     dashboard = not no_dashboard and sys.stdout.isatty()
     settings = _configure_logs(Role.MASTER, log_level, log_format, log_file, dashboard=dashboard)
     with tempfile.TemporaryDirectory(prefix="lb-demo-") as tmp:
-        path = local.write_config(Path(tmp), jobs=jobs, policy=policy, iterations=iterations)
-        config = _load(path, {}, None)
+        path = local.write_config(Path(tmp), jobs=jobs or DEMO_JOBS, policy=policy,
+                                  iterations=iterations)
+        config, tasks = _load(path, overrides, modules)
+        batch = _batch(config, tasks, target, inputs, output)
         log_path = Path(tmp) / "slave.log"
-        slave = local.launch(path, "slave", "--throttle", str(slave_throttle), *settings.args(),
-                             log=log_path)
+        slave_args = ["--throttle", str(slave_throttle), *settings.args()]
+        for module in modules:
+            slave_args += ["--workload-module", module]
+        if workers is not None:
+            slave_args += ["--workers", str(workers)]
+        slave = local.launch(path, "slave", *slave_args, log=log_path)
         try:
-            code = _run(config, Role.MASTER, dashboard=dashboard,
+            code = _run(config, Role.MASTER, tasks, batch, dashboard=dashboard,
                         log_messages=log_file is not None)
         finally:
             try:
                 slave.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 slave.kill()
-        if code != EXIT_OK or slave.returncode != EXIT_OK:
+        if code not in (EXIT_OK, EXIT_JOBS_FAILED) or slave.returncode != EXIT_OK:
             click.echo(f"slave exited {slave.returncode}; its log:", err=True)
             click.echo(log_path.read_text()[-4000:], err=True)
         sys.exit(code)

@@ -48,7 +48,8 @@ class Config:
     runtime_dir: Path = field(default_factory=default_runtime_dir)
     journal: Path = field(default_factory=default_journal)
     workload: WorkloadSpec = field(default_factory=lambda: WorkloadSpec("vector", {}))
-    workload_module: str | None = None
+    workload_modules: tuple[str, ...] = ()  # modules (dotted names or .py paths) jobs may use
+    retries: int = 2  # a job that raises runs again this many times, then fails for good
 
     def address(self, role: wire.Role) -> Address:
         return self.master if role is wire.Role.MASTER else self.slave
@@ -98,7 +99,9 @@ def _workload(value: object) -> WorkloadSpec:
 
 
 KEYS = {"master", "slave", "secret", "policy", "state_interval", "heartbeat_timeout", "workers",
-        "throttle", "max_datagram", "runtime_dir", "journal", "workload", "workload_module"}
+        "throttle", "max_datagram", "runtime_dir", "journal", "workload", "workload_modules",
+        "retries"}
+MAX_RETRIES = 100
 
 
 def from_dict(raw: dict[str, Any]) -> Config:
@@ -137,15 +140,26 @@ def from_dict(raw: dict[str, Any]) -> Config:
             changes[key] = Path(raw[key]).expanduser()
     if "workload" in raw:
         changes["workload"] = _workload(raw["workload"])
-    if raw.get("workload_module") is not None:
-        if not isinstance(raw["workload_module"], str):
-            raise ConfigError("workload_module must be a module name or a .py path")
-        changes["workload_module"] = raw["workload_module"]
+    if "workload_modules" in raw:
+        modules = raw["workload_modules"]
+        if not isinstance(modules, list) or not all(isinstance(m, str) and m for m in modules):
+            raise ConfigError("workload_modules must be a list of module names or .py paths")
+        changes["workload_modules"] = tuple(modules)
+    if "retries" in raw:
+        changes["retries"] = _integer(raw, "retries", 0, MAX_RETRIES)
     config = replace(config, **changes)
     if config.heartbeat_timeout <= 2 * config.state_interval:
         raise ConfigError("heartbeat_timeout must be more than twice state_interval, "
                           "or a live peer would be declared lost")
     return config
+
+
+def override(config: Config, **changes: Any) -> Config:
+    """``config`` with the changes that are not None, each checked as the file's key is."""
+    raw = {key: value for key, value in changes.items() if value is not None}
+    checked = from_dict({"master": format_address(config.master),
+                         "slave": format_address(config.slave), "secret": config.secret, **raw})
+    return replace(config, **{key: getattr(checked, key) for key in raw})
 
 
 def load(path: Path) -> Config:

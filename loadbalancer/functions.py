@@ -76,8 +76,9 @@ def import_spec(spec: str) -> ModuleType:
     if not path.is_file():
         raise FunctionError(f"module {spec}: no such file")
     name = FILE_PREFIX + path.stem
-    if name in sys.modules:
-        return sys.modules[name]
+    known = sys.modules.get(name)
+    if known is not None and getattr(known, "__file__", None) == str(path):
+        return known
     if str(path.parent) not in sys.path:
         sys.path.insert(0, str(path.parent))
     module_spec = importlib.util.spec_from_file_location(name, path)
@@ -111,7 +112,7 @@ def plain_function(module: ModuleType, name: str) -> Callable[..., Any]:
     """The top-level function ``name`` of ``module``: not a class, a method, a lambda
     assigned to a name, or anything imported from elsewhere."""
     function = getattr(module, name, None) if name.isidentifier() else None
-    if function is None:
+    if function is None and name.isidentifier():
         raise FunctionError(f"module {public_name(module.__name__)} has no function {name!r}")
     if not (inspect.isfunction(function) and function.__module__ == module.__name__
             and function.__qualname__ == name):
@@ -176,14 +177,15 @@ class Catalog:
         return FunctionRef(known.name, name, known.fingerprint)
 
     def resolve(self, ref: FunctionRef) -> Module:
-        """The module that runs ``ref`` here; FunctionError naming the fix if there is none."""
+        """The module that runs the master's ``ref`` on this slave; FunctionError naming
+        the fix if there is none."""
         module = self.modules.get(ref.module)
         if module is None:
-            raise FunctionError(f"module {ref.module!r} is not named here: start this node "
-                                f"with --workload-module {ref.module}.py (or the module's "
+            raise FunctionError(f"module {ref.module!r} was not given to the slave (restart it "
+                                f"with --workload-module {ref.module}.py, or the module's "
                                 "dotted name)")
         if module.fingerprint != ref.fingerprint:
-            raise FunctionError(f"module {ref.module!r} here ({module.spec}, sha256 "
+            raise FunctionError(f"the slave's module {ref.module!r} ({module.spec}, sha256 "
                                 f"{module.fingerprint[:12]}) is another version than the "
                                 f"master's (sha256 {ref.fingerprint[:12]}): install the same "
                                 "file on both nodes")

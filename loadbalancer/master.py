@@ -1,29 +1,53 @@
-"""The master: holds the workload and the ledger, and decides when it is done.
+"""The master: holds the batch and the ledger, and decides when it is done.
 
-It starts computing at once and hands half of its queue to the slave when a
-session opens. When a session ends it takes back every unfinished job the
-slave held or had in flight. When the ledger holds every result it verifies
-the whole, gathers the slave's trace, writes the summary and both nodes leave.
+It starts computing at once. When a session opens it asks the slave whether it
+can run the batch's kinds of job (module, function and the fingerprint of its
+source, or the workload) and, once the slave says it can, hands it half of its
+queue; a slave that cannot is told so once and the master carries on alone.
+When a session ends it takes back every unfinished job the slave held or had
+in flight. A job that fails runs again, on the other node where it can, up to
+``retries`` more times; then its failure is its final outcome. Every final
+outcome goes to the journal and then to the batch (the output, a future, the
+kept results). When every job has one, the batch finishes (writes or checks the
+whole), the master gathers the slave's trace, writes the summary and both
+nodes leave.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
+import logging
 import math
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from loadbalancer import measure
+from loadbalancer.batch import Batch
+from loadbalancer.exits import EXIT_FAILURE, EXIT_JOBS_FAILED, EXIT_OK
 from loadbalancer.jobs import Ledger
 from loadbalancer.journal import Journal, Recovered
-from loadbalancer.messages import Finish, Jobs, Message, Refuse, Results, Trace
+from loadbalancer.messages import (
+    Cancel,
+    Finish,
+    Jobs,
+    Message,
+    Needs,
+    Refuse,
+    Results,
+    Trace,
+    Verdict,
+    WorkloadSpec,
+)
 from loadbalancer.node import Node
+from loadbalancer.outcome import Failure, Outcome
+from loadbalancer.tasks import Task, describe
 from loadbalancer.wire import Role
-from loadbalancer.workload import WorkloadError, create
+from loadbalancer.workload import WorkloadError
 
+log = logging.getLogger("lb")
 TRACE_TIMEOUT = 5.0
 JOURNAL_SYNC = 1.0  # seconds of results a crash may cost
 
@@ -31,19 +55,26 @@ JOURNAL_SYNC = 1.0  # seconds of results a crash may cost
 class Master(Node):
     role = Role.MASTER
 
-    def __init__(self, *args: Any, resume: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, batch: Batch, journal: bool = True, resume: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        spec = self.config.workload
-        self.workload = create(spec.name, spec.params)
-        self.ledger = Ledger(self.workload.job_count)
+        self.batch = batch
+        self.ledger = Ledger(batch.count)
+        self.peer_able: dict[str, bool] = {}  # spec key -> the slave's verdict, this session
+        self._asked: set[str] = set()  # spec keys asked about, this session
+        self._bootstrap_due = False  # a session opened and has not had its half yet
         self.recovered = 0
+        self.journal: Journal | None = None
+        self._journal_wanted = journal and not resume  # made once the sockets are bound
         if resume:
-            self.journal, recovered = Journal.resume(self.config.journal, self.workload_spec())
+            self.journal, recovered = Journal.resume(self.config.journal, batch.run())
+            batch.attach(self.journal)
             self._recover(recovered)
         else:
-            self.journal = Journal.create(self.config.journal, self.workload_spec())
-            for job in range(self.workload.job_count):
-                self.queue.push(job)
+            if journal:
+                Journal.check_free(self.config.journal)
+            for job in range(batch.count):
+                self.queue.push(job, batch.task(job))
         self.bootstrapped = 0
         self.start = time.time()
         self.slave_trace: Trace | None = None
@@ -52,145 +83,254 @@ class Master(Node):
         self.last_done: float | None = None
 
     def _recover(self, recovered: Recovered) -> None:
-        assert self.workload is not None
-        for job, result in recovered.results.items():
-            with contextlib.suppress(WorkloadError):
-                self.workload.check_result(job, result)
-                self.ledger.record(job, result)
-        self.recovered = len(self.ledger.results)
+        assert self.journal is not None
+        for line in recovered.damage:
+            self.say(f"journal {self.config.journal}: {line}; those results are computed again")
+        for job, offset in sorted(recovered.done.items()):
+            if job in self.ledger and self.batch.recovered(job, self.journal.read(offset)[1],
+                                                           offset):
+                self.ledger.record(job)
+        self.recovered = self.ledger.finished
         # Jobs the slave held go last: if it is still running, its results
         # may come back before this node reaches them.
-        unfinished = [j for j in range(self.ledger.job_count) if j not in self.ledger.results]
+        unfinished = [j for j in range(self.ledger.job_count) if not self.ledger.is_done(j)]
         unfinished.sort(key=lambda job: recovered.owners.get(job) is Role.SLAVE)
         for job in unfinished:
-            self.queue.push(job)
+            self.queue.push(job, self.batch.task(job))
 
     async def startup(self) -> None:
         self.phase = "processing"  # before the socket opens: a slave may join at once
         self.start = time.time()
-        await super().startup()
+        try:
+            await super().startup()
+        except BaseException:
+            if self._journal_wanted and self.journal is not None:
+                self.journal.close(finished=True)  # a start that fails leaves nothing behind
+            raise
         self.spawn(self._sync_journal())
         resumed = f", {self.recovered} finished ones recovered from the journal" \
             if self.recovered else ""
-        self.say(f"{self.ledger.job_count} jobs of workload {self.workload_spec().name}{resumed}")
+        kinds = ", ".join(describe(spec) for spec in self.batch.specs())
+        self.say(f"{self.ledger.job_count} jobs of {kinds or 'work to come'}{resumed}")
         self.wake()
-        if self.ledger.complete:
-            self.phase = "aggregating"
-            self.spawn(self._finish())
+        self._check_done()
+
+    def bound(self) -> None:
+        if self._journal_wanted:
+            # Not before: a start that fails on a port in use leaves no journal behind.
+            self.journal = Journal.create(self.config.journal, self.batch.run())
+            self.batch.attach(self.journal)
 
     async def _sync_journal(self) -> None:
         while True:
             await asyncio.sleep(JOURNAL_SYNC)
-            await self.loop.run_in_executor(None, self.journal.sync)
+            self.batch.flush()
+            if self.journal is not None:
+                await self.loop.run_in_executor(None, self.journal.sync)
 
     async def shutdown(self) -> None:
         await super().shutdown()
-        if not self.journal.closed:
+        if self.journal is not None and not self.journal.closed:
             self.journal.close(finished=False)
 
     def progress(self) -> dict[str, Any]:
-        return {"total": self.ledger.job_count, "finished": len(self.ledger.results)}
+        return {"total": self.ledger.job_count, "finished": self.ledger.finished}
+
+    def job_data(self, job: int) -> bytes:
+        return self.batch.job_data(job)
+
+    def claim(self, job: int, here: bool) -> bool:
+        return self.batch.claim(job, here)
+
+    def grow(self) -> None:
+        """The batch has new jobs, or has closed (the Executor's)."""
+        new = range(self.ledger.job_count, self.batch.count)
+        self.ledger.add(len(new))
+        for job in new:
+            self.queue.push(job, self.batch.task(job))
+        self.ask({self.batch.task(job).spec.key(): self.batch.task(job).spec
+                  for job in new}.values())
+        self.wake()
+        self.adapt()
+        self._check_done()
+
+    def forget(self, job: int) -> None:
+        """A job that is not to run (its future was cancelled) counts as done; the slave
+        drops it too if it holds it and has not started it."""
+        if self.ledger.is_done(job):
+            return
+        if not self.queue.remove(job) and self.ledger.owner(job) is Role.SLAVE \
+                and self.connection.connected:
+            self.send(Cancel([job]))
+        self.ledger.record(job)
+        self._check_done()
 
     # ---- sessions -------------------------------------------------------------------
     def peer_joined(self) -> None:
+        self.peer_able = {}
+        self._asked = set()
+        self._bootstrap_due = True
         if self.phase == "processing":
-            # Nothing is known of the new slave's speed yet: half, then the adaptor corrects.
-            self.bootstrapped += self.send_jobs(len(self.queue) // 2, reason="bootstrap")
+            self.ask(self.batch.specs())
         elif self.phase == "done":
             self.send(Finish())
 
+    def ask(self, specs: Iterable[WorkloadSpec]) -> None:
+        """Ask the slave whether it can run these kinds of job (each once a session);
+        their jobs stay here until it says it can, and the bootstrap waits for that."""
+        if not self.connection.connected:
+            return
+        new = [spec for spec in specs if spec.key() not in self._asked]
+        if new:
+            self._asked.update(spec.key() for spec in new)
+            self.send(Needs(new))
+
+    def sharing(self) -> bool:
+        return any(self.peer_able.values())
+
+    def movable(self, task: Task) -> bool:
+        return self.peer_able.get(task.spec.key(), False)
+
+    def _on_verdict(self, verdict: Verdict) -> None:
+        newly = False
+        for spec in verdict.able:
+            newly = newly or not self.peer_able.get(spec.key(), False)
+            self.peer_able[spec.key()] = True
+        for spec, why in verdict.unable:
+            if self.peer_able.setdefault(spec.key(), False):
+                continue  # it said it can before; a contradiction changes nothing
+            self.say(f"the slave cannot run {describe(spec)}: {why}; carrying on without it")
+        if newly and self.phase == "processing" and self._bootstrap_due:
+            # Nothing is known of the new slave's speed yet: half, then the adaptor corrects.
+            self._bootstrap_due = False
+            self.bootstrapped += self.send_jobs(len(self.queue) // 2, reason="bootstrap")
+        self.adapt()
+
     def peer_lost(self, reason: str) -> None:
+        self.peer_able = {}
         if self.phase == "processing":  # afterwards every result is held: nothing to take back
             self._take_back(self.ledger.unfinished(Role.SLAVE), f"{reason}: took back")
 
     def _take_back(self, jobs: list[int], why: str) -> None:
-        jobs = [job for job in jobs if job not in self.queue and job not in self.ledger.results]
+        jobs = [job for job in jobs if job not in self.queue and not self.ledger.is_done(job)]
         self.ledger.assign(jobs, Role.MASTER)
-        self.journal.owners(jobs, Role.MASTER)
+        if self.journal is not None:
+            self.journal.owners(jobs, Role.MASTER)
         for job in jobs:
-            self.queue.push(job)  # data made again from the workload
+            self.queue.push(job, self.batch.task(job))  # its input made again from the batch
         if jobs:
             self.say(f"{why} {len(jobs)} jobs")
         self.wake()
 
     def jobs_sent(self, jobs: list[int]) -> None:
         self.ledger.assign(jobs, Role.SLAVE)
-        self.journal.owners(jobs, Role.SLAVE)
+        if self.journal is not None:
+            self.journal.owners(jobs, Role.SLAVE)
 
     # ---- messages ---------------------------------------------------------------------
     def handle(self, message: Message) -> None:
         match message:
             case Jobs():
                 self._accept_jobs(message)
-            case Results(results):
+            case Results(results, failures):
                 for job, result in results:
-                    self._record(job, result, from_slave=True)
+                    self._record(Outcome(job, result), on=Role.SLAVE)
+                for job, failure in failures:
+                    self._record(Outcome(job, None, failure), on=Role.SLAVE)
+            case Verdict():
+                self._on_verdict(message)
             case Refuse(jobs, reason):
                 self.refused += len(jobs)
-                valid = [job for job in jobs if 0 <= job < self.ledger.job_count]
-                self._take_back(valid, f"slave refused ({reason}):")
+                for spec_key in self.peer_able:
+                    self.peer_able[spec_key] = False  # it said it could: trust it no more
+                self._take_back([job for job in jobs if job in self.ledger],
+                                f"slave refused ({reason}):")
             case Trace():
                 self.slave_trace = checked_trace(message)
                 self._trace_received.set()
 
     def _accept_jobs(self, message: Jobs) -> None:
-        assert self.workload is not None
-        if message.workload != self.workload_spec():
-            self.connection.dropped["wrong_workload"] += 1
-            self._take_back([j for j, _ in message.jobs if 0 <= j < self.ledger.job_count],
-                            "slave sent jobs of another workload; took back")
-            return
         for job, data in message.jobs:
-            if not 0 <= job < self.ledger.job_count or job in self.queue:
+            if job not in self.ledger or job in self.queue or self.ledger.is_done(job):
                 continue
-            if job in self.ledger.results:
+            task = self.batch.task(job)
+            if message.workload != task.spec:
+                self.connection.dropped["wrong_workload"] += 1
+                self._take_back([job], "slave sent a job as another kind; took back")
                 continue
             try:
-                self.workload.check_job(job, data)
+                task.check_job(job, data)
             except WorkloadError:
                 self.refused += 1
-                self.queue.push(job)  # our own copy of its input is the authority
+                self.queue.push(job, task)  # our own copy of its input is the authority
             else:
-                self.queue.push(job, data)
+                self.queue.push(job, task, data)
             self.ledger.assign([job], Role.MASTER)
-            self.journal.owners([job], Role.MASTER)
+            if self.journal is not None:
+                self.journal.owners([job], Role.MASTER)
             self.moved_in += 1
 
-    def job_finished(self, job: int, result: bytes) -> None:
+    def job_finished(self, outcome: Outcome) -> None:
         self.last_done = time.time()
-        self._record(job, result, from_slave=False)
+        self._record(outcome, on=Role.MASTER)
 
-    def _record(self, job: int, result: bytes, *, from_slave: bool) -> None:
-        assert self.workload is not None
-        if not 0 <= job < self.ledger.job_count:
+    def _record(self, outcome: Outcome, *, on: Role) -> None:
+        job = outcome.job
+        if job not in self.ledger:
             self.connection.dropped["bad_result"] += 1
             return
+        if self.ledger.is_done(job):
+            self.ledger.duplicates += 1
+            return
+        if outcome.failure is not None:
+            self._failed(job, outcome.failure, on)
+            return
+        assert outcome.result is not None
         try:
-            self.workload.check_result(job, result)
+            self.batch.task(job).check_result(job, outcome.result)
         except WorkloadError:
             self.connection.dropped["bad_result"] += 1
             return
-        if self.ledger.record(job, result):
-            self.journal.result(job, result)
-        if self.ledger.complete and self.phase == "processing":
+        self.ledger.record(job)
+        self.queue.remove(job)  # a copy queued here after a take-back need not run
+        offset = None if self.journal is None else self.journal.result(job, outcome.result)
+        self.batch.result(job, outcome.result, offset)
+        self._check_done()
+
+    def _failed(self, job: int, failure: Failure, on: Role) -> None:
+        attempts = self.ledger.failed(job)
+        task = self.batch.task(job)
+        if attempts <= self.config.retries:
+            log.info("job %d failed on the %s (%s): attempt %d of %d next", job, on,
+                     failure.line(), attempts + 1, self.config.retries + 1)
+            if on is Role.MASTER and self.movable(task):
+                self.ship([(job, task, None)])  # "on the other node where possible"
+            elif job not in self.queue:
+                self.ledger.assign([job], Role.MASTER)
+                self.queue.push_front(job, task, None)
+                self.wake()
+            return
+        self.say(f"job {job} failed {attempts} times: {failure.line()}")
+        self.ledger.record(job)
+        self.queue.remove(job)
+        offset = None if self.journal is None else self.journal.failure(job, failure, attempts)
+        self.batch.failed(job, failure, attempts, offset)
+        self._check_done()
+
+    def _check_done(self) -> None:
+        if self.ledger.complete and self.batch.closed and self.phase == "processing":
             self.phase = "aggregating"
             self.spawn(self._finish())
 
     # ---- the end ------------------------------------------------------------------------
     async def _finish(self) -> None:
-        assert self.workload is not None
         makespan = time.time() - self.start
         self.preempt_all(requeue=False)
         self.queue.clear()
-        self.say(f"every result held after {makespan:.1f}s: verifying")
-        try:
-            await self.loop.run_in_executor(None, self.workload.verify, self.ledger.results)
-            error = None
-        except WorkloadError as failure:
-            error = str(failure)
+        self.say(f"every job has its outcome after {makespan:.1f}s: finishing")
+        error = await self.batch.finish()
         self.phase = "done"
         self.sample()
-        await self.loop.run_in_executor(None, lambda: self.journal.close(finished=error is None))
         if self.connection.connected:
             self.send(Finish())
             try:
@@ -199,8 +339,17 @@ class Master(Node):
                 self.say("the slave's trace did not arrive")
         self.summary = self._summarise(makespan, error)
         self._write_outputs()
-        self.say("verified" if error is None else f"VERIFICATION FAILED: {error}")
-        self.stop(0 if error is None else 1)
+        if self.journal is not None:
+            journal = self.journal
+            await self.loop.run_in_executor(None, lambda: journal.close(finished=error is None))
+        failed = self.summary["failed"]["count"]
+        if error is not None:
+            self.say(f"VERIFICATION FAILED: {error}")
+        elif failed:
+            self.say(f"{failed} of {self.ledger.job_count} jobs failed")
+        else:
+            self.say(self.batch.success)
+        self.stop(EXIT_FAILURE if error is not None else EXIT_JOBS_FAILED if failed else EXIT_OK)
 
     def _summarise(self, makespan: float, error: str | None) -> dict[str, Any]:
         stats = self.slave_trace.stats if self.slave_trace else {}
@@ -214,11 +363,14 @@ class Master(Node):
             dropped[reason] = dropped.get(reason, 0) + int(count)
         ends = [t for t in (self.last_done, stats.get("last_done")) if isinstance(t, float)]
         return {
-            "verified": error is None, "error": error, "jobs": self.ledger.job_count,
+            "verified": error is None and not self.batch.failures.count, "error": error,
+            "jobs": self.ledger.job_count,
             "makespan_s": round(makespan, 3), "ideal_s": round(ideal, 3),
             "ratio": round(makespan / ideal, 3) if ideal > 0 else None,
             "tail_s": round(max(ends) - min(ends), 3) if len(ends) == 2 else None,
             "executed": executed,
+            "failed": {"count": self.batch.failures.count, "first": self.batch.failures.first,
+                       "attempts_failed": self.failed_runs + int(stats.get("failed", 0))},
             "moved": {"to_slave": self.moved_out - self.bootstrapped,
                       "to_master": self.moved_in},
             "bootstrap": self.bootstrapped,
@@ -227,7 +379,7 @@ class Master(Node):
             + int(stats.get("suppressed", 0)),
             "dropped": dropped, "refused": self.refused + int(stats.get("refused", 0)),
             "bytes_sent": self.connection.bytes_sent + int(stats.get("bytes_sent", 0)),
-            "policy": self.config.policy, "workload": self.workload_spec().params,
+            "policy": self.config.policy, **self.batch.run(),
             "recovered": self.recovered,
         }
 

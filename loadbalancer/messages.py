@@ -18,6 +18,7 @@ from typing import Any
 
 import zstandard
 
+from loadbalancer.outcome import MAX_TEXT, Failure
 from loadbalancer.wire import Kind, Rejected
 
 MAX_MESSAGE = 64 * 2**20
@@ -102,8 +103,14 @@ def _field(meta: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> An
 
 @dataclass(frozen=True, slots=True)
 class WorkloadSpec:
+    """What runs a job: a workload's name and parameters, or for a function job
+    ``function`` and the function's reference (see :mod:`functions`)."""
+
     name: str
     params: dict[str, Any]
+
+    def key(self) -> str:
+        return json.dumps([self.name, self.params], sort_keys=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +124,10 @@ class Jobs:
 
 @dataclass(frozen=True, slots=True)
 class Results:
+    """Finished jobs: their results, and the jobs that failed with their failures."""
+
     results: list[tuple[int, bytes]]
+    failures: list[tuple[int, Failure]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,17 +158,45 @@ class Trace:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-Message = Jobs | Results | Request | Refuse | Finish | Trace
+@dataclass(frozen=True, slots=True)
+class Needs:
+    """The master's question when a session opens (and when a run gains a new kind of
+    job): can you run jobs of these? Asked before any job of them is sent."""
+
+    specs: list[WorkloadSpec]
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The slave's answer to Needs: what it can run, and why not the rest."""
+
+    able: list[WorkloadSpec]
+    unable: list[tuple[WorkloadSpec, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """The master: do not run these jobs (their futures were cancelled)."""
+
+    jobs: list[int]
+
+
+Message = Jobs | Results | Request | Refuse | Finish | Trace | Needs | Verdict | Cancel
+
+
+def _spec(spec: WorkloadSpec) -> dict[str, Any]:
+    return {"name": spec.name, "params": spec.params}
 
 
 def encode(message: Message) -> tuple[Kind, bytes]:
     match message:
         case Jobs(workload, jobs, request):
-            meta = {"workload": {"name": workload.name, "params": workload.params},
-                    "ids": [i for i, _ in jobs], "request": request}
+            meta = {"workload": _spec(workload), "ids": [i for i, _ in jobs], "request": request}
             return Kind.JOBS, pack(meta, [d for _, d in jobs])
-        case Results(results):
-            return Kind.RESULTS, pack({"ids": [i for i, _ in results]}, [d for _, d in results])
+        case Results(results, failures):
+            failed = [[job, f.type, f.message, f.traceback] for job, f in failures]
+            return Kind.RESULTS, pack({"ids": [i for i, _ in results], "failed": failed},
+                                      [d for _, d in results])
         case Request(request, count):
             return Kind.REQUEST, pack({"request": request, "count": count})
         case Refuse(jobs, reason):
@@ -167,6 +205,13 @@ def encode(message: Message) -> tuple[Kind, bytes]:
             return Kind.FINISH, pack({})
         case Trace(samples, events, stats):
             return Kind.TRACE, pack({"samples": samples, "events": events, "stats": stats})
+        case Cancel(jobs):
+            return Kind.CANCEL, pack({"ids": jobs})
+        case Needs(specs):
+            return Kind.NEEDS, pack({"specs": [_spec(spec) for spec in specs]})
+        case Verdict(able, unable):
+            return Kind.VERDICT, pack({"able": [_spec(spec) for spec in able],
+                                       "unable": [[_spec(spec), why] for spec, why in unable]})
     raise TypeError(f"not a message: {message!r}")
 
 
@@ -193,14 +238,12 @@ def job_messages(workload: WorkloadSpec, jobs: Iterable[tuple[int, bytes]],
 def decode(kind: Kind, payload: bytes) -> Message:
     meta, blobs = unpack(payload)
     if kind is Kind.JOBS:
-        spec = _field(meta, "workload", dict)
         request = meta.get("request")
         if request is not None and not isinstance(request, int):
             raise _malformed("field 'request'")
-        workload = WorkloadSpec(_field(spec, "name", str), _field(spec, "params", dict))
-        return Jobs(workload, _pair(meta, blobs), request)
+        return Jobs(_decode_spec(_field(meta, "workload", dict)), _pair(meta, blobs), request)
     if kind is Kind.RESULTS:
-        return Results(_pair(meta, blobs))
+        return Results(_pair(meta, blobs), _failures(_field(meta, "failed", list)))
     if kind is Kind.REQUEST:
         return Request(_field(meta, "request", int), _field(meta, "count", int))
     if kind is Kind.REFUSE:
@@ -213,7 +256,38 @@ def decode(kind: Kind, payload: bytes) -> Message:
     if kind is Kind.TRACE:
         return Trace(_field(meta, "samples", list), _field(meta, "events", list),
                      _field(meta, "stats", dict))
+    if kind is Kind.CANCEL:
+        ids = _field(meta, "ids", list)
+        if not _int_list(ids):
+            raise _malformed("field 'ids'")
+        return Cancel(ids)
+    if kind is Kind.NEEDS:
+        return Needs([_decode_spec(spec) for spec in _field(meta, "specs", list)])
+    if kind is Kind.VERDICT:
+        unable = []
+        for item in _field(meta, "unable", list):
+            if not (isinstance(item, list) and len(item) == 2 and isinstance(item[1], str)):
+                raise _malformed("field 'unable'")
+            unable.append((_decode_spec(item[0]), item[1]))
+        return Verdict([_decode_spec(spec) for spec in _field(meta, "able", list)], unable)
     raise _malformed(f"kind {kind.name} carries no message")
+
+
+def _decode_spec(spec: object) -> WorkloadSpec:
+    if not isinstance(spec, dict):
+        raise _malformed("workload spec")
+    return WorkloadSpec(_field(spec, "name", str), _field(spec, "params", dict))
+
+
+def _failures(items: list[Any]) -> list[tuple[int, Failure]]:
+    failures = []
+    for item in items:
+        if not (isinstance(item, list) and len(item) == 4 and _int_list(item[:1])
+                and all(isinstance(text, str) and len(text) <= MAX_TEXT + 8
+                        for text in item[1:])):
+            raise _malformed("field 'failed'")
+        failures.append((item[0], Failure(item[1], item[2], item[3])))
+    return failures
 
 
 def _pair(meta: dict[str, Any], blobs: list[bytes]) -> list[tuple[int, bytes]]:

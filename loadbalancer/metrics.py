@@ -34,7 +34,7 @@ GAUGES = (
     ("lb_queued_jobs", "queued", "Jobs waiting in this node's queue."),
     ("lb_running_jobs", "running", "Jobs being computed now."),
     ("lb_throttle", "throttle", "Duty cycle, from 0 (stopped) to 1 (full speed)."),
-    ("lb_workers", "workers", "Worker threads."),
+    ("lb_workers", "workers", "Jobs this node runs at once (worker processes or threads)."),
     ("lb_cpu_percent", "cpu", "CPU use of the node's process, in percent of one core."),
     ("lb_speed_jobs_per_second", "speed", "Jobs per second at the current throttle."),
     ("lb_eta_seconds", "eta", "Seconds until this node's pending jobs are done at this speed."),
@@ -48,6 +48,7 @@ STATES = (
 )
 COUNTERS = (
     ("lb_jobs_executed", "executed", "Jobs this node computed."),
+    ("lb_jobs_failed", "failed", "Runs of jobs that raised on this node (each may be retried)."),
     ("lb_jobs_finished", "finished",
      "Results the master holds; on the slave, results the master acknowledged."),
     ("lb_jobs_refused", "refused", "Jobs or results refused as invalid."),

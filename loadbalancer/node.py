@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import secrets
+import subprocess
 import time
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -23,20 +25,23 @@ from typing import Any
 from loadbalancer import adaptor, control, messages
 from loadbalancer.config import Config
 from loadbalancer.endpoint import Endpoint, path_max_datagram, resolve
-from loadbalancer.jobs import JobQueue
+from loadbalancer.jobs import JobQueue, Queued
 from loadbalancer.messages import Jobs, Message, Request, WorkloadSpec
 from loadbalancer.monitor import Monitor
+from loadbalancer.outcome import Outcome
 from loadbalancer.peerstate import PeerState
+from loadbalancer.pool import Call, WorkerProcess
 from loadbalancer.reliable import MessageAcked, MessageReceived
 from loadbalancer.session import Connection, Event, PeerJoined, PeerLost, StateReceived
+from loadbalancer.tasks import FunctionTask, Task, Tasks
 from loadbalancer.trace import Recorder
 from loadbalancer.wire import Keys, Kind, Rejected, Role
 from loadbalancer.worker import DutyCycle, Running, Throttle, batch_size, run_jobs
-from loadbalancer.workload import Workload
 
 log = logging.getLogger("lb")
 SAMPLE_INTERVAL = 0.2
 REQUEST_TIMEOUT = 2.0
+NO_JOBS = WorkloadSpec("", {})  # the spec of a JOBS message that carries none (an answer)
 
 
 def new_incarnation() -> int:
@@ -49,19 +54,25 @@ def new_incarnation() -> int:
 class Node:
     role: Role
 
-    def __init__(self, config: Config, *, trace_path: Path | None = None,
+    def __init__(self, config: Config, *, tasks: Tasks, trace_path: Path | None = None,
                  result_path: Path | None = None, ui: Any = None) -> None:
         self.config = config
         self.trace_path = trace_path
         self.result_path = result_path
         self.ui = ui
+        self.tasks = tasks
         self.throttle = Throttle(config.throttle)
         self.queue = JobQueue()
         self.running: dict[int, Running] = {}
+        # One per worker slot, for function jobs; its process starts with its first job.
+        # Under the dashboard a job's prints would tear the screen: they are dropped.
+        self.processes = [WorkerProcess(self.throttle,
+                                        stderr=None if ui is None else subprocess.DEVNULL)
+                          for _ in range(config.workers)]
         self.monitor = Monitor(config.workers)
+        self.failed_runs = 0  # jobs that raised here (each may be retried)
         self.recorder = Recorder()
         self.params = adaptor.Params()
-        self.workload: Workload | None = None
         self.phase = "waiting"
         self.remote: PeerState | None = None
         self.remote_at = 0.0
@@ -87,6 +98,10 @@ class Node:
     # ---- lifecycle ---------------------------------------------------------------
     async def run(self) -> int:
         await self.startup()
+        return await self.serve()
+
+    async def serve(self) -> int:
+        """After startup: until the node stops; its exit code."""
         try:
             return await self._stopped
         finally:
@@ -103,22 +118,26 @@ class Node:
                                      heartbeat_timeout=self.config.heartbeat_timeout)
         self.endpoint = Endpoint(self.connection, self._on_event)
         await self.endpoint.bind(local)
+        self.bound()
         self._control = await control.serve(
             control.socket_path(self.config.runtime_dir, str(self.role)), self._on_control)
         self.recorder.event("throttle", throttle=self.throttle.value, workers=self.config.workers)
         coroutines: list[Coroutine[Any, Any, None]] = [
             self._sample(), self._send_state(), self._adapt_periodically()]
-        coroutines += [self._work() for _ in range(self.config.workers)]
+        coroutines += [self._work(process) for process in self.processes]
         for coroutine in coroutines:
             self.spawn(coroutine)
         self.say(f"{self.role} listening on {local[0]}:{local[1]}, peer at {peer[0]}:{peer[1]}")
 
+    def bound(self) -> None:
+        """The node's socket is bound: the start can no longer fail on a port in use."""
+
     async def shutdown(self) -> None:
-        for running in self.running.values():
-            running.cancelled, running.requeue = True, False
+        self.preempt_all(requeue=False)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(process.close() for process in self.processes))
         self.connection.say_bye()
         self.endpoint.flush()
         self.endpoint.close()
@@ -145,56 +164,92 @@ class Node:
 
     # ---- worker ------------------------------------------------------------------
     def wake(self) -> None:
-        if self.queue and self.throttle.value > 0 and self.workload is not None:
+        if self.queue and self.throttle.value > 0:
             self._ready.set()
         else:
             self._ready.clear()
 
-    async def _work(self) -> None:
+    async def _work(self, process: WorkerProcess) -> None:
         cycle = DutyCycle(self.throttle)  # one per worker, across jobs
         while True:
             await self._ready.wait()
-            workload = self.workload
-            if not self.queue or self.throttle.value == 0 or workload is None:
-                self.wake()
-                continue
-            runs = []
-            for _ in range(batch_size(self.monitor.job_seconds, len(self.queue))):
-                job, data = self.queue.pop()
-                runs.append(Running(job, data if data is not None else workload.job_data(job),
-                                    queued_as=data))
-                self.running[job] = runs[-1]
+            runs = self._take_batch()
             self.wake()
+            if not runs:
+                continue
+            task = runs[0].task
             try:
-                outcomes = await run_jobs(self._executor, workload, runs, cycle)
+                if isinstance(task, FunctionTask):
+                    outcomes = await process.run([
+                        Call(run.job, task.module_spec, task.ref.function, run.data)
+                        for run in runs])
+                else:
+                    outcomes = await run_jobs(self._executor, task.workload, runs, cycle)
             finally:
                 for run in runs:
                     del self.running[run.job]
-            finished = {outcome.job for outcome in outcomes}
+            ended = {outcome.job for outcome in outcomes}
             for run in reversed(runs):
-                if run.job not in finished and run.requeue:
-                    self.queue.push_front(run.job, run.queued_as)
+                if run.job not in ended and run.requeue:
+                    self.queue.push_front(run.job, run.task, run.queued_as)
             self.wake()
-            first = self.monitor.job_seconds is None
-            for outcome in outcomes:
-                self.monitor.job_done(outcome.seconds)
-                self.job_finished(outcome.job, outcome.result)
-            if outcomes and (first or not self.queue):
-                # The peer's model needs our first measured speed, and an
-                # empty queue is news that should not wait for the period.
-                self._state_now()
-                self.adapt()
+            self._finished(outcomes)
 
-    def job_finished(self, job: int, result: bytes) -> None:
+    def _take_batch(self) -> list[Running]:
+        """Jobs from the head of the queue for one trip to a worker: of one task, as many
+        as share a trip well (see batch_size)."""
+        runs: list[Running] = []
+        if not self.queue or self.throttle.value == 0:
+            return runs
+        task = self.queue.peek()
+        size = batch_size(self.monitor.job_seconds, len(self.queue))
+        while self.queue and len(runs) < size and self.queue.peek() is task:
+            job, _, data = self.queue.pop()
+            if not self.claim(job, here=True):
+                continue
+            run = Running(job, task, data if data is not None else self.job_data(job),
+                          queued_as=data)
+            runs.append(run)
+            self.running[job] = run
+        return runs
+
+    def _finished(self, outcomes: list[Outcome]) -> None:
+        first = self.monitor.job_seconds is None
+        for outcome in outcomes:
+            if outcome.failure is None:
+                self.monitor.job_done(outcome.seconds)
+            else:
+                self.failed_runs += 1
+            self.job_finished(outcome)
+        if outcomes and (first or not self.queue):
+            # The peer's model needs our first measured speed, and an
+            # empty queue is news that should not wait for the period.
+            self._state_now()
+            self.adapt()
+
+    def claim(self, job: int, here: bool) -> bool:
+        """A job leaves the queue to run here (``here``) or on the peer; False if it is not
+        to run at all (the Executor's job whose future was cancelled)."""
+        return True
+
+    def job_data(self, job: int) -> bytes:
+        """The input of a job queued without one (the master makes it when needed)."""
+        raise NotImplementedError
+
+    def job_finished(self, outcome: Outcome) -> None:
         raise NotImplementedError
 
     def preempt_all(self, requeue: bool) -> None:
         for running in self.running.values():
             running.cancelled, running.requeue = True, requeue
+        for process in self.processes:
+            process.preempt()
 
     def set_throttle(self, value: float) -> None:
         old = self.throttle.value
         self.throttle.set(value)
+        for process in self.processes:
+            process.throttle_changed()
         self.recorder.event("throttle", throttle=value, workers=self.config.workers)
         self.say(f"throttle {old:g} -> {value:g}")
         if value == 0:
@@ -241,6 +296,14 @@ class Node:
         self.handle(message)
         self.wake()
 
+    def sharing(self) -> bool:
+        """Whether this session moves jobs at all: the slave can run some kind of ours."""
+        raise NotImplementedError
+
+    def movable(self, task: Task) -> bool:
+        """Whether jobs of ``task`` may move to the peer."""
+        return True
+
     def _grant(self, asked: int) -> int:
         """How many of the jobs the peer asked for to send. Without the asker's
         state there is nothing to weigh, and while jobs we pushed are on their
@@ -269,41 +332,47 @@ class Node:
         self.endpoint.flush()
         return message_id
 
-    def workload_spec(self) -> WorkloadSpec:
-        assert self.workload is not None
-        return WorkloadSpec(self.workload.name, self.workload.params())
-
     def send_jobs(self, count: int, *, request: int | None = None, reason: str = "") -> int:
         """Move up to ``count`` jobs from the tail of the queue to the peer."""
-        if not self.connection.connected or self.workload is None:
+        if not self.connection.connected:
             return 0
-        taken = self.queue.take_tail(count)
+        taken = self.queue.take_tail(count, self.movable)
         self.wake()
-        self.sent_jobs += len(taken)
-        self.moved_out += len(taken)
-        self.jobs_sent([job for job, _ in taken])
         if taken:
             self.recorder.event("sent", jobs=len(taken))
             why = f": {reason}" if reason else ""
             self.say(f"sent {len(taken)} jobs to {self.role.peer}{why}")
-        self.spawn(self._transmit(taken, request))
+        self.ship(taken, request)
         return len(taken)
 
-    async def _transmit(self, jobs: list[tuple[int, bytes | None]], request: int | None) -> None:
+    def ship(self, jobs: list[Queued], request: int | None = None) -> None:
+        """Send these jobs to the peer (and answer ``request``, even with none)."""
+        jobs = [entry for entry in jobs if self.claim(entry[0], here=False)]
+        if not jobs and request is None:
+            return
+        self.sent_jobs += len(jobs)
+        self.moved_out += len(jobs)
+        self.jobs_sent([job for job, _, _ in jobs])
+        self.spawn(self._transmit(jobs, request))
+
+    async def _transmit(self, jobs: list[Queued], request: int | None) -> None:
         """Encode and send jobs a message at a time, yielding in between: the
         peer starts on the first message while the rest are made, and the
         event loop stays responsive. If the session ends meanwhile, the
         master's ledger takes the jobs back."""
-        assert self.workload is not None
-        workload = self.workload
-        data = ((job, blob if blob is not None else workload.job_data(job)) for job, blob in jobs)
-        for payload, count in messages.job_messages(self.workload_spec(), data, request):
-            if self.connection.send(Kind.JOBS, payload, self.loop.time()) is None:
-                return
-            if count:
-                self._job_bytes = len(payload) / count
-            self.endpoint.flush()
-            await asyncio.sleep(0)
+        groups = [(task, list(group)) for task, group in
+                  itertools.groupby(jobs, key=lambda entry: entry[1])] or [(None, [])]
+        for task, group in groups:
+            spec = NO_JOBS if task is None else task.spec
+            data = ((job, blob if blob is not None else self.job_data(job))
+                    for job, _, blob in group)
+            for payload, count in messages.job_messages(spec, data, request):
+                if self.connection.send(Kind.JOBS, payload, self.loop.time()) is None:
+                    return
+                if count:
+                    self._job_bytes = len(payload) / count
+                self.endpoint.flush()
+                await asyncio.sleep(0)
 
     def jobs_sent(self, jobs: list[int]) -> None: ...
 
@@ -315,6 +384,7 @@ class Node:
         return {
             "role": str(self.role), "phase": self.phase, "queued": len(self.queue),
             "running": len(self.running), "executed": self.monitor.executed,
+            "failed": self.failed_runs,
             "throttle": self.throttle.value, "workers": self.config.workers,
             "cpu": self.monitor.cpu, "speed": speed, "eta": eta,
             "job_seconds": self.monitor.job_seconds,
@@ -382,7 +452,8 @@ class Node:
             requested=0 if self.requested is None else self.requested[1], link=link)
 
     def adapt(self) -> None:
-        if self.remote is None or not self.connection.connected or self.phase != "processing":
+        if self.remote is None or not self.connection.connected or self.phase != "processing" \
+                or not self.sharing():
             return
         if self.requested is not None and self.loop.time() - self.requested[2] > REQUEST_TIMEOUT:
             self.requested = None

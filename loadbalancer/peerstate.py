@@ -9,7 +9,7 @@ from loadbalancer.adaptor import NodeView
 from loadbalancer.wire import Rejected
 
 # Fields shown to people (dashboard, `lb status`) but never acted upon.
-_DISPLAY = {"role": str, "phase": str, "executed": int, "cpu": float, "speed": float,
+_DISPLAY = {"role": str, "phase": str, "executed": int, "failed": int, "cpu": float, "speed": float,
             "eta": float, "peer": str, "moved_out": int, "moved_in": int, "retransmits": int,
             "suppressed": int, "bytes_sent": int, "refused": int, "policy": str, "total": int,
             "finished": int, "dropped": dict}

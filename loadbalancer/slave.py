@@ -9,23 +9,27 @@ session ends the slave drops its queue: the master takes those jobs back.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Any
 
 from loadbalancer.messages import (
     MESSAGE_BYTES,
+    Cancel,
     Finish,
     Jobs,
     Message,
+    Needs,
     Refuse,
     Results,
     Trace,
+    Verdict,
     WorkloadSpec,
 )
 from loadbalancer.node import Node
+from loadbalancer.outcome import Outcome
+from loadbalancer.tasks import TaskError, describe
 from loadbalancer.wire import Role
-from loadbalancer.workload import Workload, WorkloadError, create
+from loadbalancer.workload import WorkloadError
 
 RESULT_DELAY = 0.02  # gather results this long, so a burst of small jobs shares a message
 LEAVE_TIMEOUT = 5.0
@@ -36,11 +40,12 @@ class Slave(Node):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.held: dict[int, bytes] = {}  # results the master has not acknowledged
+        self.held: dict[int, Outcome] = {}  # outcomes the master has not acknowledged
         self.unsent: list[int] = []
         self.in_flight: dict[int, list[int]] = {}  # message id -> jobs whose results it carries
         self.delivered = 0
-        self._workloads: dict[str, Workload] = {}
+        self.able = False  # this session's master asked for something we can run
+        self._said: set[str] = set()  # what we could not run, said once a session
         self._flush_handle: asyncio.TimerHandle | None = None
         self._trace_message: int | None = None
         self._trace_acked = asyncio.Event()
@@ -51,8 +56,13 @@ class Slave(Node):
 
     def peer_joined(self) -> None:
         self.phase = "processing"
+        self.able = False
+        self._said.clear()
         self.unsent = list(self.held)
         self._flush_results()
+
+    def sharing(self) -> bool:
+        return self.able
 
     def peer_lost(self, reason: str) -> None:
         if self.phase == "done":
@@ -65,11 +75,11 @@ class Slave(Node):
         self.in_flight.clear()
         self.wake()
 
-    def job_finished(self, job: int, result: bytes) -> None:
+    def job_finished(self, outcome: Outcome) -> None:
         self.last_done = time.time()
-        self.held[job] = result
-        self.unsent.append(job)
-        if len(result) * len(self.unsent) >= MESSAGE_BYTES:
+        self.held[outcome.job] = outcome
+        self.unsent.append(outcome.job)
+        if _size(outcome) * len(self.unsent) >= MESSAGE_BYTES:
             self._flush_results()  # a full message's worth: no reason to wait
         elif self._flush_handle is None:
             self._flush_handle = self.loop.call_later(RESULT_DELAY, self._flush_results)
@@ -81,12 +91,15 @@ class Slave(Node):
         while self.unsent:
             batch: list[int] = []
             size = 0
-            while self.unsent and (not batch or size + len(self.held[self.unsent[0]])
+            while self.unsent and (not batch or size + _size(self.held[self.unsent[0]])
                                    <= MESSAGE_BYTES):
                 job = self.unsent.pop(0)
                 batch.append(job)
-                size += len(self.held[job])
-            message_id = self.send(Results([(job, self.held[job]) for job in batch]))
+                size += _size(self.held[job])
+            outcomes = [self.held[job] for job in batch]
+            message_id = self.send(Results(
+                [(o.job, o.result) for o in outcomes if o.result is not None],
+                [(o.job, o.failure) for o in outcomes if o.failure is not None]))
             if message_id is not None:
                 self.in_flight[message_id] = batch
 
@@ -100,44 +113,66 @@ class Slave(Node):
     def handle(self, message: Message) -> None:
         if isinstance(message, Jobs):
             self._accept_jobs(message)
+        elif isinstance(message, Needs):
+            self._answer(message)
+        elif isinstance(message, Cancel):
+            for job in message.jobs:
+                self.queue.remove(job)
         elif isinstance(message, Finish) and self.phase != "done":
             self.spawn(self._leave())
 
+    def _answer(self, needs: Needs) -> None:
+        """Say which of the master's kinds of job we can run, and once why not the rest."""
+        able, unable = [], []
+        for spec in needs.specs:
+            try:
+                self.tasks.get(spec)
+            except TaskError as error:
+                unable.append((spec, str(error)))
+                self._say_once(spec, f"cannot run the master's {describe(spec)}: {error}")
+            else:
+                able.append(spec)
+        self.able = self.able or bool(able)
+        self.send(Verdict(able, unable))
+        self.adapt()
+
+    def _say_once(self, spec: WorkloadSpec, text: str) -> None:
+        if spec.key() not in self._said:
+            self._said.add(spec.key())
+            self.say(text)
+
     def _accept_jobs(self, message: Jobs) -> None:
+        if not message.jobs:
+            return  # an answer to our request, with nothing in it
         try:
-            workload = self._workload(message.workload)
-        except WorkloadError as error:
+            task = self.tasks.get(message.workload)
+        except TaskError as error:
             self._refuse([job for job, _ in message.jobs], str(error))
+            self._say_once(message.workload,
+                           f"refused jobs of {describe(message.workload)}: {error}")
             return
         bad = []
         for job, data in message.jobs:
             try:
-                workload.check_job(job, data)
+                task.check_job(job, data)
             except WorkloadError as error:
                 bad.append(job)
                 reason = str(error)
                 continue
-            self.queue.push(job, data)
-        self.workload = workload
+            self.queue.push(job, task, data)
         self.moved_in += len(message.jobs) - len(bad)
         if bad:
             self._refuse(bad, reason)
 
     def _refuse(self, jobs: list[int], reason: str) -> None:
         self.refused += len(jobs)
-        self.say(f"refused {len(jobs)} jobs: {reason}")
         self.send(Refuse(jobs, reason))
-
-    def _workload(self, spec: WorkloadSpec) -> Workload:
-        key = json.dumps([spec.name, spec.params], sort_keys=True)
-        if key not in self._workloads:
-            self._workloads[key] = create(spec.name, spec.params)
-        return self._workloads[key]
 
     async def _leave(self) -> None:
         self.phase = "done"
         self.sample()
-        stats = {"executed": self.monitor.executed, "compute_seconds": self.monitor.compute_seconds,
+        stats = {"executed": self.monitor.executed, "failed": self.failed_runs,
+                 "compute_seconds": self.monitor.compute_seconds,
                  "retransmits": self.connection.retransmits,
                  "dropped": self.connection.drops(),
                  "suppressed": self.connection.suppressed, "bytes_sent": self.connection.bytes_sent,
@@ -149,3 +184,11 @@ class Slave(Node):
             self.say("master did not acknowledge the trace")
         self.say("master has every result: leaving")
         self.stop(0)
+
+
+def _size(outcome: Outcome) -> int:
+    """Bytes an outcome takes in a RESULTS message, roughly."""
+    if outcome.result is not None:
+        return len(outcome.result)
+    assert outcome.failure is not None
+    return len(outcome.failure.traceback) + len(outcome.failure.message) + 64

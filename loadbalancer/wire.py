@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # used as GMAC: 
 from loadbalancer.reliable import Fragment
 
 MAGIC = b"LB"
-VERSION = 2
+VERSION = 3
 HEADER = struct.Struct("!2sBBBBQQQH")
 FRAGMENT_HEADER = struct.Struct("!QHH")
 ACK_RANGE = struct.Struct("!QQ")
@@ -82,6 +82,9 @@ class Kind(enum.IntEnum):
     REFUSE = 19
     FINISH = 20
     TRACE = 21
+    NEEDS = 22
+    VERDICT = 23
+    CANCEL = 24
 
 
 # Kinds on the reliable channel; a set rather than a property, as every datagram asks.

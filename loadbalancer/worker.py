@@ -17,6 +17,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from loadbalancer.outcome import Failure, Outcome
+from loadbalancer.tasks import Task
 from loadbalancer.workload import Workload
 
 WINDOW = 0.1
@@ -100,6 +102,7 @@ class Running:
     """A job handed to a worker."""
 
     job: int
+    task: Task
     data: bytes
     queued_as: bytes | None  # what goes back in the queue if it is preempted
     cancelled: bool = False  # taken back: throttle 0 or the session it came with ended
@@ -107,13 +110,6 @@ class Running:
 
     def is_cancelled(self) -> bool:
         return self.cancelled
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    job: int
-    result: bytes
-    seconds: float  # compute seconds at full speed
 
 
 def batch_size(job_seconds: float | None, queued: int) -> int:
@@ -127,7 +123,7 @@ def batch_size(job_seconds: float | None, queued: int) -> int:
 async def run_jobs(executor: ThreadPoolExecutor, workload: Workload, runs: list[Running],
                    cycle: DutyCycle) -> list[Outcome]:
     """Compute jobs in turn in the executor, until one is preempted; the
-    outcomes of those that finished."""
+    outcomes of those that ended. A job that raises ends with its failure."""
 
     def compute() -> list[Outcome]:
         outcomes = []
@@ -138,7 +134,10 @@ async def run_jobs(executor: ThreadPoolExecutor, workload: Workload, runs: list[
                                       functools.partial(cycle.checkpoint, run.is_cancelled))
             except Preempted:
                 break
-            outcomes.append(Outcome(run.job, result, cycle.end()))
+            except Exception as error:  # the workload's bug fails its job, not the node
+                outcomes.append(Outcome(run.job, None, Failure.of(error, skip=1), cycle.end()))
+                continue
+            outcomes.append(Outcome(run.job, result, None, cycle.end()))
         return outcomes
 
     return await asyncio.get_running_loop().run_in_executor(executor, compute)

@@ -1,21 +1,19 @@
 """Named workloads: what a job is, how it runs and how the whole is verified.
 
-A job crosses the network as the name of a registered workload, that
-workload's parameters and the job's data: never code. Both nodes look the
-name up in their own registry, so a node runs only code its operator
-installed. Users add workloads from a module of their own (``--workload-module``
-or the config's ``workload_module``) that defines a :class:`Workload` subclass
-decorated with :func:`register`.
+Most users map a function over their inputs (:mod:`functions`); a workload is
+for the rest: inputs made on demand rather than read from a file, or a check of
+the whole at the end. A job crosses the network as the name of a registered
+workload, that workload's parameters and the job's data: never code. Both
+nodes look the name up in their own registry, so a node runs only code its
+operator installed. Users add workloads from a module of their own
+(``--workload-module``) that defines a :class:`Workload` subclass decorated
+with :func:`register`.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -29,6 +27,8 @@ class WorkloadError(ValueError):
 
 class Workload(ABC):
     name: ClassVar[str]
+    # The parameter that sets the number of jobs, which ``--jobs`` sets; None: no such one.
+    jobs_param: ClassVar[str | None] = None
 
     @classmethod
     @abstractmethod
@@ -82,31 +82,11 @@ def create(name: str, params: Mapping[str, Any]) -> Workload:
     return cls.from_params(params)
 
 
-def load_module(spec: str) -> None:
-    """Import a module of user workloads, by file path or dotted name."""
-    try:
-        if spec.endswith(".py"):
-            path = Path(spec)
-            if not path.is_file():
-                raise WorkloadError(f"workload module {spec}: no such file")
-            name = f"lb_user_{path.stem}"
-            module_spec = importlib.util.spec_from_file_location(name, path)
-            assert module_spec is not None and module_spec.loader is not None
-            module = importlib.util.module_from_spec(module_spec)
-            sys.modules[name] = module
-            module_spec.loader.exec_module(module)
-        else:
-            importlib.import_module(spec)
-    except WorkloadError:
-        raise
-    except Exception as error:  # the user's code may fail any way; say so in one line
-        raise WorkloadError(f"workload module {spec}: {type(error).__name__}: {error}") from None
-
-
-def _positive_int(params: Mapping[str, Any], key: str, default: int) -> int:
+def _positive_int(params: Mapping[str, Any], key: str, default: int, most: int) -> int:
     value = params.get(key, default)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise WorkloadError(f"workload.{key} must be a positive integer, not {value!r}")
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= most:
+        raise WorkloadError(f"workload.{key} must be a whole number from 1 to {most}, "
+                            f"not {value!r:.40}")
     return value
 
 
@@ -116,24 +96,31 @@ class Vector(Workload):
     slice ``iterations`` times; the result must be value * (iterations + 1)."""
 
     name = "vector"
+    jobs_param = "jobs"
     VALUE = 1.111111
+    # Bounds on what a peer's JOBS may name; nothing is allocated from the parameters alone.
+    MAX_ELEMENTS = 2**34
+    MAX_JOBS = 10_000_000
+    MAX_ITERATIONS = 10**9
 
     def __init__(self, elements: int, jobs: int, iterations: int) -> None:
         if jobs > elements:
             raise WorkloadError(f"workload.jobs ({jobs}) exceeds workload.elements ({elements})")
         self.elements, self.jobs, self.iterations = elements, jobs, iterations
+
+    def _size(self, job: int) -> int:
         # np.array_split's rule: the first `elements % jobs` jobs get one more.
-        base, extra = divmod(elements, jobs)
-        self._sizes = [base + 1 if j < extra else base for j in range(jobs)]
+        base, extra = divmod(self.elements, self.jobs)
+        return base + 1 if job < extra else base
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> Vector:
         unknown = set(params) - {"elements", "jobs", "iterations"}
         if unknown:
-            raise WorkloadError(f"workload: unknown key {sorted(unknown)[0]!r}")
-        return cls(_positive_int(params, "elements", 32 * 2**20),
-                   _positive_int(params, "jobs", 1024),
-                   _positive_int(params, "iterations", 12_000))
+            raise WorkloadError(f"workload: unknown key {sorted(unknown)[0]!r:.40}")
+        return cls(_positive_int(params, "elements", 32 * 2**20, cls.MAX_ELEMENTS),
+                   _positive_int(params, "jobs", 1024, cls.MAX_JOBS),
+                   _positive_int(params, "iterations", 12_000, cls.MAX_ITERATIONS))
 
     def params(self) -> dict[str, Any]:
         return {"elements": self.elements, "jobs": self.jobs, "iterations": self.iterations}
@@ -143,14 +130,14 @@ class Vector(Workload):
         return self.jobs
 
     def job_data(self, job: int) -> bytes:
-        return np.full(self._sizes[job], self.VALUE).tobytes()
+        return np.full(self._size(job), self.VALUE).tobytes()
 
     def _check_size(self, job: int, data: bytes, what: str) -> None:
         if not 0 <= job < self.jobs:
             raise WorkloadError(f"job {job} out of range 0..{self.jobs - 1}")
-        if len(data) != self._sizes[job] * 8:
+        if len(data) != self._size(job) * 8:
             raise WorkloadError(f"{what} of job {job} has {len(data)} bytes, "
-                                f"expected {self._sizes[job] * 8}")
+                                f"expected {self._size(job) * 8}")
 
     def check_job(self, job: int, data: bytes) -> None:
         self._check_size(job, data, "data")

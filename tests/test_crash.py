@@ -49,7 +49,6 @@ def test_a_restarted_slave_rejoins_and_gets_work_again(cluster: Cluster) -> None
     kill(cluster, "slave")
     cluster.wait_for("master", lambda s: s["local"]["peer"] == "lost", timeout=10)
     cluster.start("slave")
-    cluster.wait_for("slave", lambda s: s["local"]["executed"] >= 5)
     assert cluster.wait() == {"master": 0, "slave": 0}
     result = cluster.result()
     assert result["verified"] is True
@@ -85,7 +84,7 @@ def test_a_journal_of_another_workload_is_refused(cluster: Cluster) -> None:
     answer = cluster.lb("launch", "--role", "master", "--config", str(cluster.config),
                         "--resume", "--no-dashboard")
     assert answer.returncode == 2
-    assert "was written for workload 'vector'" in answer.stderr
+    assert "was written for another run" in answer.stderr
     assert "Traceback" not in answer.stderr
 
 

@@ -3,34 +3,70 @@
 from __future__ import annotations
 
 from loadbalancer.jobs import JobQueue, Ledger
+from loadbalancer.messages import WorkloadSpec
+from loadbalancer.tasks import WorkloadTask
 from loadbalancer.wire import Role
+from loadbalancer.workload import create
+
+A = WorkloadTask(WorkloadSpec("vector", {"elements": 8, "jobs": 8}), create("vector", {
+    "elements": 8, "jobs": 8}))
+B = WorkloadTask(WorkloadSpec("vector", {"elements": 16, "jobs": 8}), create("vector", {
+    "elements": 16, "jobs": 8}))
 
 
 def test_queue_runs_from_the_head_and_gives_from_the_tail() -> None:
     queue = JobQueue()
     for job in range(6):
-        queue.push(job)
-    assert queue.pop() == (0, None)
-    assert [job for job, _ in queue.take_tail(2)] == [4, 5]
-    queue.push_front(0, b"data")
+        queue.push(job, A)
+    assert queue.pop() == (0, A, None)
+    assert [job for job, _, _ in queue.take_tail(2, lambda task: True)] == [4, 5]
+    queue.push_front(0, A, b"data")
     assert queue.ids() == [0, 1, 2, 3]
-    assert queue.take_tail(10) == [(0, b"data"), (1, None), (2, None), (3, None)]
+    assert queue.take_tail(10, lambda task: True) == [
+        (0, A, b"data"), (1, A, None), (2, A, None), (3, A, None)]
     assert len(queue) == 0
 
 
-def test_a_result_counts_once_however_often_it_arrives() -> None:
+def test_only_jobs_the_peer_can_run_are_given() -> None:
+    queue = JobQueue()
+    for job in range(6):
+        queue.push(job, A if job % 2 else B)
+    taken = queue.take_tail(2, lambda task: task is A)
+    assert [(job, task) for job, task, _ in taken] == [(3, A), (5, A)]
+    assert queue.ids() == [0, 1, 2, 4]
+    assert queue.peek() is B
+    assert queue.remove(2) and not queue.remove(2)
+    assert queue.ids() == [0, 1, 4]
+
+
+def test_an_outcome_counts_once_however_often_it_arrives() -> None:
     ledger = Ledger(3)
-    assert ledger.record(1, b"first")
-    assert not ledger.record(1, b"late copy from a dead session")
-    assert ledger.results[1] == b"first"
+    assert ledger.record(1)
+    assert not ledger.record(1)  # a late copy from a dead session
+    assert ledger.is_done(1) and not ledger.is_done(0)
     assert ledger.duplicates == 1
     assert not ledger.complete
+    ledger.record(0)
+    ledger.record(2)
+    assert ledger.complete and ledger.finished == 3
+
+
+def test_the_ledger_grows_and_counts_failed_attempts() -> None:
+    ledger = Ledger()
+    assert ledger.complete
+    assert ledger.add(2) == range(0, 2)
+    assert ledger.add(3) == range(2, 5)
+    assert ledger.job_count == 5 and 4 in ledger and 5 not in ledger and -1 not in ledger
+    assert [ledger.failed(3), ledger.failed(3)] == [1, 2]
+    ledger.record(3)
+    assert ledger.failed_attempts == {}  # final: nothing more to count
+    assert ledger.owner(4) is Role.MASTER
 
 
 def test_unfinished_jobs_of_a_node_are_what_is_taken_back() -> None:
     ledger = Ledger(5)
     ledger.assign([1, 2, 3], Role.SLAVE)
-    ledger.record(2, b"done")
+    ledger.record(2)
     assert ledger.unfinished(Role.SLAVE) == [1, 3]
     assert ledger.unfinished(Role.MASTER) == [0, 4]
 

@@ -13,7 +13,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from loadbalancer import messages
-from loadbalancer.messages import Finish, Jobs, Refuse, Request, Results, Trace, WorkloadSpec
+from loadbalancer.messages import (
+    Cancel,
+    Finish,
+    Jobs,
+    Needs,
+    Refuse,
+    Request,
+    Results,
+    Trace,
+    Verdict,
+    WorkloadSpec,
+)
+from loadbalancer.outcome import Failure
 from loadbalancer.wire import Kind, Rejected
 
 SPEC = WorkloadSpec("vector", {"elements": 8, "jobs": 2, "iterations": 3})
@@ -23,6 +35,11 @@ SPEC = WorkloadSpec("vector", {"elements": 8, "jobs": 2, "iterations": 3})
     Jobs(SPEC, [(0, b"\x00" * 64), (5, b"\x01" * 64)], request=3),
     Jobs(SPEC, [], request=None),
     Results([(1, b"abc"), (2, b"")]),
+    Results([(1, b"abc")], [(4, Failure("ValueError", "bad input", "Traceback ...\n"))]),
+    Needs([SPEC, WorkloadSpec("function", {"module": "primes", "function": "count",
+                                           "fingerprint": "ab" * 32})]),
+    Verdict([SPEC], [(WorkloadSpec("function", {"module": "m"}), "module 'm' is not named")]),
+    Cancel([3, 9]),
     Request(7, 12),
     Refuse([1, 2, 3], "unknown workload"),
     Finish(),
@@ -84,6 +101,22 @@ def test_a_zstd_frame_claiming_a_huge_size_is_refused_before_allocating() -> Non
 def test_malformed_jobs(meta: dict[str, object]) -> None:
     with pytest.raises(Rejected):
         messages.decode(Kind.JOBS, envelope({**meta, "sizes": []}))
+
+
+@pytest.mark.parametrize(("kind", "meta"), [
+    (Kind.RESULTS, {"ids": [], "failed": [[1, "ValueError", "x"]]}),
+    (Kind.RESULTS, {"ids": [], "failed": [[1, "ValueError", "x", 5]]}),
+    (Kind.RESULTS, {"ids": [], "failed": [["1", "ValueError", "x", ""]]}),
+    (Kind.RESULTS, {"ids": [], "failed": [[1, "E", "x" * 70_000, ""]]}),
+    (Kind.RESULTS, {"ids": []}),
+    (Kind.NEEDS, {"specs": [{"name": "vector"}]}),
+    (Kind.NEEDS, {"specs": ["vector"]}),
+    (Kind.VERDICT, {"able": [], "unable": [[{"name": "v", "params": {}}]]}),
+    (Kind.VERDICT, {"able": [], "unable": [[{"name": "v", "params": {}}, 3]]}),
+])
+def test_malformed_results_needs_and_verdicts(kind: Kind, meta: dict[str, object]) -> None:
+    with pytest.raises(Rejected):
+        messages.decode(kind, envelope({**meta, "sizes": []}))
 
 
 def test_request_count_must_be_an_integer() -> None:

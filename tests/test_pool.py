@@ -413,8 +413,10 @@ def test_a_throttle_change_takes_effect_mid_job(run: Run) -> None:
 
     before, after, outcome = run(main())
     # After the change the child computes a quarter of the time: its active time after the
-    # change (all of it but the first 0.2 s) took four times as long.
-    assert 0.45 < outcome.seconds < 0.8
+    # change (all of it but the first 0.2 s) took four times as long. Active time may fall a
+    # little short of the CPU time on a loaded machine: a stop signalled is counted from
+    # when it was sent, and the child may still run a moment before it takes effect.
+    assert 0.4 < outcome.seconds < 0.8
     ratio = after / (outcome.seconds - before)
     print(f"throttle 1 -> 0.25 mid-job: x{ratio:.2f} after the change")
     assert 3.3 < ratio < 4.8

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from loadbalancer.messages import WorkloadSpec
+from loadbalancer.tasks import WorkloadTask
 from loadbalancer.worker import (
     WINDOW,
     DutyCycle,
@@ -15,6 +18,7 @@ from loadbalancer.worker import (
     batch_size,
     run_jobs,
 )
+from loadbalancer.workload import Checkpoint, Vector, Workload, create
 
 
 class FakeClock:
@@ -129,14 +133,38 @@ def test_batch_size(job_seconds: float | None, queued: int, size: int) -> None:
     assert batch_size(job_seconds, queued) == size
 
 
-async def test_a_batch_stops_at_the_preempted_job() -> None:
-    from concurrent.futures import ThreadPoolExecutor
+def _vector_runs() -> tuple[Workload, list[Running]]:
+    spec = WorkloadSpec("vector", {"elements": 12, "jobs": 3, "iterations": 2})
+    task = WorkloadTask(spec, create(spec.name, spec.params))
+    return task.workload, [Running(j, task, task.workload.job_data(j), queued_as=None)
+                           for j in range(3)]
 
-    from loadbalancer.workload import create
-    vector = create("vector", {"elements": 12, "jobs": 3, "iterations": 2})
-    runs = [Running(j, vector.job_data(j), queued_as=None) for j in range(3)]
+
+async def test_a_batch_stops_at_the_preempted_job() -> None:
+    vector, runs = _vector_runs()
     runs[1].cancelled = True
     with ThreadPoolExecutor(1) as executor:
         outcomes = await run_jobs(executor, vector, runs, DutyCycle(Throttle(1.0)))
     assert [o.job for o in outcomes] == [0]
+    assert outcomes[0].result is not None and outcomes[0].failure is None
     vector.check_result(0, outcomes[0].result)
+
+
+class Broken(Vector):
+    def run(self, job: int, data: bytes, checkpoint: Checkpoint) -> bytes:
+        if job == 1:
+            raise ZeroDivisionError("job 1 divides by zero")
+        return super().run(job, data, checkpoint)
+
+
+async def test_a_job_that_raises_fails_alone_and_the_batch_goes_on() -> None:
+    _, runs = _vector_runs()
+    broken = Broken(12, 3, 2)
+    with ThreadPoolExecutor(1) as executor:
+        outcomes = await run_jobs(executor, broken, runs, DutyCycle(Throttle(1.0)))
+    assert [o.job for o in outcomes] == [0, 1, 2]
+    failure = outcomes[1].failure
+    assert failure is not None and outcomes[1].result is None
+    assert failure.line() == "ZeroDivisionError: job 1 divides by zero"
+    assert "in run" in failure.traceback and "compute" not in failure.traceback
+    assert outcomes[2].result is not None

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from loadbalancer import workload
+from loadbalancer.functions import Catalog
 from loadbalancer.workload import Vector, WorkloadError
 
 
@@ -73,14 +74,14 @@ from loadbalancer.workload import Vector, register
 class Doubled(Vector):
     name = "doubled"
 ''')
-    workload.load_module(str(module))
+    Catalog().add(str(module))
     assert workload.create("doubled", {"elements": 4, "jobs": 2}).job_count == 2
 
 
-def test_a_broken_user_module_is_one_clear_error(tmp_path: Path) -> None:
-    module = tmp_path / "broken.py"
-    module.write_text("raise RuntimeError('oops')\n")
-    with pytest.raises(WorkloadError, match="RuntimeError: oops"):
-        workload.load_module(str(module))
-    with pytest.raises(WorkloadError, match="no such file"):
-        workload.load_module(str(tmp_path / "absent.py"))
+def test_parameters_from_a_peer_are_bounded_and_allocate_nothing() -> None:
+    with pytest.raises(WorkloadError, match="elements must be a whole number from 1 to"):
+        workload.create("vector", {"elements": 10**400, "jobs": 10**9})
+    huge = workload.create("vector", {"elements": 2**34, "jobs": 10**7})  # no per-job list
+    assert huge.job_count == 10**7
+    with pytest.raises(WorkloadError, match="data of job 3 has 8 bytes, expected 13744"):
+        huge.check_job(3, bytes(8))

@@ -1,0 +1,190 @@
+"""A map's inputs and outputs as JSON lines, the form people read and write.
+
+Inputs: one job a line (blank lines are skipped and do not count). A JSON array
+is the positional arguments, an object the keyword arguments, any other value
+the single argument; bytes and arrays have a tagged JSON form
+(:func:`loadbalancer.codec.to_json`). The whole file is read and checked once
+at the start, so a bad line is one error before anything runs, not a failure
+an hour in; after that a job's input is read again from the file when it is
+needed, and only small inputs stay in memory.
+
+Output: one line a job, in input order: ``{"index": i, "result": ...}``, or
+``{"index": i, "error": "Type: message", "traceback": "...", "attempts": n}``.
+A line is written as soon as its job and every earlier one have their final
+outcome. An outcome that arrives early waits in memory up to a budget and
+beyond it in the journal, where it is read back when its turn comes, so the
+master's memory does not grow with the results of a long map.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import tempfile
+from array import array
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, BinaryIO
+
+from loadbalancer import codec
+from loadbalancer.journal import Entry
+
+STDOUT = "standard output"
+HELD_INPUTS = 64 * 2**20  # bytes of encoded inputs kept in memory
+HELD_OUTPUTS = 64 * 2**20  # bytes of early outcomes kept in memory
+ENTRY_OVERHEAD = 64  # what an entry costs besides its bytes (object, index)
+
+
+class InputError(ValueError):
+    """An inputs file that cannot be used; the message names the file and line."""
+
+
+class Inputs:
+    """The calls of a map, one per non-blank line of a JSON-lines file."""
+
+    def __init__(self, file: BinaryIO, name: str) -> None:
+        self.name = name
+        self._file = file
+        self._starts = array("q")
+        self._ends = array("q")
+        self._held: list[bytes | None] = []
+        self.sha256 = self._index()
+
+    @classmethod
+    def open(cls, path: str) -> Inputs:
+        """The inputs in ``path``, or on standard input for ``-`` (kept in a temporary file,
+        since a job's input is read again when it is needed)."""
+        if path == "-":
+            spool = tempfile.TemporaryFile()  # noqa: SIM115  (it lives as long as the inputs)
+            for chunk in iter(lambda: sys.stdin.buffer.read(2**20), b""):
+                spool.write(chunk)
+            spool.seek(0)
+            return cls(spool, "standard input")
+        try:
+            return cls(Path(path).open("rb"), path)
+        except OSError as error:
+            raise InputError(f"inputs {path}: {error.strerror}") from None
+
+    @property
+    def count(self) -> int:
+        return len(self._starts)
+
+    def _index(self) -> str:
+        digest = hashlib.sha256()
+        held = offset = 0
+        for number, line in enumerate(self._file, start=1):
+            digest.update(line)
+            if line.strip():
+                data = self._encode(line, number)
+                self._starts.append(offset)
+                self._ends.append(offset + len(line))
+                keep = held + len(data) + ENTRY_OVERHEAD <= HELD_INPUTS
+                self._held.append(data if keep else None)
+                held += len(data) + ENTRY_OVERHEAD if keep else 0
+            offset += len(line)
+        return digest.hexdigest()
+
+    def _encode(self, line: bytes, number: int) -> bytes:
+        try:
+            return codec.encode_call(*codec.parse_call(line.decode()))
+        except UnicodeDecodeError:
+            raise InputError(f"{self.name} line {number}: not UTF-8 text") from None
+        except codec.CodecError as error:
+            raise InputError(f"{self.name} line {number}: {error}") from None
+
+    def job_data(self, job: int) -> bytes:
+        """Job ``job``'s input, encoded."""
+        held = self._held[job]
+        if held is not None:
+            return held
+        self._file.seek(self._starts[job])
+        line = self._file.read(self._ends[job] - self._starts[job])
+        return codec.encode_call(*codec.parse_call(line.decode()))
+
+
+def output_line(job: int, entry: Entry) -> str:
+    """The output line of job ``job``'s final outcome."""
+    if isinstance(entry, tuple):
+        failure, attempts = entry
+        return json.dumps({"index": job, "error": failure.line(),
+                           "traceback": failure.traceback, "attempts": attempts})
+    try:
+        value = codec.to_json(codec.decode(entry))
+    except codec.CodecError as error:  # a peer's result we cannot read is this job's error
+        return json.dumps({"index": job, "error": f"CodecError: {error}", "traceback": "",
+                           "attempts": 1})
+    return json.dumps({"index": job, "result": value}, allow_nan=False)
+
+
+class Output:
+    """Outcomes as JSON lines in input order (see the module's docstring)."""
+
+    def __init__(self, stream: IO[str] | None, name: str) -> None:
+        self.name = name
+        self._file = stream  # None: whatever sys.stdout is when a line is written
+        # Where an outcome that waits by its offset is read back from (the journal's read).
+        self.read_back: Callable[[int], tuple[int, Entry]] | None = None
+        self.written = 0  # the next index to write
+        self._early: dict[int, Entry | int] = {}  # an early outcome, or its journal offset
+        self._held = 0
+
+    @classmethod
+    def open(cls, path: str) -> Output:
+        """Output to ``path``, or standard output for ``-``; checked now, so that a run does
+        not end without a place for its results."""
+        if path == "-":
+            # Looked up at each write: the dashboard puts its own sys.stdout in place, which
+            # prints lines above the live view.
+            return cls(None, STDOUT)
+        try:
+            return cls(Path(path).open("w", encoding="utf-8"), path)
+        except OSError as error:
+            raise InputError(f"output {path}: {error.strerror}") from None
+
+    def put(self, job: int, entry: Entry | None, offset: int | None) -> None:
+        """Job ``job``'s final outcome (None: read it back from ``offset`` when needed)."""
+        if job != self.written:
+            size = _size(entry)
+            if entry is None or (offset is not None and self._held + size > HELD_OUTPUTS):
+                assert offset is not None
+                self._early[job] = offset
+            else:
+                self._early[job] = entry
+                self._held += size
+            return
+        self._write(job, entry if entry is not None else self._read(offset))
+        while (early := self._early.pop(self.written, None)) is not None:
+            if isinstance(early, int):
+                early = self._read(early)
+            else:
+                self._held -= _size(early)
+            self._write(self.written, early)
+
+    def _read(self, offset: int | None) -> Entry:
+        assert offset is not None and self.read_back is not None
+        return self.read_back(offset)[1]
+
+    @property
+    def _stream(self) -> IO[str]:
+        return sys.stdout if self._file is None else self._file
+
+    def _write(self, job: int, entry: Entry) -> None:
+        self._stream.write(output_line(job, entry) + "\n")
+        self.written = job + 1
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def close(self) -> None:
+        self.flush()
+        if self._file is not None:
+            self._file.close()
+
+
+def _size(entry: Entry | None) -> int:
+    if entry is None:
+        return 0
+    if isinstance(entry, tuple):
+        return len(entry[0].traceback) + len(entry[0].message) + ENTRY_OVERHEAD
+    return len(entry) + ENTRY_OVERHEAD

@@ -1,0 +1,95 @@
+"""A map's JSON-lines inputs and its output in input order."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from loadbalancer import codec, jsonlines
+from loadbalancer.journal import Journal
+from loadbalancer.jsonlines import InputError, Inputs, Output
+from loadbalancer.outcome import Failure
+
+
+def inputs_of(tmp_path: Path, text: str) -> Inputs:
+    path = tmp_path / "in.jsonl"
+    path.write_text(text)
+    return Inputs.open(str(path))
+
+
+def test_each_line_is_a_call(tmp_path: Path) -> None:
+    inputs = inputs_of(tmp_path, '[1, 2]\n\n{"x": 3}\n7\n{"$bytes": "AAE="}\n')
+    assert inputs.count == 4  # the blank line is no job
+    calls = [codec.decode_call(inputs.job_data(job)) for job in range(4)]
+    assert calls == [([1, 2], {}), ([], {"x": 3}), ([7], {}), ([b"\x00\x01"], {})]
+    assert len(inputs.sha256) == 64
+
+
+def test_inputs_beyond_the_memory_budget_are_read_again(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jsonlines, "HELD_INPUTS", 200)
+    inputs = inputs_of(tmp_path, "".join(f"[{i}, {'x' * 10!r}]\n".replace("'", '"')
+                                         for i in range(20)))
+    assert sum(data is not None for data in inputs._held) < 20
+    assert [codec.decode_call(inputs.job_data(j))[0][0] for j in range(20)] == list(range(20))
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("[1]\n[2\n", "line 2: "),
+    ('[1]\n{"$bytes": "!!"}\n', "line 2: "),
+    ("[1]\n" + "[" * 150 + "]" * 150 + "\n", "line 2: "),
+])
+def test_a_bad_line_is_one_error_naming_it(tmp_path: Path, text: str, words: str) -> None:
+    with pytest.raises(InputError, match=words):
+        inputs_of(tmp_path, text)
+
+
+def test_not_utf8_and_missing_files_are_named(tmp_path: Path) -> None:
+    (tmp_path / "bad.jsonl").write_bytes(b"[1]\n\xff\xfe\n")
+    with pytest.raises(InputError, match="line 2: not UTF-8 text"):
+        Inputs.open(str(tmp_path / "bad.jsonl"))
+    with pytest.raises(InputError, match=r"absent\.jsonl"):
+        Inputs.open(str(tmp_path / "absent.jsonl"))
+
+
+def test_outcomes_are_written_in_input_order_as_soon_as_they_can_be(tmp_path: Path) -> None:
+    stream = io.StringIO()
+    output = Output(stream, "test")
+    output.put(1, codec.encode({"b": np.arange(3)}), None)
+    assert stream.getvalue() == ""  # 0 is not in yet
+    output.put(0, codec.encode(b"\x00"), None)
+    output.put(2, (Failure("ValueError", "no", "Traceback\n"), 3), None)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert lines[0] == {"index": 0, "result": {"$bytes": "AA=="}}
+    assert lines[1]["index"] == 1 and codec.from_json(lines[1]["result"])["b"].tolist() == [0, 1, 2]
+    assert lines[2] == {"index": 2, "error": "ValueError: no", "traceback": "Traceback\n",
+                        "attempts": 3}
+
+
+def test_early_outcomes_beyond_the_budget_wait_in_the_journal(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jsonlines, "HELD_OUTPUTS", 300)
+    journal = Journal.create(tmp_path / "j", {"map": "test"})
+    stream = io.StringIO()
+    output = Output(stream, "test")
+    output.read_back = journal.read
+    for job in range(10, 0, -1):  # every one early but the last
+        data = codec.encode("x" * 100 + str(job))
+        output.put(job, data, journal.result(job, data))
+    assert output._held <= 300 and sum(isinstance(e, int) for e in output._early.values()) > 5
+    data = codec.encode("first")
+    output.put(0, data, journal.result(0, data))
+    results = [json.loads(line)["result"] for line in stream.getvalue().splitlines()]
+    assert results == ["first"] + ["x" * 100 + str(job) for job in range(1, 11)]
+    assert output._held == 0 and not output._early
+
+
+def test_a_result_that_cannot_be_read_is_that_jobs_error() -> None:
+    stream = io.StringIO()
+    Output(stream, "test").put(0, b"\x00\x00\x00\x09junk", None)
+    line = json.loads(stream.getvalue())
+    assert line["index"] == 0 and line["error"].startswith("CodecError:")
