@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -56,8 +57,15 @@ def test_missing_config_exits_2(tmp_path: Path) -> None:
 def test_invalid_config_names_the_key(tmp_path: Path) -> None:
     path = tmp_path / "lb.json"
     path.write_text(json.dumps({"master": "127.0.0.1:1", "slave": "127.0.0.1:2",
-                                "secret": "x" * 20, "state_interval": "soon"}))
+                                "secret": secrets.token_urlsafe(32), "state_interval": "soon"}))
     one_line_error(lb("launch", "--role", "slave", "--config", str(path)), 2, "state_interval")
+
+
+def test_the_example_config_does_not_run_as_it_stands() -> None:
+    example = Path(__file__).parent.parent / "config.example.json"
+    one_line_error(lb("launch", "--role", "slave", "--config", str(example)), 2,
+                   "config.example.json: secret is still config.example.json's placeholder",
+                   "lb init", "secrets.token_urlsafe(32)")
 
 
 def test_bad_workload_parameter_exits_2(tmp_path: Path) -> None:
