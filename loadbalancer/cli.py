@@ -5,6 +5,7 @@ does): a bad value or config prints one line and exits 2; a runtime failure
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -51,6 +52,24 @@ class AddressType(click.ParamType):  # type: ignore[type-arg]  # generic only in
 
 
 ADDRESS = AddressType()
+
+
+class ThrottleType(click.FloatRange):
+    """A duty cycle from 0 to 1. click's FloatRange lets "nan" through (no comparison with NaN
+    holds, so none fails), and a NaN throttle would crash the node later."""
+
+    def __init__(self) -> None:
+        super().__init__(0, 1)
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if math.isnan(number):
+            self.fail(f"{value} is not in the range 0<=x<=1.", param, ctx)
+        return number
+
+
+THROTTLE = ThrottleType()
 
 
 def log_options(command: Callable[..., None]) -> Callable[..., None]:
@@ -123,7 +142,7 @@ def main() -> None:
 @config_option
 @click.option("--policy", type=click.Choice(adaptor.POLICIES), help="Transfer policy.")
 @click.option("--jobs", type=click.IntRange(min=1), help="Number of jobs (master).")
-@click.option("--throttle", type=click.FloatRange(0, 1), help="Duty cycle from 0 to 1.")
+@click.option("--throttle", type=THROTTLE, help="Duty cycle from 0 to 1.")
 @click.option("--workers", type=click.IntRange(1, 256), help="Worker threads.")
 @click.option("--workload-module", help="Module or .py file registering workloads.")
 @click.option("--trace", type=click.Path(dir_okay=False, path_type=Path),
@@ -207,7 +226,7 @@ def _ask(path: Path, message: dict[str, Any]) -> dict[str, Any]:
 
 
 @cli.command()
-@click.argument("value", type=click.FloatRange(0, 1))
+@click.argument("value", type=THROTTLE)
 @click.option("--role", type=ROLE, help="Which node (needed when both run here).")
 @config_option
 def throttle(value: float, role: str | None, config_path: Path) -> None:
@@ -238,7 +257,7 @@ def status(role: str | None, config_path: Path, as_json: bool) -> None:
               help="Number of jobs (each as large as the default workload's).")
 @click.option("--policy", type=click.Choice(adaptor.POLICIES), default="symmetric",
               show_default=True, help="Transfer policy.")
-@click.option("--slave-throttle", type=click.FloatRange(0, 1), default=1.0, show_default=True,
+@click.option("--slave-throttle", type=THROTTLE, default=1.0, show_default=True,
               help="The slave's starting throttle.")
 @click.option("--no-dashboard", is_flag=True, help="Plain log lines instead of the live view.")
 # Tiny jobs for the tests that watch the demo; a person wants jobs that take a while.

@@ -90,7 +90,8 @@ def parse_address(text: object, key: str) -> Address:
 def _number(raw: dict[str, Any], key: str, low: float, high: float, *,
             low_open: bool = False) -> float:
     value = raw[key]
-    if not isinstance(value, int | float) or isinstance(value, bool):
+    # json reads NaN and Infinity; NaN would pass every bound below, as no comparison holds.
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
         raise ConfigError(f"{key} must be a number, not {value!r}")
     if value < low or value > high or (low_open and value == low):
         bound = f"above {low}" if low_open else f"at least {low}"
@@ -171,6 +172,9 @@ def from_dict(raw: dict[str, Any]) -> Config:
             raise ConfigError(f"missing key {key!r}")
     config = Config(parse_address(raw["master"], "master"), parse_address(raw["slave"], "slave"),
                     check_secret(raw["secret"]))
+    if config.master == config.slave:
+        raise ConfigError(f"master and slave are both {format_address(config.master)}: "
+                          "each node binds its own address, so they must differ")
     changes: dict[str, Any] = {}
     if "policy" in raw:
         if raw["policy"] not in adaptor.POLICIES:

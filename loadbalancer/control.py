@@ -39,10 +39,15 @@ def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
     return int(struct.unpack("3i", creds)[1])
 
 
+def _not_json(constant: str) -> Any:
+    # Python's json reads NaN and Infinity, which JSON has not: no command takes them.
+    raise ValueError(constant)
+
+
 def _answer(line: bytes, handler: Handler) -> dict[str, Any]:
     try:
-        request = json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        request = json.loads(line, parse_constant=_not_json)
+    except (UnicodeDecodeError, ValueError):  # JSONDecodeError is a ValueError
         return {"error": "request is not JSON"}
     if not isinstance(request, dict):
         return {"error": "request must be a JSON object"}

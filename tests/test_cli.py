@@ -44,6 +44,10 @@ def test_version() -> None:
     (["launch", "--role", "master", "--jobs", "0"], ["jobs", "0"]),
     (["throttle", "abc"], ["abc"]),
     (["throttle", "--", "-0.1"], ["-0.1"]),
+    (["launch", "--role", "master", "--throttle", "nan"], ["--throttle", "nan"]),
+    (["throttle", "nan"], ["nan", "0<=x<=1"]),
+    (["throttle", "inf"], ["inf", "0<=x<=1"]),
+    (["demo", "--slave-throttle", "NaN"], ["--slave-throttle", "NaN"]),
 ])
 def test_bad_arguments_exit_2(args: list[str], words: list[str], config: Path) -> None:
     one_line_error(lb(*args, "--config", str(config)) if args[0] == "launch"

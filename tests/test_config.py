@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import secrets
 from pathlib import Path
 
@@ -49,10 +50,24 @@ def test_ipv6_address() -> None:
     ({"runtime_dir": 3}, "runtime_dir"),
     ({"colour": "blue"}, "colour"),
     ({"state_interval": 2.0}, "heartbeat_timeout"),
+    ({"throttle": math.nan}, "throttle"),
+    ({"state_interval": math.nan}, "state_interval"),
+    ({"heartbeat_timeout": math.nan}, "heartbeat_timeout"),
+    ({"heartbeat_timeout": math.inf}, "heartbeat_timeout"),
+    ({"slave": "127.0.0.1:7001"}, "master and slave are both 127.0.0.1:7001"),
 ])
 def test_bad_values_name_their_key(change: dict[str, object], named: str) -> None:
     with pytest.raises(ConfigError, match=named):
         config.from_dict({**GOOD, **change})
+
+
+@pytest.mark.parametrize("key", ["throttle", "state_interval", "heartbeat_timeout"])
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity"])
+def test_json_s_non_numbers_are_refused_by_name(tmp_path: Path, key: str, number: str) -> None:
+    path = tmp_path / "lb.json"
+    path.write_text(json.dumps(GOOD)[:-1] + f', "{key}": {number}}}')
+    with pytest.raises(ConfigError, match=f"{key} must be a number, not -?(nan|inf)$"):
+        config.load(path)
 
 
 def test_max_datagram_is_a_number_or_auto() -> None:

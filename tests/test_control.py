@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import stat
 import subprocess
@@ -50,6 +51,21 @@ async def test_a_garbage_request_gets_an_error_and_the_server_lives_on(tmp_path:
         writer.close()
         answer = await asyncio.to_thread(control.request, path, {"cmd": "throttle", "value": 0.5})
         assert answer["throttle"] == 0.5
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity"])
+async def test_a_number_json_has_not_is_refused_and_changes_nothing(tmp_path: Path,
+                                                                    number: bytes) -> None:
+    path = tmp_path / "run" / "master.sock"
+    server, state = await serving(path)
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(path))
+        writer.write(b'{"cmd": "throttle", "value": ' + number + b"}\n")
+        assert json.loads(await reader.readline()) == {"error": "request is not JSON"}
+        writer.close()
+        assert state["throttle"] == 1.0
     finally:
         server.close()
 
