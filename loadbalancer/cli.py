@@ -183,7 +183,7 @@ def _run(config: Config, role: Role, *, dashboard: bool, trace: Path | None = No
                               log_messages=log_messages)
     except JournalError as error:
         raise _fail_usage(str(error)) from None
-    except OSError as error:
+    except (OSError, control.ControlError) as error:
         raise click.ClickException(f"cannot start the {role}: {error}") from None
     summary = getattr(node, "summary", None)
     if summary is not None:
@@ -210,7 +210,10 @@ def _socket(config_path: Path, role: str | None) -> Path:
             raise _fail_usage(str(error)) from None
     if role is not None:
         return control.socket_path(runtime_dir, role)
-    running = [r for r in ("master", "slave") if control.socket_path(runtime_dir, r).exists()]
+    try:
+        running = control.listening(runtime_dir, ("master", "slave"))
+    except control.ControlError as error:
+        raise click.ClickException(str(error)) from None
     if len(running) != 1:
         raise click.ClickException(
             "both nodes run here: say which with --role" if running
