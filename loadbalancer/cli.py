@@ -251,7 +251,9 @@ def status(role: str | None, config_path: Path, as_json: bool) -> None:
     for side in ("local", "remote"):
         state = answer.get(side)
         if state:
-            fields = " ".join(f"{k}={v}" for k, v in state.items() if k != "dropped")
+            # The remote side is what the peer said of itself: it may hold anything.
+            fields = " ".join(logs.printable(f"{k}={v}") for k, v in state.items()
+                              if k != "dropped")
             click.echo(f"{side}: {fields}")
 
 
