@@ -18,7 +18,13 @@ if TYPE_CHECKING:  # prometheus_client is imported only when metrics are asked f
     from loadbalancer.metrics import StatusSource
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-EXIT_INTERRUPTED = 130
+# Stopped by a signal, the run unfinished: 128 + the signal's number, as a shell reports a
+# process the signal killed. Not 0, which says the master verified every result; not 1, a
+# failure: contrib/lb@.service counts 143 (systemctl stop) as a clean stop.
+EXIT_INTERRUPTED = 130  # SIGINT, Ctrl-C
+EXIT_TERMINATED = 143  # SIGTERM
+STOP_SIGNALS = {signal.SIGINT: (EXIT_INTERRUPTED, "interrupted (Ctrl-C): stopping"),
+                signal.SIGTERM: (EXIT_TERMINATED, "stopped by SIGTERM")}
 SCRAPE_TIMEOUT = 5.0  # a node whose loop cannot answer this fast fails the scrape, not hangs it
 # glibc's mallopt parameters (<malloc.h>) and what the node sets them to.
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
@@ -78,9 +84,13 @@ async def _serve(config: Config, role: Role, ui: Any, metrics_address: Address |
         loop.default_exception_handler(context)
         node.stop(EXIT_FAILURE)
 
+    def stop(code: int, why: str) -> None:
+        node.say(why)  # in the log, or in the dashboard's last frame, which stays on screen
+        node.stop(code)
+
     loop.set_exception_handler(crash)
-    for signum, code in ((signal.SIGINT, EXIT_INTERRUPTED), (signal.SIGTERM, EXIT_FAILURE)):
-        loop.add_signal_handler(signum, node.stop, code)
+    for signum, (code, why) in STOP_SIGNALS.items():
+        loop.add_signal_handler(signum, stop, code, why)
     if metrics_address is None:
         return await node.run(), node
     from loadbalancer import metrics
