@@ -141,6 +141,7 @@ def _secret_problem(text: str) -> str | None:
 
 
 def check_secret(value: object) -> str:
+    """``value`` if it is a secret no one can guess; else ConfigError, saying how to make one."""
     if not isinstance(value, str):
         raise ConfigError(f"secret must be a string: {HOW_TO_MAKE_A_SECRET}")
     problem = _secret_problem(value)

@@ -7,8 +7,10 @@ WARNING so that other libraries' chatter does not, while the ``lb`` logger
 carries the chosen level (``debug`` shows every transfer decision).
 
 Text from the peer (a REFUSE's reason, the strings of its STATE) reaches the log
-and the screen, so every value put into a log line is made printable first: a
+and the screen, so every argument of a log call is made printable first: a
 newline in it cannot forge a line, nor an escape sequence drive the terminal.
+The format string is the program's own and is left as it is, so data goes in as
+an argument (``log.info("%s: %s", role, text)``, as Node.say does), never into it.
 """
 
 from __future__ import annotations
