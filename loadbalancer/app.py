@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loadbalancer.config import Address, Config, format_address
-from loadbalancer.exits import EXIT_FAILURE, EXIT_INTERRUPTED
+from loadbalancer.exits import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_TERMINATED
 from loadbalancer.node import Node
 from loadbalancer.tasks import Tasks
 from loadbalancer.wire import Role
@@ -20,6 +20,8 @@ if TYPE_CHECKING:  # prometheus_client is imported only when metrics are asked f
     from loadbalancer.batch import Batch
     from loadbalancer.metrics import StatusSource
 
+STOP_SIGNALS = {signal.SIGINT: (EXIT_INTERRUPTED, "interrupted (Ctrl-C): stopping"),
+                signal.SIGTERM: (EXIT_TERMINATED, "stopped by SIGTERM")}
 SCRAPE_TIMEOUT = 5.0  # a node whose loop cannot answer this fast fails the scrape, not hangs it
 # glibc's mallopt parameters (<malloc.h>) and what the node sets them to.
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
@@ -79,9 +81,13 @@ async def _serve(config: Config, role: Role, ui: Any, metrics_address: Address |
         loop.default_exception_handler(context)
         node.stop(EXIT_FAILURE)
 
+    def stop(code: int, why: str) -> None:
+        node.say(why)  # in the log, or in the dashboard's last frame, which stays on screen
+        node.stop(code)
+
     loop.set_exception_handler(crash)
-    for signum, code in ((signal.SIGINT, EXIT_INTERRUPTED), (signal.SIGTERM, EXIT_FAILURE)):
-        loop.add_signal_handler(signum, node.stop, code)
+    for signum, (code, why) in STOP_SIGNALS.items():
+        loop.add_signal_handler(signum, stop, code, why)
     if metrics_address is None:
         return await node.run(), node
     from loadbalancer import metrics

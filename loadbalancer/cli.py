@@ -5,6 +5,7 @@ does): a bad value or config prints one line and exits 2; a runtime failure
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -57,6 +58,24 @@ class AddressType(click.ParamType):  # type: ignore[type-arg]  # generic only in
 
 
 ADDRESS = AddressType()
+
+
+class ThrottleType(click.FloatRange):
+    """A duty cycle from 0 to 1. click's FloatRange lets "nan" through (no comparison with NaN
+    holds, so none fails), and a NaN throttle would crash the node later."""
+
+    def __init__(self) -> None:
+        super().__init__(0, 1)
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if math.isnan(number):
+            self.fail(f"{value} is not in the range 0<=x<=1.", param, ctx)
+        return number
+
+
+THROTTLE = ThrottleType()
 
 
 def log_options(command: Callable[..., None]) -> Callable[..., None]:
@@ -176,7 +195,7 @@ def job_options(command: Callable[..., None]) -> Callable[..., None]:
 @click.option("--policy", type=click.Choice(adaptor.POLICIES), help="Transfer policy.")
 @click.option("--jobs", type=click.IntRange(min=1),
               help="Master: the number of jobs, for a workload that takes one (vector).")
-@click.option("--throttle", type=click.FloatRange(0, 1), help="Duty cycle from 0 to 1.")
+@click.option("--throttle", type=THROTTLE, help="Duty cycle from 0 to 1.")
 @click.option("--workers", type=click.IntRange(1, 256),
               help="Jobs run at once: worker processes for functions, threads for workloads.")
 @job_options
@@ -224,7 +243,7 @@ def _run(config: Config, role: Role, tasks: Tasks, batch: Batch | None, *, dashb
                               metrics_address=metrics_address, log_messages=log_messages)
     except JournalError as error:
         raise _fail_usage(str(error)) from None
-    except OSError as error:
+    except (OSError, control.ControlError) as error:
         raise click.ClickException(f"cannot start the {role}: {error}") from None
     summary = getattr(node, "summary", None)
     if summary is not None:
@@ -253,7 +272,10 @@ def _socket(config_path: Path, role: str | None) -> Path:
             raise _fail_usage(str(error)) from None
     if role is not None:
         return control.socket_path(runtime_dir, role)
-    running = [r for r in ("master", "slave") if control.socket_path(runtime_dir, r).exists()]
+    try:
+        running = control.listening(runtime_dir, ("master", "slave"))
+    except control.ControlError as error:
+        raise click.ClickException(str(error)) from None
     if len(running) != 1:
         raise click.ClickException(
             "both nodes run here: say which with --role" if running
@@ -269,7 +291,7 @@ def _ask(path: Path, message: dict[str, Any]) -> dict[str, Any]:
 
 
 @cli.command()
-@click.argument("value", type=click.FloatRange(0, 1))
+@click.argument("value", type=THROTTLE)
 @click.option("--role", type=ROLE, help="Which node (needed when both run here).")
 @config_option
 def throttle(value: float, role: str | None, config_path: Path) -> None:
@@ -291,7 +313,9 @@ def status(role: str | None, config_path: Path, as_json: bool) -> None:
     for side in ("local", "remote"):
         state = answer.get(side)
         if state:
-            fields = " ".join(f"{k}={v}" for k, v in state.items() if k != "dropped")
+            # The remote side is what the peer said of itself: it may hold anything.
+            fields = " ".join(logs.printable(f"{k}={v}") for k, v in state.items()
+                              if k != "dropped")
             click.echo(f"{side}: {fields}")
 
 
@@ -301,7 +325,7 @@ def status(role: str | None, config_path: Path, as_json: bool) -> None:
                    f"[default: {DEMO_JOBS}]")
 @click.option("--policy", type=click.Choice(adaptor.POLICIES), default="symmetric",
               show_default=True, help="Transfer policy.")
-@click.option("--slave-throttle", type=click.FloatRange(0, 1), default=1.0, show_default=True,
+@click.option("--slave-throttle", type=THROTTLE, default=1.0, show_default=True,
               help="The slave's starting throttle.")
 @click.option("--workers", type=click.IntRange(1, 256), help="Jobs each node runs at once.")
 @job_options

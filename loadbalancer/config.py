@@ -7,7 +7,9 @@ wrong with it, in one line.
 from __future__ import annotations
 
 import json
+import math
 import os
+import string
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,7 +19,23 @@ from loadbalancer import adaptor, wire
 from loadbalancer.messages import WorkloadSpec
 
 Address = tuple[str, int]
-MIN_SECRET = 16
+
+# A secret is random symbols in one of these formats: its entropy is its length times the bits
+# each symbol of the format's alphabet carries. `lb init` writes secrets.token_urlsafe(32):
+# 43 base64url characters, 258 bits (256 of them random).
+SECRET_BITS = 128
+SECRET_FORMATS = (  # (name, alphabet, bits per symbol); hex first, the most conservative reading
+    ("hex", frozenset(string.digits + "abcdef"), 4),
+    ("base64url", frozenset(string.ascii_letters + string.digits + "-_"), 6),
+    ("base64", frozenset(string.ascii_letters + string.digits + "+/"), 6),
+)
+# What config.example.json holds, now and before: a file copied from it must not run as is.
+SECRET_PLACEHOLDERS = {
+    "replace-me-with-32-or-more-random-characters",
+    "run lb init, or: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'",
+}
+HOW_TO_MAKE_A_SECRET = ('`lb init` writes a good one, or make one with '
+                        'python3 -c "import secrets; print(secrets.token_urlsafe(32))"')
 
 
 class ConfigError(ValueError):
@@ -73,7 +91,8 @@ def parse_address(text: object, key: str) -> Address:
 def _number(raw: dict[str, Any], key: str, low: float, high: float, *,
             low_open: bool = False) -> float:
     value = raw[key]
-    if not isinstance(value, int | float) or isinstance(value, bool):
+    # json reads NaN and Infinity; NaN would pass every bound below, as no comparison holds.
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
         raise ConfigError(f"{key} must be a number, not {value!r}")
     if value < low or value > high or (low_open and value == low):
         bound = f"above {low}" if low_open else f"at least {low}"
@@ -85,6 +104,50 @@ def _integer(raw: dict[str, Any], key: str, low: int, high: int) -> int:
     value = raw[key]
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
         raise ConfigError(f"{key} must be a whole number from {low} to {high}, not {value!r}")
+    return value
+
+
+def _secret_symbols(text: str) -> tuple[str, str, int] | None:
+    """(format, its symbols, bits per symbol) of ``text``, or None if it is in no format.
+    Hex is read without case; base64's padding carries nothing."""
+    for name, alphabet, bits in SECRET_FORMATS:
+        symbols = text.lower() if name == "hex" else text.rstrip("=")
+        if symbols and len(text) - len(symbols) <= 2 and set(symbols) <= alphabet:
+            return name, symbols, bits
+    return None
+
+
+def _secret_problem(text: str) -> str | None:
+    """What makes ``text`` a guessable secret, or None if it is a good one."""
+    if text in SECRET_PLACEHOLDERS:
+        return "is still config.example.json's placeholder"
+    found = _secret_symbols(text)
+    if found is None:
+        return ("must be random hex (32+ digits) or base64/base64url (22+ characters), "
+                "and nothing else, not even a space")
+    name, symbols, bits = found
+    needed = math.ceil(SECRET_BITS / bits)  # symbols
+    # A string made of a run of p symbols over again says no more than that run does.
+    period = next((p for p in range(1, min(needed, len(symbols) // 2 + 1))
+                   if symbols[p:] == symbols[:-p]), len(symbols))
+    if period < needed:
+        repeats = f" (it repeats every {period})" if period < len(symbols) else ""
+        return f"holds {period * bits} bits as {name}{repeats}, fewer than {SECRET_BITS}"
+    # Drawn at random, n symbols of an alphabet of `size` hold about this many distinct ones;
+    # fewer than half as many is a typo or a pattern (for a random secret: under 1 in 10^8).
+    size, distinct = 2**bits, len(set(symbols))
+    if distinct < size * (1 - (1 - 1 / size) ** len(symbols)) / 2:
+        return f"uses only {distinct} distinct characters in {len(symbols)}: it is not random"
+    return None
+
+
+def check_secret(value: object) -> str:
+    """``value`` if it is a secret no one can guess; else ConfigError, saying how to make one."""
+    if not isinstance(value, str):
+        raise ConfigError(f"secret must be a string: {HOW_TO_MAKE_A_SECRET}")
+    problem = _secret_problem(value)
+    if problem is not None:
+        raise ConfigError(f"secret {problem}: {HOW_TO_MAKE_A_SECRET}")
     return value
 
 
@@ -111,11 +174,11 @@ def from_dict(raw: dict[str, Any]) -> Config:
     for key in ("master", "slave", "secret"):
         if key not in raw:
             raise ConfigError(f"missing key {key!r}")
-    secret = raw["secret"]
-    if not isinstance(secret, str) or len(secret) < MIN_SECRET:
-        raise ConfigError(f"secret must be a string of at least {MIN_SECRET} characters")
     config = Config(parse_address(raw["master"], "master"), parse_address(raw["slave"], "slave"),
-                    secret)
+                    check_secret(raw["secret"]))
+    if config.master == config.slave:
+        raise ConfigError(f"master and slave are both {format_address(config.master)}: "
+                          "each node binds its own address, so they must differ")
     changes: dict[str, Any] = {}
     if "policy" in raw:
         if raw["policy"] not in adaptor.POLICIES:

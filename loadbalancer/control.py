@@ -2,6 +2,9 @@
 
 The socket lives in a directory of mode 0700 and has mode 0600 itself; the
 server also checks the caller's uid (SO_PEERCRED) where the platform has it.
+Server and client both refuse a directory that is not theirs alone, and the
+client a socket that is not its user's: in a shared /tmp, another user could
+have made either in advance, to read the commands or to answer them.
 One JSON object per line each way: ``{"cmd": "status"}`` or
 ``{"cmd": "throttle", "value": 0.5}``, answered by an object holding either
 the result or ``"error"``.
@@ -11,11 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import os
 import socket
+import stat
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +36,62 @@ def socket_path(runtime_dir: Path, role: str) -> Path:
     return runtime_dir / f"{role}.sock"
 
 
+def _unsafe(path: Path, problem: str, fix: str = "remove it") -> ControlError:
+    return ControlError(f"the control directory {path} {problem}: {fix}, or set runtime_dir "
+                        "in the config to a directory of your own")
+
+
+def private_directory(path: Path, *, create: bool) -> int:
+    """A descriptor open on ``path``, checked to be a real directory of this user's that no
+    one else may enter; with ``create`` it is made (mode 0700) when missing, and its parents
+    with the usual modes: only the last component is ours. Without ``create`` a missing one
+    raises FileNotFoundError; one that is not safe raises ControlError."""
+    if create:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, 0o700)  # never follows a symbolic link: one there is "existing"
+    try:
+        # O_NOFOLLOW: a symbolic link is refused, not followed to whatever it names.
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except PermissionError:
+        raise ControlError(f"permission denied on {path}: it belongs to another user") from None
+    except OSError as error:
+        if error.errno not in (errno.ELOOP, errno.ENOTDIR):  # a link gives either, by platform
+            raise
+        raise _unsafe(path, "is a symbolic link" if path.is_symlink()
+                      else "is not a directory") from None
+    info = os.fstat(fd)  # of what was opened: nothing can be swapped in between
+    if info.st_uid != os.getuid():
+        os.close(fd)
+        raise _unsafe(path, f"belongs to uid {info.st_uid}, not to uid {os.getuid()}")
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        os.close(fd)
+        raise _unsafe(path, f"is open to others (mode {stat.S_IMODE(info.st_mode):04o})",
+                      f"chmod 700 {path}")
+    return fd
+
+
+def _inside(directory: int, name: str) -> str:
+    """``name`` in the directory open as ``directory``, by its descriptor, not its path: once
+    checked, the directory cannot be swapped for another before we bind or connect (Linux's
+    /proc/self/fd; it also keeps the address within sun_path's 108 bytes)."""
+    return f"/proc/self/fd/{directory}/{name}"
+
+
+def listening(runtime_dir: Path, roles: Iterable[str]) -> list[str]:
+    """Those of ``roles`` with a control socket in ``runtime_dir``; ControlError if the
+    directory is not safe."""
+    try:
+        directory = private_directory(runtime_dir, create=False)
+    except FileNotFoundError:
+        return []
+    try:
+        return [role for role in roles
+                if os.path.lexists(_inside(directory, socket_path(runtime_dir, role).name))]
+    finally:
+        os.close(directory)
+
+
 def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
     sock = writer.get_extra_info("socket")
     if sock is None or not hasattr(socket, "SO_PEERCRED"):
@@ -39,10 +100,15 @@ def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
     return int(struct.unpack("3i", creds)[1])
 
 
+def _not_json(constant: str) -> Any:
+    # Python's json reads NaN and Infinity, which JSON has not: no command takes them.
+    raise ValueError(constant)
+
+
 def _answer(line: bytes, handler: Handler) -> dict[str, Any]:
     try:
-        request = json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        request = json.loads(line, parse_constant=_not_json)
+    except (UnicodeDecodeError, ValueError):  # JSONDecodeError is a ValueError
         return {"error": "request is not JSON"}
     if not isinstance(request, dict):
         return {"error": "request must be a JSON object"}
@@ -50,10 +116,7 @@ def _answer(line: bytes, handler: Handler) -> dict[str, Any]:
 
 
 async def serve(path: Path, handler: Handler) -> asyncio.AbstractServer:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()  # a socket left by a node that died
+    """Answer commands on the socket ``path``; ControlError if its directory is not safe."""
 
     async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -68,21 +131,51 @@ async def serve(path: Path, handler: Handler) -> asyncio.AbstractServer:
         finally:
             writer.close()
 
-    old_umask = os.umask(0o177)  # the socket is born 0600: no window where others could connect
+    directory = private_directory(path.parent, create=True)
     try:
-        server = await asyncio.start_unix_server(client, path, limit=MAX_REQUEST)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path.name, dir_fd=directory)  # a socket left by a node that died
+        old_umask = os.umask(0o177)  # the socket is born 0600: no window where others could connect
+        try:
+            return await asyncio.start_unix_server(client, _inside(directory, path.name),
+                                                   limit=MAX_REQUEST)
+        finally:
+            os.umask(old_umask)
     finally:
-        os.umask(old_umask)
-    os.chmod(path, 0o600)
-    return server
+        os.close(directory)
+
+
+def _check_socket(directory: int, path: Path) -> None:
+    try:
+        info = os.stat(path.name, dir_fd=directory, follow_symlinks=False)
+    except FileNotFoundError:
+        raise ControlError(f"no node is running ({path} does not exist)") from None
+    if not stat.S_ISSOCK(info.st_mode):
+        raise ControlError(f"{path} is not a socket, so not a node's: remove it")
+    if info.st_uid != os.getuid():
+        raise ControlError(f"{path} belongs to uid {info.st_uid}, not to uid {os.getuid()}: "
+                           "it is not your node's; remove it")
 
 
 def request(path: Path, message: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
     """Send one command to the node at ``path`` and return its answer."""
     try:
+        directory = private_directory(path.parent, create=False)
+    except FileNotFoundError:
+        raise ControlError(f"no node is running ({path} does not exist)") from None
+    try:
+        _check_socket(directory, path)
+        return _exchange(_inside(directory, path.name), path, message, timeout)
+    finally:
+        os.close(directory)
+
+
+def _exchange(address: str, path: Path, message: dict[str, Any],
+              timeout: float) -> dict[str, Any]:
+    try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
-            sock.connect(str(path))
+            sock.connect(address)
             sock.sendall(json.dumps(message).encode() + b"\n")
             data = b""
             while not data.endswith(b"\n"):

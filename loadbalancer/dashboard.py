@@ -17,6 +17,8 @@ from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
+from loadbalancer.logs import printable
+
 DASH = "—"
 # Jobs/s is measured over this trailing window so that it follows changes in throttle and
 # load balancing instead of averaging over the whole run.
@@ -109,7 +111,7 @@ class Dashboard:
 
     def message(self, text: str, now: float) -> None:
         with self._lock:
-            self._messages.append((now, text))
+            self._messages.append((now, printable(text)))  # it may quote the peer
 
     def render(self) -> RenderableType:
         with self._lock:
@@ -198,8 +200,8 @@ def _node_panel(role: str, label: str, status: dict[str, Any] | None) -> Panel:
             border_style="yellow",
             height=NODE_HEIGHT,
         )
-    # Text objects rather than markup: these strings come off the network.
-    phase, peer = str(status["phase"]), str(status["peer"])
+    # Text objects rather than markup, and printable: these strings come off the network.
+    phase, peer = printable(status["phase"]), printable(status["peer"])
     title = Text.assemble(
         (role.upper(), "bold"), f" · {label} · ", (phase, PHASE_STYLES.get(phase, ""))
     )
@@ -251,7 +253,7 @@ def summary_table(summary: dict[str, Any]) -> Table:
         "moved", f"to slave {_fmt(moved['to_slave'])} · to master {_fmt(moved['to_master'])}"
     )
     table.add_row("retransmits", _fmt(summary["retransmits"]))
-    dropped = ", ".join(f"{reason} {n}" for reason, n in summary["dropped"].items())
+    dropped = ", ".join(printable(f"{reason} {n}") for reason, n in summary["dropped"].items())
     table.add_row("dropped", dropped or "none")
     table.add_row("bytes sent", _fmt_bytes(summary["bytes_sent"]))
     return table

@@ -5,6 +5,12 @@ on the root logger, not on ``lb``, so that what asyncio reports about a crash
 (its "asyncio" logger) lands in the same stream and file; the root stays at
 WARNING so that other libraries' chatter does not, while the ``lb`` logger
 carries the chosen level (``debug`` shows every transfer decision).
+
+Text from the peer (a REFUSE's reason, the strings of its STATE) reaches the log
+and the screen, so every argument of a log call is made printable first: a
+newline in it cannot forge a line, nor an escape sequence drive the terminal.
+The format string is the program's own and is left as it is, so data goes in as
+an argument (``log.info("%s: %s", role, text)``, as Node.say does), never into it.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +34,34 @@ _installed: list[logging.Handler] = []  # ours, so a second configure() replaces
 
 # What every LogRecord carries; anything else on a record came from ``extra``.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+MAX_SHOWN = 1000  # characters of one value shown; the rest is counted, not shown
+
+
+def printable(value: object, limit: int = MAX_SHOWN) -> str:
+    """``value`` as text that is safe on a terminal and in a log line: every character that is
+    not printable (newline, carriage return, escape, U+2028...) and the backslash written as
+    in a Python string literal (``\\n``, ``\\x1b``), and at most ``limit`` characters."""
+    text = str(value)
+    rest = len(text) - limit
+    text = text[:limit]
+    if not text.isprintable() or "\\" in text:
+        text = "".join(c if c.isprintable() and c != "\\" else repr(c)[1:-1] for c in text)
+    return f"{text}… ({rest} more characters)" if rest > 0 else text
+
+
+def _shown(value: object) -> object:
+    return value if isinstance(value, int | float) else printable(value)  # numbers for %d, %f
+
+
+def _message(record: logging.LogRecord) -> str:
+    """The record's message with each argument made printable: the format is the program's
+    own, the arguments are data, and may have come from the peer (Node.say's text is one)."""
+    args = record.args
+    if not args:
+        return record.getMessage()
+    if isinstance(args, Mapping):
+        return str(record.msg) % {key: _shown(value) for key, value in args.items()}
+    return str(record.msg) % tuple(_shown(value) for value in args)
 
 
 class _RoleFilter(logging.Filter):
@@ -50,13 +85,23 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "role": getattr(record, "role", None),
-            "message": record.getMessage(),
+            "message": _message(record),
         }
         entry |= {k: v for k, v in vars(record).items() if k not in _STANDARD and k != "role"}
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         # default=str: an extra field that JSON cannot hold is still logged, as text.
         return json.dumps(entry, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """logging's own format, with the message's arguments made printable."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        # A copy: the same record goes to the other handlers, which escape it themselves.
+        shown = logging.makeLogRecord(vars(record))
+        shown.msg, shown.args = _message(record), None
+        return super().format(shown)
 
 
 class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
@@ -77,7 +122,7 @@ def _formatter(fmt: str, *, with_date: bool) -> logging.Formatter:
         return JsonFormatter()
     # A terminal is read as it happens; a file is read later, maybe days later.
     datefmt = "%Y-%m-%d %H:%M:%S" if with_date else "%H:%M:%S"
-    return logging.Formatter("%(asctime)s.%(msecs)03d %(levelname)s %(message)s", datefmt)
+    return TextFormatter("%(asctime)s.%(msecs)03d %(levelname)s %(message)s", datefmt)
 
 
 @dataclass(frozen=True)

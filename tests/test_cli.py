@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import secrets
+import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_control import Impostor
 
 from loadbalancer import local
 
@@ -43,6 +47,10 @@ def test_version() -> None:
     (["launch", "--role", "master", "--jobs", "0"], ["jobs", "0"]),
     (["throttle", "abc"], ["abc"]),
     (["throttle", "--", "-0.1"], ["-0.1"]),
+    (["launch", "--role", "master", "--throttle", "nan"], ["--throttle", "nan"]),
+    (["throttle", "nan"], ["nan", "0<=x<=1"]),
+    (["throttle", "inf"], ["inf", "0<=x<=1"]),
+    (["demo", "--slave-throttle", "NaN"], ["--slave-throttle", "NaN"]),
 ])
 def test_bad_arguments_exit_2(args: list[str], words: list[str], config: Path) -> None:
     one_line_error(lb(*args, "--config", str(config)) if args[0] == "launch"
@@ -56,8 +64,15 @@ def test_missing_config_exits_2(tmp_path: Path) -> None:
 def test_invalid_config_names_the_key(tmp_path: Path) -> None:
     path = tmp_path / "lb.json"
     path.write_text(json.dumps({"master": "127.0.0.1:1", "slave": "127.0.0.1:2",
-                                "secret": "x" * 20, "state_interval": "soon"}))
+                                "secret": secrets.token_urlsafe(32), "state_interval": "soon"}))
     one_line_error(lb("launch", "--role", "slave", "--config", str(path)), 2, "state_interval")
+
+
+def test_the_example_config_does_not_run_as_it_stands() -> None:
+    example = Path(__file__).parent.parent / "config.example.json"
+    one_line_error(lb("launch", "--role", "slave", "--config", str(example)), 2,
+                   "config.example.json: secret is still config.example.json's placeholder",
+                   "lb init", "secrets.token_urlsafe(32)")
 
 
 def test_bad_workload_parameter_exits_2(tmp_path: Path) -> None:
@@ -79,3 +94,37 @@ def test_a_port_in_use_exits_1(config: Path) -> None:
         sock.bind((host, int(port)))
         one_line_error(lb("launch", "--role", "master", "--config", str(config)), 1,
                        "cannot start the master")
+
+
+@pytest.fixture
+def planted_runtime_dir(tmp_path: Path) -> Iterator[tuple[Path, Path, Impostor]]:
+    """A config whose runtime_dir is a link to a directory open to all, with a master.sock
+    that answers as a node would: what another user could have left in /tmp."""
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    theirs.chmod(0o777)
+    impostor = Impostor(theirs / "master.sock")
+    link = tmp_path / "lb-run"
+    link.symlink_to(theirs)
+    yield local.write_config(tmp_path / "cfg", jobs=8, elements_per_job=16, iterations=1,
+                             runtime_dir=str(link)), theirs, impostor
+    impostor.close()
+
+
+@pytest.mark.parametrize("args", [["status"], ["status", "--role", "master"],
+                                  ["throttle", "0.5"], ["throttle", "0", "--role", "master"]])
+def test_a_planted_control_directory_is_refused_by_the_commands(
+        planted_runtime_dir: tuple[Path, Path, Impostor], args: list[str]) -> None:
+    config, _, impostor = planted_runtime_dir
+    one_line_error(lb(*args, "--config", str(config)), 1, "the control directory",
+                   "is a symbolic link", "set runtime_dir")
+    assert impostor.connections == 0
+
+
+def test_a_planted_control_directory_stops_a_node_at_its_start(
+        planted_runtime_dir: tuple[Path, Path, Impostor]) -> None:
+    config, theirs, _ = planted_runtime_dir
+    one_line_error(lb("launch", "--role", "master", "--config", str(config)), 1,
+                   "cannot start the master: the control directory", "is a symbolic link")
+    assert stat.S_IMODE(theirs.stat().st_mode) == 0o777
+    assert [p.name for p in theirs.iterdir()] == ["master.sock"]

@@ -187,3 +187,20 @@ def test_summary_table(verified: bool, shown: str) -> None:
     assert "master 600" in out and "slave 424" in out
     assert "to slave 40" in out and "to master 12" in out
     assert "bad_tag 2" in out and "120.6 KiB" in out and "eta" in out
+
+
+def test_text_from_the_peer_is_shown_escaped_on_one_line() -> None:
+    evil = "x\n\x1b[2J\x1b[31mforged"
+    dash = Dashboard("master")
+    dash.update(status(), slave_status(phase=evil, peer=evil))
+    dash.message(f"slave refused ({evil}): 3 jobs", 1_700_000_000)
+    plain = Dashboard("master")
+    plain.update(status(), slave_status())
+    plain.message("slave refused (x): 3 jobs", 1_700_000_000)
+    out = text_of(dash.render(), width=120)
+    assert "\x1b" not in out
+    assert "slave refused (x\\n\\x1b[2J\\x1b[31mforged): 3 jobs" in out
+    assert "x\\n\\x1b[2J" in line_with(out, "SLAVE · peer")  # the phase, in the panel's title
+    assert len(out.splitlines()) == len(text_of(plain.render(), width=120).splitlines())
+    table = text_of(summary_table({**SUMMARY, "dropped": {evil: 2}}))
+    assert "\x1b" not in table and "x\\n\\x1b[2J\\x1b[31mforged 2" in table

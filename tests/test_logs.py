@@ -127,3 +127,39 @@ def test_a_node_logs_json_to_its_file_and_every_decision_at_debug(cluster: Clust
     assert stderr == [text for _, text in messages]
     assert "adaptor:" not in cluster.log("slave")
     assert " INFO slave: master joined" in cluster.log("slave")
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("plain words, quotes ' \" and é", "plain words, quotes ' \" and é"),
+    ("two\nlines\r", "two\\nlines\\r"),
+    ("\x1b[2J\x1b]0;title\x07", "\\x1b[2J\\x1b]0;title\\x07"),
+    ("tab\t nul\x00 del\x7f csi\x9b", "tab\\t nul\\x00 del\\x7f csi\\x9b"),
+    ("line\u2028separator \u202eright-to-left", "line\\u2028separator \\u202eright-to-left"),
+    ("a \\n that was typed", "a \\\\n that was typed"),  # so that it differs from a newline
+])
+def test_printable_escapes_what_a_terminal_would_act_on(text: str, shown: str) -> None:
+    assert logs.printable(text) == shown
+    assert logs.printable(text).isprintable()
+
+
+def test_printable_shows_at_most_its_limit() -> None:
+    assert logs.printable("x" * 1500) == "x" * 1000 + "… (500 more characters)"
+    assert logs.printable("ab\ncd", limit=3) == "ab\\n… (2 more characters)"
+    assert logs.printable(12) == "12"
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_a_logged_value_cannot_forge_a_line(tmp_path: Path, restore_logging: None,
+                                            capsys: pytest.CaptureFixture[str], fmt: str) -> None:
+    path = tmp_path / "lb.log"
+    logs.configure("master", logs.LogSettings("info", fmt, path))
+    # As Node.say logs a message that quotes the peer: the text is an argument.
+    log.info("%s: %s", "master", "slave refused (x\n12:00:00.000 INFO forged\x1b[2J): 3 jobs")
+    log.info("sent %d jobs in %.1f s to %s", 3, 0.5, "the\nslave")  # numbers stay numbers
+    written, err = lines(path), capsys.readouterr().err.splitlines()
+    for got in (written, err):
+        assert len(got) == 2
+        messages = ([json.loads(line)["message"] for line in got] if fmt == "json"
+                    else [line.split(" INFO ", 1)[1] for line in got])
+        assert messages == ["master: slave refused (x\\n12:00:00.000 INFO forged\\x1b[2J): 3 jobs",
+                            "sent 3 jobs in 0.5 s to the\\nslave"]
