@@ -243,6 +243,7 @@ class Executor(futures.Executor):
             self._master = Master(self.config, tasks=self._tasks, batch=self._batch,
                                   journal=False)
             await self._master.startup()
+            self._master.prestart()
         except BaseException as error:
             self._error = error
             self._started.set()

@@ -127,7 +127,14 @@ class Node:
         coroutines += [self._work(process) for process in self.processes]
         for coroutine in coroutines:
             self.spawn(coroutine)
+        if self.tasks.catalog.modules:  # function jobs to come: their processes start now
+            self.prestart()
         self.say(f"{self.role} listening on {local[0]}:{local[1]}, peer at {peer[0]}:{peer[1]}")
+
+    def prestart(self) -> None:
+        """Start the worker processes now rather than with the first job."""
+        for process in self.processes:
+            self.spawn(process.start())
 
     def bound(self) -> None:
         """The node's socket is bound: the start can no longer fail on a port in use."""

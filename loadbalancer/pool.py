@@ -275,6 +275,7 @@ class WorkerProcess:
         self._running = False
         self._taken_back = False  # the current run was preempted, or the worker closed
         self._closed = False
+        self._spawning: asyncio.Task[_Child] | None = None
 
     @property
     def pid(self) -> int | None:
@@ -314,6 +315,12 @@ class WorkerProcess:
         finally:
             self._running = False
 
+    async def start(self) -> None:
+        """Start the child now, if there is none, so that the first job does not wait for
+        an interpreter to start and import."""
+        if not self._closed:
+            await self._ready()
+
     def preempt(self) -> None:
         """Stop the running call at once: the child is killed, ``run`` returns what ended
         before, and the next ``run`` starts a fresh child."""
@@ -334,6 +341,9 @@ class WorkerProcess:
         if self._timer is not None:
             self._timer.cancel()
         child, self._child = self._child, None
+        if child is None and self._spawning is not None:
+            # A start whose waiter was cancelled (the node shut down) still makes a child.
+            child = await self._spawning
         if child is not None:
             await child.end()
 
@@ -345,7 +355,15 @@ class WorkerProcess:
             self._child = None
             await child.exit_status()
         if self._child is None:
-            child = await _spawn(self.stderr)
+            # One spawn at a time: a start() and a run() may both be waiting for it.
+            if self._spawning is None:
+                self._spawning = asyncio.ensure_future(_spawn(self.stderr))
+            spawning = self._spawning
+            try:
+                child = await asyncio.shield(spawning)
+            finally:
+                if self._spawning is spawning and spawning.done():
+                    self._spawning = None
             if self._closed:
                 await child.end()
                 return None

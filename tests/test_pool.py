@@ -236,6 +236,19 @@ def test_the_first_run_starts_the_child(run: Run) -> None:
     assert pid is not None and not alive(pid)  # closed
 
 
+def test_a_child_started_ahead_serves_the_first_run(run: Run) -> None:
+    async def main() -> tuple[int | None, int | None, list[object]]:
+        async with worker() as process:
+            await asyncio.gather(process.start(), process.start())  # one child, not two
+            started = process.pid
+            outcomes = await process.run([call(1, "add", 1)])
+            return started, process.pid, results(outcomes)
+
+    started, used, answers = run(main())
+    assert started is not None and used == started and answers == [1]
+    assert not alive(started)
+
+
 def test_a_hundred_thousand_tiny_calls(run: Run) -> None:
     total, size = 100_000, 64
 
