@@ -205,6 +205,8 @@ class MapBatch:
         return True
 
     async def finish(self) -> str | None:
+        while self.output.drain():
+            await asyncio.sleep(0)
         self.output.close()
         return None
 

@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import struct
+import threading
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,11 +126,29 @@ def decode_entry(kind: int, body: bytes) -> tuple[int, Entry]:
     return job, (Failure(*fields[:3]), fields[3])
 
 
-def _owners(body: bytes) -> list[tuple[int, Role]]:
-    pairs = json.loads(body)
-    if not isinstance(pairs, list):
-        raise ValueError("owners record is not a list")
-    return [(int(job), Role(role)) for job, role in pairs]
+def _runs(jobs: list[int]) -> list[list[int]]:
+    """Jobs as [first, last + 1] runs: the jobs that move are mostly consecutive (taken
+    from the tail of the queue), so half a million of them are a few runs, not 5 MB."""
+    runs: list[list[int]] = []
+    for job in jobs:
+        if runs and runs[-1][1] == job:
+            runs[-1][1] = job + 1
+        else:
+            runs.append([job, job + 1])
+    return runs
+
+
+def _owners(body: bytes) -> dict[int, Role]:
+    record = json.loads(body)
+    if not (isinstance(record, dict) and isinstance(record.get("runs"), list)):
+        raise ValueError("owners record is not an object with runs")
+    role = Role(record["role"])
+    owners = {}
+    for first, stop in record["runs"]:
+        if not (isinstance(first, int) and isinstance(stop, int) and 0 <= stop - first <= 2**32):
+            raise ValueError("bad run in an owners record")
+        owners.update(dict.fromkeys(range(first, stop), role))
+    return owners
 
 
 class Journal:
@@ -137,6 +156,7 @@ class Journal:
         self.path = path
         self._file = file
         self._compressor = zstandard.ZstdCompressor(level=1)
+        self._closing = threading.Lock()
 
     @staticmethod
     def check_free(path: Path) -> None:
@@ -223,22 +243,28 @@ class Journal:
     def owners(self, jobs: list[int], role: Role) -> None:
         if not jobs:
             return
-        self._append(OWNERS, json.dumps([[job, int(role)] for job in jobs]).encode())
+        self._append(OWNERS, json.dumps({"role": int(role), "runs": _runs(jobs)}).encode())
 
     def sync(self) -> None:
         """Make everything appended so far durable (blocking: call off the event loop)."""
-        if self._file.closed:
-            return
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        with self._closing:
+            self._sync()
+
+    def _sync(self) -> None:
+        if not self._file.closed:
+            self._file.flush()
+            os.fsync(self._file.fileno())
 
     @property
     def closed(self) -> bool:
         return self._file.closed
 
     def close(self, *, finished: bool) -> None:
-        self.sync()
-        self._file.close()
+        with self._closing:  # a sync on another thread must not find it half closed
+            if self._file.closed:
+                return
+            self._sync()
+            self._file.close()
         if finished:
             self.path.unlink()  # the run is over: nothing left to resume
 

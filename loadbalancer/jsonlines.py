@@ -33,6 +33,9 @@ from loadbalancer.journal import Entry
 STDOUT = "standard output"
 HELD_INPUTS = 64 * 2**20  # bytes of encoded inputs kept in memory
 HELD_OUTPUTS = 64 * 2**20  # bytes of early outcomes kept in memory
+# Lines written in one go: when a late job frees a long run of early ones, they are written
+# a slice at a time, between other work, not in one long turn of the event loop.
+WRITE_SLICE = 2000
 ENTRY_OVERHEAD = 64  # what an entry costs besides its bytes (object, index)
 
 
@@ -143,23 +146,29 @@ class Output:
             raise InputError(f"output {path}: {error.strerror}") from None
 
     def put(self, job: int, entry: Entry | None, offset: int | None) -> None:
-        """Job ``job``'s final outcome (None: read it back from ``offset`` when needed)."""
-        if job != self.written:
-            size = _size(entry)
-            if entry is None or (offset is not None and self._held + size > HELD_OUTPUTS):
-                assert offset is not None
-                self._early[job] = offset
-            else:
-                self._early[job] = entry
-                self._held += size
-            return
-        self._write(job, entry if entry is not None else self._read(offset))
-        while (early := self._early.pop(self.written, None)) is not None:
+        """Job ``job``'s final outcome (None: read it back from ``offset`` when needed).
+        Written at once if every earlier one is; the run it frees, a slice at a time."""
+        size = _size(entry)
+        if entry is None or (offset is not None and self._held + size > HELD_OUTPUTS):
+            assert offset is not None
+            self._early[job] = offset
+        else:
+            self._early[job] = entry
+            self._held += size
+        self.drain()
+
+    def drain(self) -> bool:
+        """Write up to WRITE_SLICE lines that are due; whether more are due."""
+        for _ in range(WRITE_SLICE):
+            early = self._early.pop(self.written, None)
+            if early is None:
+                return False
             if isinstance(early, int):
                 early = self._read(early)
             else:
                 self._held -= _size(early)
             self._write(self.written, early)
+        return self.written in self._early
 
     def _read(self, offset: int | None) -> Entry:
         assert offset is not None and self.read_back is not None
@@ -174,7 +183,8 @@ class Output:
         self.written = job + 1
 
     def flush(self) -> None:
-        self._stream.flush()
+        if not self._stream.closed:  # the journal's sync may come after the end
+            self._stream.flush()
 
     def close(self) -> None:
         self.flush()

@@ -29,6 +29,9 @@ MAX_META = 4 * 2**20
 # 4 MiB of compressible jobs take about 5 ms to encode or decode (16 MiB took 13 ms).
 MESSAGE_BYTES = 2**20
 MAX_BATCH = 4 * MESSAGE_BYTES
+# And at most this many jobs or results, however small: each costs some microseconds to
+# encode, decode and queue, and a message is one turn of the loop.
+MESSAGE_JOBS = 4096
 RAW, ZSTD = 0, 1
 _LENGTH = struct.Struct("!I")
 _compressor = zstandard.ZstdCompressor(level=1)
@@ -225,7 +228,7 @@ def job_messages(workload: WorkloadSpec, jobs: Iterable[tuple[int, bytes]],
     for job in jobs:
         batch.append(job)
         size += len(job[1])
-        if size >= limit:
+        if size >= limit or len(batch) >= MESSAGE_JOBS:
             payload = encode(Jobs(workload, batch, request))[1]
             yield payload, len(batch)
             if len(payload) * 8 <= size:

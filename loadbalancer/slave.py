@@ -9,11 +9,13 @@ session ends the slave drops its queue: the master takes those jobs back.
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from typing import Any
 
 from loadbalancer.messages import (
     MESSAGE_BYTES,
+    MESSAGE_JOBS,
     Cancel,
     Finish,
     Jobs,
@@ -41,7 +43,7 @@ class Slave(Node):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.held: dict[int, Outcome] = {}  # outcomes the master has not acknowledged
-        self.unsent: list[int] = []
+        self.unsent: collections.deque[int] = collections.deque()
         self.in_flight: dict[int, list[int]] = {}  # message id -> jobs whose results it carries
         self.delivered = 0
         self.able = False  # this session's master asked for something we can run
@@ -58,7 +60,7 @@ class Slave(Node):
         self.phase = "processing"
         self.able = False
         self._said.clear()
-        self.unsent = list(self.held)
+        self.unsent = collections.deque(self.held)
         self._flush_results()
 
     def sharing(self) -> bool:
@@ -79,7 +81,8 @@ class Slave(Node):
         self.last_done = time.time()
         self.held[outcome.job] = outcome
         self.unsent.append(outcome.job)
-        if _size(outcome) * len(self.unsent) >= MESSAGE_BYTES:
+        if _size(outcome) * len(self.unsent) >= MESSAGE_BYTES or \
+                len(self.unsent) >= MESSAGE_JOBS:
             self._flush_results()  # a full message's worth: no reason to wait
         elif self._flush_handle is None:
             self._flush_handle = self.loop.call_later(RESULT_DELAY, self._flush_results)
@@ -91,9 +94,9 @@ class Slave(Node):
         while self.unsent:
             batch: list[int] = []
             size = 0
-            while self.unsent and (not batch or size + _size(self.held[self.unsent[0]])
-                                   <= MESSAGE_BYTES):
-                job = self.unsent.pop(0)
+            while self.unsent and len(batch) < MESSAGE_JOBS and (
+                    not batch or size + _size(self.held[self.unsent[0]]) <= MESSAGE_BYTES):
+                job = self.unsent.popleft()
                 batch.append(job)
                 size += _size(self.held[job])
             outcomes = [self.held[job] for job in batch]

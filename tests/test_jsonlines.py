@@ -88,6 +88,31 @@ def test_early_outcomes_beyond_the_budget_wait_in_the_journal(
     assert output._held == 0 and not output._early
 
 
+def test_a_long_run_freed_at_once_is_written_a_slice_at_a_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jsonlines, "WRITE_SLICE", 10)
+    stream = io.StringIO()
+    output = Output(stream, "test")
+    for job in range(1, 35):
+        output.put(job, codec.encode(job), None)
+    output.put(0, codec.encode(0), None)  # frees 35: a slice now, the rest as asked
+    assert output.written == 10
+    assert output.drain() and output.written == 20
+    while output.drain():
+        pass
+    assert output.written == 35
+    assert [json.loads(line)["result"] for line in stream.getvalue().splitlines()] == list(
+        range(35))
+
+
+def test_flushing_after_the_end_is_harmless(tmp_path: Path) -> None:
+    output = Output.open(str(tmp_path / "out.jsonl"))
+    output.put(0, codec.encode(1), None)
+    output.close()
+    output.flush()  # the master's periodic sync, once more after the end
+    assert (tmp_path / "out.jsonl").read_text() == '{"index": 0, "result": 1}\n'
+
+
 def test_a_result_that_cannot_be_read_is_that_jobs_error() -> None:
     stream = io.StringIO()
     Output(stream, "test").put(0, b"\x00\x00\x00\x09junk", None)
