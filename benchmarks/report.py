@@ -59,8 +59,8 @@ def targets_table(checks: Sequence[Check]) -> Table:
     return table
 
 
-def print_overheads(out: Console, measures: Sequence[Measure]) -> None:
-    table = Table(title="overheads")
+def print_overheads(out: Console, measures: Sequence[Measure], title: str = "overheads") -> None:
+    table = Table(title=title)
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_column("target")

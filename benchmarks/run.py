@@ -1,8 +1,8 @@
 """The benchmark harness: every scenario under every policy with real nodes, Dask on the same
-work, the targets and the overheads (issue 4).
+work, the targets, the overheads (issue 4) and the function jobs' figures (issue 10).
 
     python -m benchmarks.run [--quick] [--out DIR] [--scenarios equal,hetero] [--policies ...]
-                             [--repeat N] [--no-dask] [--no-overheads]
+                             [--repeat N] [--no-dask] [--no-overheads] [--no-functions]
 
 Writes DIR/runs/<scenario>-<policy>.json per run (the master's summary and trace, the
 throttle schedule as applied), DIR/<scenario>.png per scenario and DIR/summary.json (rows,
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from benchmarks import dask_peer, overheads, plot, report, targets
+from benchmarks import dask_peer, functions, overheads, plot, report, targets
 from benchmarks.results import Row, write_json
 from benchmarks.scenarios import BENCHES, POLICIES, Bench, Run, Size, calibrate, run_one
 
@@ -57,6 +57,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="output directory (default benchmarks/out, git-ignored)")
     parser.add_argument("--no-dask", action="store_true", help="skip the Dask peer")
     parser.add_argument("--no-overheads", action="store_true", help="skip the overheads")
+    parser.add_argument("--no-functions", action="store_true",
+                        help="skip the function jobs' figures")
     return parser.parse_args(argv)
 
 
@@ -159,9 +161,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     measures = [] if args.no_overheads else overheads.measure_all(args.quick, console.print)
     if measures:
         report.print_overheads(console, measures)
+    function_jobs = [] if args.no_functions else functions.measure_all(
+        args.quick, not args.no_dask, console.print)
+    if function_jobs:
+        report.print_overheads(console, function_jobs, title="function jobs")
     summary = {"size": asdict(size), "rows": [row.to_json() for row in rows],
                "targets": [c.to_json() for c in checks],
-               "overheads": [m.to_json() for m in measures], "plots": [str(p) for p in pictures]}
+               "overheads": [m.to_json() for m in measures],
+               "function_jobs": [m.to_json() for m in function_jobs],
+               "plots": [str(p) for p in pictures]}
     write_json(args.out / "summary.json", summary)
     console.print(f"wrote {args.out}/summary.json, {len(runs)} run files in {args.out}/runs, "
                   f"plots: {', '.join(p.name for p in pictures)} "
