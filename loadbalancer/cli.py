@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -132,6 +133,18 @@ def _with_jobs(spec: WorkloadSpec, jobs: int) -> WorkloadSpec:
     return WorkloadSpec(spec.name, {**spec.params, kind.jobs_param: jobs})
 
 
+def _check_writable(flag: str, path: Path | None) -> None:
+    """Now, not after an hour's run: the file written at the end can be written."""
+    if path is None:
+        return
+    folder = path.parent
+    if not folder.is_dir():
+        raise _fail_usage(f"{flag} {path}: there is no folder {folder}")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(
+            path, os.W_OK)):
+        raise _fail_usage(f"{flag} {path}: not writable by this user")
+
+
 def _batch(config: Config, tasks: Tasks, target: str | None, inputs: str | None,
            output: str) -> Batch:
     """The master's batch: the function over the inputs (--map), or the config's workload."""
@@ -226,6 +239,8 @@ def launch(role: str, config_path: Path, policy: str | None, jobs: int | None,
                                    ("workers", workers), ("retries", retries)) if v is not None}
     config, tasks = _load(config_path, overrides, modules, jobs)
     node_role = Role[role.upper()]
+    for flag, path in (("--result", result), ("--trace", trace)):
+        _check_writable(flag, path)
     batch = _batch(config, tasks, target, inputs, output) if role == "master" else None
     dashboard = not no_dashboard and sys.stdout.isatty()
     _configure_logs(node_role, log_level, log_format, log_file, dashboard=dashboard)

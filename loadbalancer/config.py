@@ -60,6 +60,7 @@ class Config:
     policy: str = "symmetric"
     state_interval: float = 0.5
     heartbeat_timeout: float = 3.0
+    master_timeout: float = 600.0  # a slave alone this long (at start or after a loss) gives up
     workers: int = 1
     throttle: float = 1.0
     max_datagram: int | None = None  # None: from the route's MTU (endpoint.path_max_datagram)
@@ -161,7 +162,8 @@ def _workload(value: object) -> WorkloadSpec:
     return WorkloadSpec(name, params)
 
 
-KEYS = {"master", "slave", "secret", "policy", "state_interval", "heartbeat_timeout", "workers",
+KEYS = {"master", "slave", "secret", "policy", "state_interval", "heartbeat_timeout",
+        "master_timeout", "workers",
         "throttle", "max_datagram", "runtime_dir", "journal", "workload", "workload_modules",
         "retries"}
 MAX_RETRIES = 100
@@ -189,6 +191,8 @@ def from_dict(raw: dict[str, Any]) -> Config:
         changes["state_interval"] = _number(raw, "state_interval", 0.01, 60, low_open=False)
     if "heartbeat_timeout" in raw:
         changes["heartbeat_timeout"] = _number(raw, "heartbeat_timeout", 0.1, 3600)
+    if "master_timeout" in raw:
+        changes["master_timeout"] = _number(raw, "master_timeout", 1, 7 * 86400)
     if "workers" in raw:
         changes["workers"] = _integer(raw, "workers", 1, 256)
     if "throttle" in raw:

@@ -338,10 +338,14 @@ class Master(Node):
             except TimeoutError:
                 self.say("the slave's trace did not arrive")
         self.summary = self._summarise(makespan, error)
-        self._write_outputs()
+        written = self._write_outputs()
         if self.journal is not None:
-            journal = self.journal
-            await self.loop.run_in_executor(None, lambda: journal.close(finished=error is None))
+            # Only once the outputs are safe is there nothing left to resume.
+            journal, finished = self.journal, error is None and written
+            await self.loop.run_in_executor(None, lambda: journal.close(finished=finished))
+        if not written:
+            self.stop(EXIT_FAILURE)
+            return
         failed = self.summary["failed"]["count"]
         if error is not None:
             self.say(f"VERIFICATION FAILED: {error}")
@@ -398,16 +402,24 @@ class Master(Node):
                 [(t, cap) for t, cap in steps if t > joined[0]]
         return [master, steps]
 
-    def _write_outputs(self) -> None:
-        if self.result_path is not None and self.summary is not None:
-            _write_json(self.result_path, self.summary)
-        if self.trace_path is not None:
-            nodes = {"master": {"samples": self.recorder.samples, "events": self.recorder.events}}
-            if self.slave_trace is not None:
-                nodes["slave"] = {"samples": self.slave_trace.samples,
-                                  "events": self.slave_trace.events}
-            _write_json(self.trace_path, {"start": self.start, "policy": self.config.policy,
-                                          "summary": self.summary, "nodes": nodes})
+    def _write_outputs(self) -> bool:
+        """The summary and the trace files; False (and one line) if one cannot be written."""
+        try:
+            if self.result_path is not None and self.summary is not None:
+                _write_json(self.result_path, self.summary)
+            if self.trace_path is not None:
+                nodes = {"master": {"samples": self.recorder.samples,
+                                    "events": self.recorder.events}}
+                if self.slave_trace is not None:
+                    nodes["slave"] = {"samples": self.slave_trace.samples,
+                                      "events": self.slave_trace.events}
+                _write_json(self.trace_path, {"start": self.start, "policy": self.config.policy,
+                                              "summary": self.summary, "nodes": nodes})
+        except OSError as error:
+            self.say(f"cannot write {error.filename}: {error.strerror}; the journal is kept, "
+                     "so --resume writes it again")
+            return False
+        return True
 
 
 def _number(value: object) -> bool:

@@ -13,6 +13,7 @@ import collections
 import time
 from typing import Any
 
+from loadbalancer.exits import EXIT_FAILURE
 from loadbalancer.messages import (
     MESSAGE_BYTES,
     MESSAGE_JOBS,
@@ -48,6 +49,7 @@ class Slave(Node):
         self.delivered = 0
         self.able = False  # this session's master asked for something we can run
         self._said: set[str] = set()  # what we could not run, said once a session
+        self._alone_since: float | None = None  # no master since then
         self._flush_handle: asyncio.TimerHandle | None = None
         self._trace_message: int | None = None
         self._trace_acked = asyncio.Event()
@@ -56,7 +58,25 @@ class Slave(Node):
     def progress(self) -> dict[str, Any]:
         return {"total": None, "finished": self.delivered}
 
+    async def startup(self) -> None:
+        await super().startup()
+        self._alone_since = self.loop.time()
+        self.spawn(self._give_up_alone())
+
+    async def _give_up_alone(self) -> None:
+        """A master that never comes (or never comes back) ends the slave, in words, after
+        master_timeout, rather than leaving it waiting for ever."""
+        limit = self.config.master_timeout
+        while True:
+            await asyncio.sleep(min(1.0, limit / 4))
+            if self._alone_since is not None and self.loop.time() - self._alone_since > limit:
+                self.say(f"no master for {limit:g}s (is it running, with this config's "
+                         "secret and address?): giving up")
+                self.stop(EXIT_FAILURE)
+                return
+
     def peer_joined(self) -> None:
+        self._alone_since = None
         self.phase = "processing"
         self.able = False
         self._said.clear()
@@ -67,6 +87,7 @@ class Slave(Node):
         return self.able
 
     def peer_lost(self, reason: str) -> None:
+        self._alone_since = self.loop.time()
         if self.phase == "done":
             # The master leaves only once it holds our trace or has given up on it.
             self._trace_acked.set()

@@ -86,7 +86,7 @@ def test_unreachable_node_exits_1(config: Path) -> None:
     one_line_error(lb("status", "--config", str(config)), 1, "no node is running")
 
 
-def test_a_port_in_use_exits_1(config: Path) -> None:
+def test_a_port_in_use_exits_1_and_leaves_no_journal(config: Path) -> None:
     import socket
     address = json.loads(config.read_text())["master"]
     host, port = address.split(":")
@@ -94,6 +94,64 @@ def test_a_port_in_use_exits_1(config: Path) -> None:
         sock.bind((host, int(port)))
         one_line_error(lb("launch", "--role", "master", "--config", str(config)), 1,
                        "cannot start the master")
+    assert not (config.parent / "master.journal").exists()  # the next start is a fresh one
+
+
+@pytest.mark.parametrize("flag", ["--result", "--trace", "--output"])
+def test_an_output_in_a_folder_that_does_not_exist_is_refused_at_once(
+        config: Path, tmp_path: Path, flag: str) -> None:
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text("[1]\n")
+    target = f"{Path(__file__).with_name('mapjobs.py')}:square"
+    answer = lb("launch", "--role", "master", "--config", str(config), "--map", target,
+                "--inputs", str(inputs), flag, str(tmp_path / "absent" / "out.json"))
+    one_line_error(answer, 2, flag if flag != "--output" else "output", "absent")
+    assert not (config.parent / "master.journal").exists()
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--jobs", "5"], ["--jobs does not apply to --map"]),
+    (["--inputs", "IN"], ["--inputs is for the master"]),
+])
+def test_map_flags_are_checked(config: Path, tmp_path: Path, args: list[str],
+                               words: list[str]) -> None:
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text("[1]\n")
+    target = f"{Path(__file__).with_name('mapjobs.py')}:square"
+    role = "slave" if "--inputs" in args else "master"
+    base = ["launch", "--role", role, "--config", str(config)]
+    if role == "master":
+        base += ["--map", target, "--inputs", str(inputs)]
+    one_line_error(lb(*base, *[str(inputs) if a == "IN" else a for a in args]), 2, *words)
+
+
+def test_a_bad_input_line_or_function_is_one_line(config: Path, tmp_path: Path) -> None:
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text("[1]\n[2,\n")
+    jobs = Path(__file__).with_name("mapjobs.py")
+    base = ["launch", "--role", "master", "--config", str(config), "--inputs", str(inputs)]
+    one_line_error(lb(*base, "--map", f"{jobs}:square"), 2, "in.jsonl line 2")
+    one_line_error(lb(*base, "--map", f"{jobs}:nothing"), 2, "has no function 'nothing'")
+    one_line_error(lb(*base, "--map", "no_module_anywhere:f"), 2, "ModuleNotFoundError")
+
+
+def test_jobs_is_for_a_workload_that_takes_a_count(tmp_path: Path) -> None:
+    path = local.write_config(tmp_path, jobs=8, elements_per_job=16, iterations=1)
+    module = tmp_path / "fixed.py"
+    module.write_text("""
+from loadbalancer.workload import Vector, register
+
+@register
+class Fixed(Vector):
+    name = "fixed"
+    jobs_param = None
+""")
+    raw = json.loads(path.read_text())
+    raw["workload"] = {"name": "fixed", "elements": 8, "jobs": 2}
+    path.write_text(json.dumps(raw))
+    one_line_error(lb("launch", "--role", "master", "--config", str(path),
+                      "--workload-module", str(module), "--jobs", "4"), 2,
+                   "--jobs does not apply to workload 'fixed'")
 
 
 @pytest.fixture

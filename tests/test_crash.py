@@ -105,3 +105,24 @@ def test_resume_is_for_the_master(cluster: Cluster, role: str) -> None:
     answer = cluster.lb("launch", "--role", role, "--config", str(cluster.config), "--resume")
     assert answer.returncode == 2
     assert "--resume is for the master" in answer.stderr
+
+
+def test_a_slave_whose_master_never_comes_gives_up_in_words(cluster: Cluster) -> None:
+    cluster.configure(master_timeout=1.5)
+    began = time.monotonic()
+    cluster.start("slave")
+    assert cluster.wait(timeout=20) == {"slave": 1}
+    assert 1.5 <= time.monotonic() - began < 8
+    last = cluster.log("slave").splitlines()[-1]
+    assert "no master for 1.5s" in last and "giving up" in last
+
+
+def test_a_slave_that_loses_its_master_gives_up_in_words(cluster: Cluster) -> None:
+    cluster.configure(master_timeout=5, heartbeat_timeout=1, state_interval=0.2, jobs=256,
+                      elements_per_job=16384, iterations=4000)
+    cluster.start_both()
+    cluster.wait_for("slave", lambda s: s["local"]["peer"] == "connected")
+    kill(cluster, "master")
+    assert cluster.wait(timeout=20) == {"slave": 1}
+    log = cluster.log("slave")
+    assert "master lost (timeout)" in log and "no master for 5s" in log.splitlines()[-1]

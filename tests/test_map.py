@@ -148,3 +148,16 @@ def test_throttle_zero_stops_a_pure_python_job_at_once(cluster: Cluster) -> None
     assert stopped["local"]["executed"] == 0
     assert cluster.wait(timeout=60) == {"slave": 0, "master": 0}
     assert cluster.result()["executed"] == {"master": 6, "slave": 0}
+
+
+def test_the_throttle_holds_for_pure_python_that_never_calls_back(cluster: Cluster) -> None:
+    cluster.configure(policy="symmetric")
+    inputs = write_inputs(cluster.directory / "in.jsonl", [[0.2]] * 6)
+    output = cluster.directory / "out.jsonl"
+    spin = Path(__file__).parent.parent / "benchmarks" / "jobs.py"  # spin, timed inside
+    cluster.start("master", "--map", f"{spin}:spin", "--inputs", str(inputs),
+                  "--output", str(output), "--throttle", "0.5")  # no slave: all of them here
+    assert cluster.wait(timeout=60) == {"master": 0}, cluster.log("master")
+    ratios = sorted(wall / cpu for wall, cpu in (line["result"] for line in read_output(output)))
+    # Its pauses double the wall time of every job; the benchmark holds it to 5 %.
+    assert 1.7 < ratios[len(ratios) // 2] < 2.4, ratios
