@@ -78,8 +78,10 @@ class Batch(Protocol):
         """A final outcome read back from the journal on ``--resume``; False if this
         batch finds it unusable (the job is then computed again)."""
 
-    async def finish(self) -> str | None:
-        """Every job has its final outcome: write or check the whole; an error, or None."""
+    async def finish(self) -> str | list[int] | None:
+        """Every job has its final outcome: write or check the whole. None if all is well,
+        an error if not, or the jobs to compute again (a check of the whole found their
+        results wrong, and they were not computed again already)."""
 
     def flush(self) -> None:
         """Make what was written so far visible (called every second)."""
@@ -95,6 +97,7 @@ class WorkloadBatch:
         self._task = task
         self.results: dict[int, bytes] = {}
         self.failures = Failures()
+        self._again: set[int] = set()  # jobs computed again after a failed check
 
     @classmethod
     def of(cls, tasks: Tasks, spec: WorkloadSpec) -> WorkloadBatch:
@@ -142,14 +145,21 @@ class WorkloadBatch:
         self.results[job] = entry
         return True
 
-    async def finish(self) -> str | None:
+    async def finish(self) -> str | list[int] | None:
         if self.failures.count:
             return None  # nothing whole to check; the failures are the run's news
+        workload, loop = self._task.workload, asyncio.get_running_loop()
         try:
-            await asyncio.get_running_loop().run_in_executor(
-                None, self._task.workload.verify, self.results)
+            await loop.run_in_executor(None, workload.verify, self.results)
         except WorkloadError as failure:
-            return str(failure)
+            wrong = await loop.run_in_executor(None, workload.wrong, self.results)
+            again = [job for job in wrong if job not in self._again]
+            if not again or len(again) < len(wrong):
+                return str(failure)  # wrong once more after computing it again: it is wrong
+            self._again.update(again)
+            for job in again:
+                del self.results[job]
+            return again
         return None
 
     def flush(self) -> None:
@@ -204,7 +214,7 @@ class MapBatch:
         self.output.put(job, None, offset)
         return True
 
-    async def finish(self) -> str | None:
+    async def finish(self) -> str | list[int] | None:
         while self.output.drain():
             await asyncio.sleep(0)
         self.output.close()

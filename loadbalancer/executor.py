@@ -160,7 +160,7 @@ class CallBatch:
     def recovered(self, job: int, entry: Entry, offset: int) -> bool:
         raise AssertionError("an Executor keeps no journal to recover from")
 
-    async def finish(self) -> str | None:
+    async def finish(self) -> str | list[int] | None:
         return None
 
     def flush(self) -> None:

@@ -127,6 +127,12 @@ class Ledger:
         self.failed_attempts.pop(job, None)
         return True
 
+    def reopen(self, job: int) -> None:
+        """A final outcome found wrong: the job is to run again."""
+        if self._done[job]:
+            self._done[job] = 0
+            self.finished -= 1
+
     def failed(self, job: int) -> int:
         """One more failed attempt of a job; how many it has had."""
         attempts = self.failed_attempts.get(job, 0) + 1

@@ -204,7 +204,9 @@ class Journal:
                 file.write(RECORD.pack(len(body), kind, zlib.crc32(body)) + body)
             try:
                 if kind in (RESULT, FAILURE):
-                    recovered.done.setdefault(decode_entry(kind, body)[0], offset)
+                    # The last final record of a job wins: one computed again after a
+                    # failed check of the whole comes after the wrong one.
+                    recovered.done[decode_entry(kind, body)[0]] = offset
                 elif kind == OWNERS:
                     recovered.owners.update(_owners(body))
             except (ValueError, TypeError, KeyError) as error:

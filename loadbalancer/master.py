@@ -329,6 +329,9 @@ class Master(Node):
         self.queue.clear()
         self.say(f"every job has its outcome after {makespan:.1f}s: finishing")
         error = await self.batch.finish()
+        if isinstance(error, list):
+            self._again(error)
+            return
         self.phase = "done"
         self.sample()
         if self.connection.connected:
@@ -354,6 +357,19 @@ class Master(Node):
         else:
             self.say(self.batch.success)
         self.stop(EXIT_FAILURE if error is not None else EXIT_JOBS_FAILED if failed else EXIT_OK)
+
+    def _again(self, jobs: list[int]) -> None:
+        """The check of the whole found these jobs' results wrong: compute them again (the
+        check says so again, for good, if they are wrong once more)."""
+        self.say(f"the check of the whole found {len(jobs)} wrong results (first: job "
+                 f"{jobs[0]}): computing them again")
+        for job in jobs:
+            self.ledger.reopen(job)
+            self.ledger.assign([job], Role.MASTER)
+            self.queue.push(job, self.batch.task(job))
+        self.phase = "processing"
+        self.wake()
+        self.adapt()
 
     def _summarise(self, makespan: float, error: str | None) -> dict[str, Any]:
         stats = self.slave_trace.stats if self.slave_trace else {}

@@ -64,6 +64,11 @@ class Workload(ABC):
     def verify(self, results: Mapping[int, bytes]) -> None:
         """Raise WorkloadError describing the first wrong part of the whole."""
 
+    def wrong(self, results: Mapping[int, bytes]) -> list[int]:
+        """After a failed verify: the jobs whose results are wrong, if the workload can tell
+        (they are computed once more: a result read back from a damaged journal, say)."""
+        return []
+
 
 REGISTRY: dict[str, type[Workload]] = {}
 
@@ -159,6 +164,11 @@ class Vector(Workload):
         for _ in range(self.iterations):
             probe += self.VALUE
         return float(probe[0])
+
+    def wrong(self, results: Mapping[int, bytes]) -> list[int]:
+        expected = self.expected()
+        return [job for job, data in results.items()
+                if np.any(np.frombuffer(data, dtype=np.float64) != expected)]
 
     def verify(self, results: Mapping[int, bytes]) -> None:
         missing = [j for j in range(self.jobs) if j not in results]

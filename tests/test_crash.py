@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import datetime
 import signal
+import struct
 import time
+import zlib
 
 import pytest
 from conftest import Cluster
+
+from loadbalancer import journal
 
 # 256 jobs of ~20 ms; a short heartbeat timeout keeps the tests quick.
 MEDIUM = {"jobs": 256, "elements_per_job": 16384, "iterations": 4000,
@@ -71,6 +75,32 @@ def test_a_killed_master_resumes_from_its_journal(cluster: Cluster) -> None:
     assert result["executed"]["master"] <= 256 - result["recovered"]
     assert not (cluster.directory / "master.journal").exists()  # verified: nothing to resume
     assert "slave" in cluster.log("slave") and "joined" in cluster.log("slave")
+
+
+def test_a_wrong_result_in_the_journal_is_computed_again_not_failed_for_ever(
+        cluster: Cluster) -> None:
+    cluster.configure(policy="symmetric", **MEDIUM)
+    cluster.start("master")  # alone: every result is its own
+    cluster.wait_for("master", lambda s: s["local"]["finished"] >= 80)
+    time.sleep(1.2)  # a journal sync
+    kill(cluster, "master")
+    path = cluster.directory / "master.journal"
+    data = path.read_bytes()
+    # A record whose checksum is right and whose values are not: job 3's result, zeroed.
+    for offset, kind, body in journal._scan(data).records:
+        if kind == journal.RESULT and journal.decode_entry(kind, body)[0] == 3:
+            wrong = struct.pack("!QB", 3, journal.RAW) + bytes(16384 * 8)
+            record = journal.RECORD.pack(len(wrong), kind, zlib.crc32(wrong)) + wrong
+            data = data[:offset] + data[offset + journal.RECORD.size + len(body):] + record
+            break
+    else:
+        pytest.fail("job 3 was not journaled")
+    path.write_bytes(data)
+    cluster.start("master", "--resume")
+    assert cluster.wait() == {"master": 0}, cluster.log("master")
+    assert cluster.result()["verified"] is True
+    assert "found 1 wrong results (first: job 3): computing them again" in cluster.log("master")
+    assert not path.exists()
 
 
 def test_a_journal_of_another_workload_is_refused(cluster: Cluster) -> None:

@@ -85,3 +85,24 @@ def test_parameters_from_a_peer_are_bounded_and_allocate_nothing() -> None:
     assert huge.job_count == 10**7
     with pytest.raises(WorkloadError, match="data of job 3 has 8 bytes, expected 13744"):
         huge.check_job(3, bytes(8))
+
+
+async def test_a_wrong_result_is_computed_again_once_then_it_is_a_failure() -> None:
+    from loadbalancer.batch import WorkloadBatch
+    from loadbalancer.functions import Catalog
+    from loadbalancer.messages import WorkloadSpec
+    from loadbalancer.tasks import Tasks
+
+    batch = WorkloadBatch.of(Tasks(Catalog()), WorkloadSpec(
+        "vector", {"elements": 10, "jobs": 3, "iterations": 4}))
+    vector = small()
+    right = {job: vector.run(job, vector.job_data(job), lambda: None) for job in range(3)}
+    for job, data in right.items():
+        batch.result(job, data if job != 1 else bytes(len(data)), None)
+    assert await batch.finish() == [1]  # wrong: compute it again
+    assert 1 not in batch.results
+    batch.result(1, right[1], None)
+    assert await batch.finish() is None
+    batch.result(1, bytes(len(right[1])), None)  # wrong again after computing it again
+    error = await batch.finish()
+    assert isinstance(error, str) and "element" in error
