@@ -44,6 +44,7 @@ from loadbalancer.messages import (
 from loadbalancer.node import Node
 from loadbalancer.outcome import Failure, Outcome
 from loadbalancer.tasks import Task, describe
+from loadbalancer.trace import PeerHistory
 from loadbalancer.wire import Role
 from loadbalancer.workload import WorkloadError
 
@@ -78,6 +79,7 @@ class Master(Node):
         self.bootstrapped = 0
         self.start = time.time()
         self.slave_trace: Trace | None = None
+        self.peer_history = PeerHistory()
         self._trace_received = asyncio.Event()
         self.summary: dict[str, Any] | None = None
         self.last_done: float | None = None
@@ -167,6 +169,7 @@ class Master(Node):
 
     # ---- sessions -------------------------------------------------------------------
     def peer_joined(self) -> None:
+        self.peer_history.joined(time.time())
         self.peer_able = {}
         self._asked = set()
         self._bootstrap_due = True
@@ -188,6 +191,18 @@ class Master(Node):
     def sharing(self) -> bool:
         return any(self.peer_able.values())
 
+    def remote_updated(self) -> None:
+        assert self.remote is not None
+        view, status = self.remote.view, self.remote.status
+        self.peer_history.state(time.time(), pending=view.queued + view.running,
+                                throttle=view.throttle, workers=view.workers,
+                                executed=status.get("session_executed") or 0,
+                                compute=status.get("session_compute") or 0.0)
+
+    def sample(self) -> None:
+        super().sample()
+        self.peer_history.sample(time.time())
+
     def movable(self, task: Task) -> bool:
         return self.peer_able.get(task.spec.key(), False)
 
@@ -207,6 +222,7 @@ class Master(Node):
         self.adapt()
 
     def peer_lost(self, reason: str) -> None:
+        self.peer_history.lost(time.time())
         self.peer_able = {}
         if self.phase == "processing":  # afterwards every result is held: nothing to take back
             self._take_back(self.ledger.unfinished(Role.SLAVE), f"{reason}: took back")
@@ -233,6 +249,7 @@ class Master(Node):
             case Jobs():
                 self._accept_jobs(message)
             case Results(results, failures):
+                self.peer_history.delivered(len(results) + len(failures))
                 for job, result in results:
                     self._record(Outcome(job, result), on=Role.SLAVE)
                 for job, failure in failures:
@@ -371,13 +388,30 @@ class Master(Node):
         self.wake()
         self.adapt()
 
+    def _slave_work(self) -> tuple[int, float]:
+        """Jobs the slave computed in this run, in every session, and their compute seconds:
+        the sessions as this node saw them, the last one as the slave's own trace says."""
+        history, stats = self.peer_history, self.slave_trace.stats if self.slave_trace else {}
+        executed, compute = history.executed, history.compute
+        if history.sessions and "executed" in stats:
+            last = history.sessions[-1]
+            executed += int(stats["executed"]) - last.executed
+            compute += float(stats.get("compute_seconds", 0.0)) - last.compute
+        return executed, compute
+
     def _summarise(self, makespan: float, error: str | None) -> dict[str, Any]:
         stats = self.slave_trace.stats if self.slave_trace else {}
-        executed = {"master": self.monitor.executed, "slave": int(stats.get("executed", 0))}
-        compute = self.monitor.compute_seconds + float(stats.get("compute_seconds", 0.0))
+        slave_executed, slave_compute = self._slave_work()
+        executed = {"master": self.monitor.executed, "slave": slave_executed}
+        compute = self.monitor.compute_seconds + slave_compute
         runs = executed["master"] + executed["slave"]
-        work = compute / runs * self.ledger.job_count if runs else 0.0
-        ideal = measure.ideal_makespan(work, self.start, self._capacity())
+        # The ideal does each job of this run once: not what the journal held (a resumed
+        # run), nor results a slave brought from an earlier session, nor a job run twice
+        # because a session died with its result.
+        jobs = min(runs, self.ledger.finished - self.recovered)
+        work = compute / runs * jobs if runs else 0.0
+        ideal = measure.ideal_makespan(work, self.start, [self.recorder.capacity_steps(),
+                                                          self.peer_history.capacity_steps()])
         dropped = self.connection.drops()
         for reason, count in dict(stats.get("dropped", {})).items():
             dropped[reason] = dropped.get(reason, 0) + int(count)
@@ -403,20 +437,19 @@ class Master(Node):
             "recovered": self.recovered,
         }
 
-    def _capacity(self) -> list[list[tuple[float, float]]]:
-        master = self.recorder.capacity_steps()
-        if self.slave_trace is None:
-            return [master]
-        events = self.slave_trace.events
-        steps = [(float(e["t"]), float(e["workers"]) * float(e["throttle"]))
-                 for e in events if e.get("type") == "throttle"]
-        joined = [float(e["t"]) for e in events if e.get("type") == "joined"]
-        if joined and steps:
-            # The slave adds capacity only from the moment it joined.
-            before = [cap for t, cap in steps if t <= joined[0]]
-            steps = [(joined[0], before[-1] if before else 0.0)] + \
-                [(t, cap) for t, cap in steps if t > joined[0]]
-        return [master, steps]
+    def _slave_trace(self) -> dict[str, list[dict[str, Any]]]:
+        """The slave's line in every session: its own trace where it sent one (finer), and
+        before that what this node saw of it (sessions of slaves that died)."""
+        history, own = self.peer_history, self.slave_trace
+        # The slave's own record starts when its process did (with its first throttle event).
+        since = min((r["t"] for r in [*own.samples, *own.events]), default=math.inf) \
+            if own is not None else math.inf
+        samples = [s for s in history.samples if s["t"] < since]
+        events = [e for e in history.events if e["t"] < since]
+        if own is not None:
+            samples += own.samples
+            events += own.events
+        return {"samples": samples, "events": events}
 
     def _write_outputs(self) -> bool:
         """The summary and the trace files; False (and one line) if one cannot be written."""
@@ -426,9 +459,8 @@ class Master(Node):
             if self.trace_path is not None:
                 nodes = {"master": {"samples": self.recorder.samples,
                                     "events": self.recorder.events}}
-                if self.slave_trace is not None:
-                    nodes["slave"] = {"samples": self.slave_trace.samples,
-                                      "events": self.slave_trace.events}
+                if self.peer_history.sessions:
+                    nodes["slave"] = self._slave_trace()
                 _write_json(self.trace_path, {"start": self.start, "policy": self.config.policy,
                                               "summary": self.summary, "nodes": nodes})
         except OSError as error:

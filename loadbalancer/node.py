@@ -94,6 +94,15 @@ class Node:
         self.sent_jobs = self.received_jobs = 0
         self.requested: tuple[int, int, float] | None = None  # (id, count, when)
         self._next_request = 1
+        # What this node computed before the session: its work in the session is the rest.
+        self._session_base = (self.monitor.executed, self.monitor.compute_seconds)
+
+    def session_work(self) -> dict[str, Any]:
+        """Jobs computed in this session and their compute seconds: a peer that restarts
+        (or a master that resumes) counts each session's work once."""
+        executed, compute = self._session_base
+        return {"session_executed": self.monitor.executed - executed,
+                "session_compute": self.monitor.compute_seconds - compute}
 
     # ---- lifecycle ---------------------------------------------------------------
     async def run(self) -> int:
@@ -409,7 +418,7 @@ class Node:
 
     def _state_now(self) -> None:
         state = {**self.status(), "sent_jobs": self.sent_jobs,
-                 "received_jobs": self.received_jobs}
+                 "received_jobs": self.received_jobs, **self.session_work()}
         self.connection.send_state(messages.encode_state(state))
         self.endpoint.flush()
 
@@ -425,7 +434,11 @@ class Node:
             self.connection.dropped[error.reason] += 1
             return
         self.remote_at = self.loop.time()
+        self.remote_updated()
         self.adapt()
+
+    def remote_updated(self) -> None:
+        """A new state of the peer is in ``self.remote``."""
 
     def sample(self) -> None:
         """One trace sample (and a dashboard refresh) of the node as it is now."""

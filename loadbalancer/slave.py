@@ -195,8 +195,9 @@ class Slave(Node):
     async def _leave(self) -> None:
         self.phase = "done"
         self.sample()
-        stats = {"executed": self.monitor.executed, "failed": self.failed_runs,
-                 "compute_seconds": self.monitor.compute_seconds,
+        work = self.session_work()
+        stats = {"executed": work["session_executed"], "failed": self.failed_runs,
+                 "compute_seconds": work["session_compute"],
                  "retransmits": self.connection.retransmits,
                  "dropped": self.connection.drops(),
                  "suppressed": self.connection.suppressed, "bytes_sent": self.connection.bytes_sent,

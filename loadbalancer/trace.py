@@ -9,6 +9,7 @@ period).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 MAX_SAMPLES = 100_000  # a day at five samples a second: bounded however long a run takes
@@ -31,3 +32,82 @@ class Recorder:
         """(time, workers * throttle) from each throttle event on, for the ideal makespan."""
         return [(e["t"], e["workers"] * e["throttle"]) for e in self.events
                 if e["type"] == "throttle"]
+
+
+@dataclass
+class _Session:
+    reported: int = 0  # the peer's jobs computed in this session, at its latest state
+    compute: float = 0.0  # and their compute seconds
+    delivered: int = 0  # outcomes it sent: more than it reported, if it died soon after
+
+    @property
+    def executed(self) -> int:
+        return max(self.reported, self.delivered)
+
+
+class PeerHistory:
+    """What the master saw of the slave, session after session: a slave process that dies
+    takes its own trace with it, so the summary's counts, the ideal makespan's capacity and
+    the plot of every session come from here (the last slave's own trace, where it has one,
+    is finer and wins for the time it covers). Times are wall clock, passed in."""
+
+    def __init__(self) -> None:
+        self.samples: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []
+        self.sessions: list[_Session] = []
+        self._capacity: float | None = None  # workers * throttle now; None: no session
+        self._pending = 0
+
+    def joined(self, now: float) -> None:
+        self.sessions.append(_Session())
+        self._event(now, "joined")
+
+    def state(self, now: float, *, pending: int, throttle: float, workers: int,
+              executed: int, compute: float) -> None:
+        """The peer's latest state (its session's counts so far)."""
+        if not self.sessions:
+            return
+        session = self.sessions[-1]
+        session.reported, session.compute = executed, compute
+        self._pending = pending
+        if self._capacity != workers * throttle:
+            self._capacity = workers * throttle
+            self._event(now, "throttle", throttle=throttle, workers=workers)
+
+    def delivered(self, outcomes: int) -> None:
+        if self.sessions:
+            self.sessions[-1].delivered += outcomes
+
+    def sample(self, now: float) -> None:
+        """A point of the peer's line, while there is a session."""
+        if self._capacity is not None and len(self.samples) < MAX_SAMPLES:
+            self.samples.append({"t": now, "pending": self._pending, "done": self.executed,
+                                 "session": len(self.sessions)})
+
+    def lost(self, now: float) -> None:
+        if self._capacity is not None:
+            self.sample(now)
+            self._capacity, self._pending = None, 0
+            self._event(now, "lost")
+
+    def _event(self, now: float, kind: str, **values: Any) -> None:
+        if len(self.events) < MAX_SAMPLES:
+            self.events.append({"t": now, "type": kind, **values})
+
+    @property
+    def executed(self) -> int:
+        return sum(session.executed for session in self.sessions)
+
+    @property
+    def compute(self) -> float:
+        return sum(session.compute for session in self.sessions)
+
+    def capacity_steps(self) -> list[tuple[float, float]]:
+        """(time, workers * throttle) of the peer: only while a session was open."""
+        steps = []
+        for event in self.events:
+            if event["type"] == "throttle":
+                steps.append((event["t"], event["workers"] * event["throttle"]))
+            elif event["type"] == "lost":
+                steps.append((event["t"], 0.0))
+        return steps
