@@ -305,7 +305,7 @@ def _ask(path: Path, message: dict[str, Any]) -> dict[str, Any]:
         raise click.ClickException(str(error)) from None
 
 
-@cli.command()
+@cli.command(short_help="Set a running node's throttle, from 0 to 1.")
 @click.argument("value", type=THROTTLE)
 @click.option("--role", type=ROLE, help="Which node (needed when both run here).")
 @config_option
@@ -379,6 +379,13 @@ def demo(jobs: int | None, policy: str, slave_throttle: float, workers: int | No
             slave_args += ["--workers", str(workers)]
         slave = local.launch(path, "slave", *slave_args, log=log_path)
         try:
+            # The master only once the slave listens: a short run would otherwise be over
+            # before the slave joined, and the slave would wait for a master that has gone.
+            local.wait_until_listening(path, "slave", slave)
+        except RuntimeError as error:
+            slave.kill()
+            raise click.ClickException(f"{error}: {log_path.read_text()[-2000:]}") from None
+        try:
             code = _run(config, Role.MASTER, tasks, batch, dashboard=dashboard,
                         log_messages=log_file is not None)
         finally:
@@ -416,13 +423,23 @@ def init(master: Address, slave: Address, output: Path, force: bool) -> None:
     click.echo(newconfig.instructions(output, master, slave))
 
 
+def _login_shell() -> str | None:
+    """The shell $SHELL names, if it is one of SHELLS."""
+    name = Path(os.environ.get("SHELL", "")).name
+    return name if name in SHELLS else None
+
+
 @cli.command()
-@click.option("--shell", type=click.Choice(SHELLS), required=True, help="Your shell.")
-def completion(shell: str) -> None:
+@click.option("--shell", type=click.Choice(SHELLS), default=_login_shell,
+              help="Your shell.  [default: the one $SHELL names]")
+def completion(shell: str | None) -> None:
     """Print the shell completion script.
 
-    The same script as _LB_COMPLETE=SHELL_source lb prints, e.g. eval "$(lb completion
-    --shell bash)" in ~/.bashrc."""
+    The same script as _LB_COMPLETE=SHELL_source lb prints, e.g. eval "$(lb completion)"
+    in ~/.bashrc."""
+    if shell is None:
+        raise _fail_usage(f"$SHELL is {os.environ.get('SHELL', 'not set')!r}: say which with "
+                          f"--shell ({', '.join(SHELLS)})")
     from click.shell_completion import get_completion_class
     script = get_completion_class(shell)
     assert script is not None  # click has a class for each of SHELLS

@@ -61,6 +61,7 @@ class Config:
     state_interval: float = 0.5
     heartbeat_timeout: float = 3.0
     master_timeout: float = 600.0  # a slave alone this long (at start or after a loss) gives up
+    progress_interval: float = 10.0  # seconds between progress lines in the log (no dashboard)
     workers: int = 1
     throttle: float = 1.0
     max_datagram: int | None = None  # None: from the route's MTU (endpoint.path_max_datagram)
@@ -163,7 +164,7 @@ def _workload(value: object) -> WorkloadSpec:
 
 
 KEYS = {"master", "slave", "secret", "policy", "state_interval", "heartbeat_timeout",
-        "master_timeout", "workers",
+        "master_timeout", "progress_interval", "workers",
         "throttle", "max_datagram", "runtime_dir", "journal", "workload", "workload_modules",
         "retries"}
 MAX_RETRIES = 100
@@ -193,6 +194,8 @@ def from_dict(raw: dict[str, Any]) -> Config:
         changes["heartbeat_timeout"] = _number(raw, "heartbeat_timeout", 0.1, 3600)
     if "master_timeout" in raw:
         changes["master_timeout"] = _number(raw, "master_timeout", 1, 7 * 86400)
+    if "progress_interval" in raw:
+        changes["progress_interval"] = _number(raw, "progress_interval", 0.1, 86400)
     if "workers" in raw:
         changes["workers"] = _integer(raw, "workers", 1, 256)
     if "throttle" in raw:

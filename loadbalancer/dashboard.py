@@ -17,7 +17,7 @@ from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
-from loadbalancer.logs import printable
+from loadbalancer.logs import duration, printable
 
 DASH = "—"
 # Jobs/s is measured over this trailing window so that it follows changes in throttle and
@@ -34,19 +34,12 @@ def _other(role: str) -> str:
     return "slave" if role == "master" else "master"
 
 
+def _fmt_duration(seconds: float | None) -> str:
+    return DASH if seconds is None else duration(seconds)
+
+
 def _fmt(value: Any, spec: str = "", suffix: str = "") -> str:
     return DASH if value is None else f"{value:{spec}}{suffix}"
-
-
-def _fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return DASH
-    s = round(seconds)
-    if s < 60:
-        return f"{seconds:.1f}s" if seconds < 10 else f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def _fmt_bytes(n: int | None) -> str:

@@ -49,6 +49,16 @@ def printable(value: object, limit: int = MAX_SHOWN) -> str:
     return f"{text}… ({rest} more characters)" if rest > 0 else text
 
 
+def duration(seconds: float) -> str:
+    """Seconds as people read them: 4.2s, 38s, 3m05s, 2h10m."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{seconds:.1f}s" if seconds < 10 else f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
 def _shown(value: object) -> object:
     return value if isinstance(value, int | float) else printable(value)  # numbers for %d, %f
 

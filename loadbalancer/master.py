@@ -29,6 +29,7 @@ from loadbalancer.batch import Batch
 from loadbalancer.exits import EXIT_FAILURE, EXIT_JOBS_FAILED, EXIT_OK
 from loadbalancer.jobs import Ledger
 from loadbalancer.journal import Journal, Recovered
+from loadbalancer.logs import duration
 from loadbalancer.messages import (
     Cancel,
     Finish,
@@ -137,6 +138,18 @@ class Master(Node):
 
     def progress(self) -> dict[str, Any]:
         return {"total": self.ledger.job_count, "finished": self.ledger.finished}
+
+    def progress_count(self) -> int:
+        return self.ledger.finished
+
+    def progress_line(self, rate: float) -> str:
+        done, total = self.ledger.finished, self.ledger.job_count
+        left = f", about {duration((total - done) / rate)} left" if rate > 0 else ""
+        slave = self.remote.view.queued if self.remote and self.connection.connected else None
+        there = f", the slave {slave}" if slave is not None else ", no slave"
+        return (f"progress: {done} of {total} jobs done ({done / total:.0%}), "
+                f"{rate:.1f} jobs/s{left}; queued: here {len(self.queue)}{there}"
+                if total else "progress: no jobs yet")
 
     def job_data(self, job: int) -> bytes:
         return self.batch.job_data(job)
@@ -367,6 +380,7 @@ class Master(Node):
             self.stop(EXIT_FAILURE)
             return
         failed = self.summary["failed"]["count"]
+        self.say(_summary_line(self.summary))
         if error is not None:
             self.say(f"VERIFICATION FAILED: {error}")
         elif failed:
@@ -468,6 +482,16 @@ class Master(Node):
                      "so --resume writes it again")
             return False
         return True
+
+
+def _summary_line(summary: dict[str, Any]) -> str:
+    """The summary for people, in one line (the JSON has the rest)."""
+    ratio = f" ({summary['ratio']:.2f} x the ideal)" if summary.get("ratio") else ""
+    executed, moved = summary["executed"], summary["moved"]
+    return (f"done: {summary['jobs']} jobs in {duration(summary['makespan_s'])}{ratio}; "
+            f"run here {executed['master']}, on the slave {executed['slave']}; "
+            f"{summary['failed']['count']} failed; bootstrap {summary['bootstrap']}, "
+            f"then moved {moved['to_slave']} to the slave and {moved['to_master']} back")
 
 
 def _number(value: object) -> bool:

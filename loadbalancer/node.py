@@ -133,6 +133,8 @@ class Node:
         self.recorder.event("throttle", throttle=self.throttle.value, workers=self.config.workers)
         coroutines: list[Coroutine[Any, Any, None]] = [
             self._sample(), self._send_state(), self._adapt_periodically()]
+        if self.ui is None:  # under systemd or --no-dashboard, the log says how far it is
+            coroutines.append(self._log_progress())
         coroutines += [self._work(process) for process in self.processes]
         for coroutine in coroutines:
             self.spawn(coroutine)
@@ -449,6 +451,23 @@ class Node:
                              done=self.monitor.executed)
         if self.ui is not None:
             self.ui.update(status, None if self.remote is None else self.remote.status)
+
+    async def _log_progress(self) -> None:
+        interval = self.config.progress_interval
+        done = self.progress_count()
+        while True:
+            await asyncio.sleep(interval)
+            now = self.progress_count()
+            self.say(self.progress_line((now - done) / interval))
+            done = now
+
+    def progress_count(self) -> int:
+        """Jobs done so far, as the progress line counts them."""
+        return self.monitor.executed
+
+    def progress_line(self, rate: float) -> str:
+        return (f"progress: {self.monitor.executed} jobs done here ({rate:.1f}/s), "
+                f"{len(self.queue)} queued, {len(self.running)} running")
 
     async def _sample(self) -> None:
         while True:

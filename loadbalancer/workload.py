@@ -83,7 +83,8 @@ def create(name: str, params: Mapping[str, Any]) -> Workload:
         cls = REGISTRY[name]
     except KeyError:
         known = ", ".join(sorted(REGISTRY))
-        raise WorkloadError(f"unknown workload {name!r} (known: {known})") from None
+        raise WorkloadError(f"unknown workload {name!r} (known: {known}; a module of yours "
+                            "that registers one is named with --workload-module)") from None
     return cls.from_params(params)
 
 

@@ -7,6 +7,7 @@ import secrets
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -186,3 +187,11 @@ def test_a_planted_control_directory_stops_a_node_at_its_start(
                    "cannot start the master: the control directory", "is a symbolic link")
     assert stat.S_IMODE(theirs.stat().st_mode) == 0o777
     assert [p.name for p in theirs.iterdir()] == ["master.sock"]
+
+
+def test_a_one_job_demo_ends_as_soon_as_it_is_done() -> None:
+    began = time.monotonic()
+    answer = lb("demo", "--jobs", "1", "--no-dashboard", "--iterations", "10")
+    assert answer.returncode == 0, answer.stderr
+    assert json.loads(answer.stdout.splitlines()[-1])["jobs"] == 1
+    assert time.monotonic() - began < 8  # it waited 10 s for a slave that never joined

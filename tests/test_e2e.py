@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import stat
 import time
@@ -116,3 +117,18 @@ def test_the_control_channel_refuses_bad_values_and_changes_nothing(cluster: Clu
         control.request(path, {"cmd": "reboot"})
     assert control.request(path, {"cmd": "status"})["local"]["throttle"] == 1.0
     cluster.processes["master"].terminate()
+
+
+def test_without_a_terminal_the_log_says_how_far_the_run_is(cluster: Cluster) -> None:
+    cluster.configure(policy="symmetric", progress_interval=0.5, jobs=128,
+                      elements_per_job=32768, iterations=2000)
+    assert run(cluster) == {"slave": 0, "master": 0}
+    lines = cluster.log("master").splitlines()
+    progress = [line for line in lines if " INFO master: progress: " in line]
+    assert len(progress) >= 2, lines
+    assert re.search(r"progress: \d+ of 128 jobs done \(\d+%\), [\d.]+ jobs/s, about \S+ left; "
+                     r"queued: here \d+, the slave \d+", progress[0]), progress[0]
+    done = [line for line in lines if " INFO master: done: 128 jobs in " in line]
+    assert len(done) == 1 and "x the ideal" in done[0] and "0 failed" in done[0]
+    slave = [line for line in cluster.log("slave").splitlines() if "progress: " in line]
+    assert slave and re.search(r"progress: \d+ jobs done here \([\d.]+/s\), \d+ queued", slave[0])

@@ -124,3 +124,17 @@ def test_completion_for_other_shells(shell: str) -> None:
 def test_help_tells_how_to_enable_completion() -> None:
     assert 'eval "$(lb completion --shell bash)"' in invoke("--help").output
     one_error(invoke("completion", "--shell", "tcsh"), 2, "tcsh")
+
+
+def test_completion_takes_the_shell_from_shell(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHELL", "/usr/bin/zsh")
+    result = invoke("completion")
+    assert result.exit_code == 0 and "zsh_complete" in result.output
+    monkeypatch.setenv("SHELL", "/bin/tcsh")
+    one_error(invoke("completion"), 2, "$SHELL is '/bin/tcsh'", "--shell")
+
+
+def test_help_lists_each_command_in_full() -> None:
+    listed = invoke("--help").output.split("Commands:")[1]
+    assert "Set a running node's throttle, from 0 to 1." in listed
+    assert not any(line.endswith("...") for line in listed.splitlines())
