@@ -325,13 +325,11 @@ def status(role: str | None, config_path: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(answer))
         return
-    for side in ("local", "remote"):
-        state = answer.get(side)
-        if state:
-            # The remote side is what the peer said of itself: it may hold anything.
-            fields = " ".join(logs.printable(f"{k}={v}") for k, v in state.items()
-                              if k != "dropped")
-            click.echo(f"{side}: {fields}")
+    from rich.console import Console
+
+    from loadbalancer.dashboard import status_table
+    # The remote side is what the peer said of itself: the table makes every string printable.
+    Console(highlight=False).print(status_table(answer["local"], answer.get("remote")))
 
 
 @cli.command()

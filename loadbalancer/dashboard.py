@@ -23,7 +23,7 @@ DASH = "—"
 # Jobs/s is measured over this trailing window so that it follows changes in throttle and
 # load balancing instead of averaging over the whole run.
 RATE_WINDOW_S = 10.0
-PEER_STYLES = {"connected": "green", "waiting": "yellow", "lost": "bold red"}
+PEER_STYLES = {"connected": "green", "waiting": "yellow", "lost": "bold red", "left": "dim"}
 PHASE_STYLES = {"done": "bold green", "failed": "bold red", "waiting": "yellow"}
 # Six rows of figures plus the border; a waiting peer's panel gets the same height so the
 # two panels line up.
@@ -242,6 +242,11 @@ def summary_table(summary: dict[str, Any]) -> Table:
     table.add_row(
         "executed", f"master {_fmt(executed['master'])} · slave {_fmt(executed['slave'])}"
     )
+    failed = summary["failed"]
+    first = ", ".join(printable(f"{f['index']}: {f['error']}", 60) for f in failed["first"])
+    table.add_row("failed", Text(f"{failed['count']} ({first})", "bold red") if failed["count"]
+                  else Text("none"))
+    table.add_row("bootstrap", _fmt(summary["bootstrap"]))
     table.add_row(
         "moved", f"to slave {_fmt(moved['to_slave'])} · to master {_fmt(moved['to_master'])}"
     )
@@ -249,4 +254,35 @@ def summary_table(summary: dict[str, Any]) -> Table:
     dropped = ", ".join(printable(f"{reason} {n}") for reason, n in summary["dropped"].items())
     table.add_row("dropped", dropped or "none")
     table.add_row("bytes sent", _fmt_bytes(summary["bytes_sent"]))
+    return table
+
+
+# (label, how to show a status) for `lb status`: what a person asks of a running pair.
+_STATUS_ROWS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
+    ("phase", lambda s: printable(s["phase"])),
+    ("queued · running", lambda s: f"{_fmt(s['queued'])} · {_fmt(s['running'])}"),
+    ("executed · failed", lambda s: f"{_fmt(s['executed'])} · {_fmt(s.get('failed'))}"),
+    ("throttle · workers", lambda s: f"{_fmt(s['throttle'], '.2f')} · {_fmt(s['workers'])}"),
+    ("speed", lambda s: _fmt(s["speed"], ".1f", " jobs/s")),
+    ("ETA", lambda s: _fmt_duration(s["eta"])),
+    ("progress", lambda s: DASH if s.get("total") is None else
+     f"{_fmt(s['finished'])} of {s['total']}" + (
+         f" ({100 * (s['finished'] or 0) // s['total']}%)" if s["total"] else "")),
+    ("peer", lambda s: printable(s["peer"])),
+    ("moved out · in", lambda s: f"{_fmt(s['moved_out'])} · {_fmt(s['moved_in'])}"),
+    ("retransmits", lambda s: _fmt(s["retransmits"])),
+    ("dropped", lambda s: ", ".join(printable(f"{reason} {count}")
+                                    for reason, count in (s["dropped"] or {}).items()) or "none"),
+)
+
+
+def status_table(local: dict[str, Any], remote: dict[str, Any] | None) -> Table:
+    """`lb status` for people: both nodes side by side, rounded."""
+    role = str(local["role"])
+    table = Table(show_header=True, header_style="bold", box=None, padding=(0, 2, 0, 0))
+    table.add_column("")
+    table.add_column(f"{role} (this node)", justify="right")
+    table.add_column(f"{_other(role)} (its peer)", justify="right")
+    for label, shown in _STATUS_ROWS:
+        table.add_row(label, shown(local), DASH if remote is None else shown(remote))
     return table

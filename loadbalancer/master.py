@@ -364,12 +364,14 @@ class Master(Node):
             return
         self.phase = "done"
         self.sample()
+        self._state_now()  # the slave's screen shows this node done, not still processing
         if self.connection.connected:
             self.send(Finish())
             try:
                 await asyncio.wait_for(self._trace_received.wait(), TRACE_TIMEOUT)
             except TimeoutError:
                 self.say("the slave's trace did not arrive")
+        self.sample()  # the last frame: with the slave's final state, if it came
         self.summary = self._summarise(makespan, error)
         written = self._write_outputs()
         if self.journal is not None:

@@ -27,7 +27,7 @@ from loadbalancer.config import Address, format_address
 
 StatusSource = Callable[[], dict[str, Any] | None]
 PHASES = ("waiting", "processing", "aggregating", "done")
-PEER_STATES = ("waiting", "connected", "lost")
+PEER_STATES = ("waiting", "connected", "lost", "left")
 
 # (metric, status key, help) for the plain numbers of a status.
 GAUGES = (

@@ -75,6 +75,7 @@ class Node:
         self.params = adaptor.Params()
         self.phase = "waiting"
         self.remote: PeerState | None = None
+        self.peer_left = False  # the peer said goodbye after the run was over
         self.remote_at = 0.0
         self.refused = 0
         self.moved_out = self.moved_in = 0
@@ -288,7 +289,10 @@ class Node:
                 self._state_now()
             case PeerLost(reason):
                 self.recorder.event("lost", reason=reason)
-                self.say(f"{self.role.peer} lost ({reason})")
+                # A peer that says goodbye once the run is over has left, not been lost.
+                self.peer_left = reason == "bye" and self.phase == "done"
+                self.say(f"{self.role.peer} left" if self.peer_left
+                         else f"{self.role.peer} lost ({reason})")
                 self.peer_lost(reason)
             case StateReceived(body):
                 self._on_state(body)
@@ -407,7 +411,7 @@ class Node:
             "cpu": self.monitor.cpu, "speed": speed, "eta": eta,
             "job_seconds": self.monitor.job_seconds,
             "peer": "connected" if self.connection.connected else
-            ("waiting" if self.remote is None else "lost"),
+            ("waiting" if self.remote is None else "left" if self.peer_left else "lost"),
             "moved_out": self.moved_out, "moved_in": self.moved_in,
             "retransmits": self.connection.retransmits,
             "dropped": self.connection.drops(), "suppressed": self.connection.suppressed,

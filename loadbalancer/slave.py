@@ -195,6 +195,7 @@ class Slave(Node):
     async def _leave(self) -> None:
         self.phase = "done"
         self.sample()
+        self._state_now()  # the master's screen shows this node done, not still processing
         work = self.session_work()
         stats = {"executed": work["session_executed"], "failed": self.failed_runs,
                  "compute_seconds": work["session_compute"],

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from rich.console import Console, RenderableType
 
-from loadbalancer.dashboard import Dashboard, summary_table
+from loadbalancer.dashboard import Dashboard, status_table, summary_table
 
 
 def status(**overrides: Any) -> dict[str, Any]:
@@ -67,6 +67,8 @@ SUMMARY: dict[str, Any] = {
     "dropped": {"bad_tag": 2},
     "policy": "eta",
     "bytes_sent": 123456,
+    "failed": {"count": 0, "first": [], "attempts_failed": 0},
+    "bootstrap": 512,
 }
 
 
@@ -204,3 +206,23 @@ def test_text_from_the_peer_is_shown_escaped_on_one_line() -> None:
     assert len(out.splitlines()) == len(text_of(plain.render(), width=120).splitlines())
     table = text_of(summary_table({**SUMMARY, "dropped": {evil: 2}}))
     assert "\x1b" not in table and "x\\n\\x1b[2J\\x1b[31mforged 2" in table
+
+
+def test_status_for_people_is_both_nodes_side_by_side_rounded() -> None:
+    out = text_of(status_table(status(speed=7.1234, eta=17.42), slave_status(speed=3.0)))
+    assert "master (this node)" in out and "slave (its peer)" in out
+    assert line_with(out, "queued · running").split() [-6:] == ["120", "·", "1", "37", "·", "1"]
+    assert "0.70 · 1" in line_with(out, "throttle") and "0.30 · 1" in line_with(out, "throttle")
+    assert "7.1 jobs/s" in line_with(out, "speed") and "17s" in line_with(out, "ETA")
+    assert "512 of 1024 (50%)" in line_with(out, "progress")
+    assert "bad_tag 2" in line_with(out, "dropped")
+    alone = text_of(status_table(status(peer="waiting"), None))
+    assert line_with(alone, "phase").split()[-1] == "—"
+
+
+def test_the_summary_names_failed_jobs() -> None:
+    failed = {"count": 2, "first": [{"index": 7, "error": "ValueError: seven"},
+                                    {"index": 9, "error": "KeyError: 'x'"}], "attempts_failed": 6}
+    out = text_of(summary_table(SUMMARY | {"failed": failed}), width=120)
+    assert "2 (7: ValueError: seven, 9: KeyError: 'x')" in line_with(out, "failed")
+    assert "512" in line_with(out, "bootstrap")

@@ -66,8 +66,10 @@ def test_the_demo_dashboard_in_a_terminal(tmux: list[str], tmp_path: Path) -> No
     # The end: the last frame stays on screen, the summary below it.
     end = screen(tmux, history=True)
     end = end[end.rindex(TITLE):]
+    # Each panel shows the state its node ended in, and a peer that left is not "LOST".
     assert "MASTER · this node · done" in end
-    assert "SLAVE · peer" in end
+    assert "SLAVE · peer · done" in end
+    assert "LOST" not in end
     assert re.search(r"results ━+ 64/64 100%", end), end
     events = end[end.index("events"):end.index("lb run summary")]
     assert "slave joined" in events

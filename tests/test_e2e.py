@@ -120,8 +120,9 @@ def test_the_control_channel_refuses_bad_values_and_changes_nothing(cluster: Clu
 
 
 def test_without_a_terminal_the_log_says_how_far_the_run_is(cluster: Cluster) -> None:
-    cluster.configure(policy="symmetric", progress_interval=0.5, jobs=128,
-                      elements_per_job=32768, iterations=2000)
+    # About 2 s of work: a few progress lines at 0.3 s apart.
+    cluster.configure(policy="symmetric", progress_interval=0.3, jobs=128,
+                      elements_per_job=32768, iterations=8000)
     assert run(cluster) == {"slave": 0, "master": 0}
     lines = cluster.log("master").splitlines()
     progress = [line for line in lines if " INFO master: progress: " in line]

@@ -78,7 +78,7 @@ def test_every_status_figure_becomes_a_metric() -> None:
               if name == "lb_phase"}
     assert phases == {"waiting": 0, "processing": 1, "aggregating": 0, "done": 0}
     peer = {dict(labels)["state"]: v for (name, labels), v in samples.items() if name == "lb_peer"}
-    assert peer == {"waiting": 0, "connected": 1, "lost": 0}
+    assert peer == {"waiting": 0, "connected": 1, "lost": 0, "left": 0}
     # An unknown figure is left out rather than shown as a made-up number.
     assert not any(name == "lb_eta_seconds" for name, _ in samples)
 
