@@ -1,13 +1,16 @@
-"""Plots of a finished run: each node's pending jobs over time, throttle changes marked.
+"""Plots of a finished run: each node's pending jobs and its throughput over time.
 
-The input is the master's ``--trace`` file. :func:`plot_trace` draws one run
-into any matplotlib Axes, so a benchmark can put several runs side by side;
-:func:`write_report` makes the one-run image of ``lb report``. matplotlib is
-imported only here and only when drawing (it is the ``plot`` extra).
+The input is the master's ``--trace`` file. :func:`plot_trace` draws one run's
+pending jobs into any matplotlib Axes, so a benchmark can put several runs side
+by side; :func:`plot_throughput` draws each node's jobs per second;
+:func:`write_report` makes the image of ``lb report``, both panels on one time
+axis. matplotlib is imported only here and only when drawing (it is the
+``plot`` extra).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -88,25 +91,58 @@ def title(trace: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
+MAX_THROTTLES_NAMED = 4  # throttles a legend entry lists before it says "…"
+RATE_WINDOW = 1.0  # seconds a throughput point averages over
+
+
+def _throttles(changes: list[dict[str, Any]]) -> str:
+    values: list[str] = []
+    for event in changes:
+        value = f"{event['throttle']:g}"
+        if not values or values[-1] != value:
+            values.append(value)
+    if len(values) > MAX_THROTTLES_NAMED:
+        values = [*values[:MAX_THROTTLES_NAMED - 1], "…", values[-1]]
+    return " → ".join(values)
+
+
+def _sessions(node: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    """The node's samples cut where a session ended (a slave lost, a new one joined), so
+    that no line is drawn across the time it was not there."""
+    runs: list[list[dict[str, Any]]] = [[]]
+    for sample in node["samples"]:
+        if runs[-1] and sample.get("session") != runs[-1][-1].get("session"):
+            runs.append([])
+        runs[-1].append(sample)
+    return [run for run in runs if run]
+
+
 def plot_trace(trace: dict[str, Any], ax: Any) -> None:
     """Draw one run into the matplotlib Axes ``ax``: pending jobs (queued and running) of each
     node against seconds since the master started, a dotted line where its throttle changed,
     and where a perfect schedule would have ended."""
     start = float(trace["start"])
     for role, node in sorted(trace["nodes"].items()):  # master before slave, in every plot
-        seconds = [sample["t"] - start for sample in node["samples"]]
-        pending = [sample["pending"] for sample in node["samples"]]
         changes = [e for e in node["events"] if e.get("type") == "throttle"]
-        # The first is the starting throttle: it goes in the legend, not on the axis.
-        label = f"{role} (throttle {changes[0]['throttle']:g})" if changes else role
-        # Steps, not slopes: a queue changes at the sample, it does not glide between samples.
-        (line,) = ax.step(seconds, pending, where="post", label=label)
-        for event in changes[1:]:
+        # The legend names the throttles the node ran at, in order; the axis marks the changes.
+        label = f"{role} (throttle {_throttles(changes)})" if changes else role
+        color = None
+        for session in _sessions(node):
+            seconds = [sample["t"] - start for sample in session]
+            pending = [sample["pending"] for sample in session]
+            # Steps, not slopes: a queue changes at the sample, it does not glide between.
+            (line,) = ax.step(seconds, pending, where="post", color=color,
+                              label=label if color is None else "_nolegend_")
+            color = line.get_color()
+        for previous, event in itertools.pairwise(changes):
+            if event["throttle"] == previous["throttle"]:
+                continue  # a new session at the same throttle: nothing changed
             at = event["t"] - start
-            ax.axvline(at, color=line.get_color(), linestyle=":", linewidth=1)
-            ax.annotate(f"{role} throttle {event['throttle']:g}", xy=(at, 1),
+            ax.axvline(at, color=color, linestyle=":", linewidth=1)
+            # Inside the axes, below the top, so the label is never cut off.
+            ax.annotate(f"{role} throttle {event['throttle']:g}", xy=(at, 0.97),
                         xycoords=("data", "axes fraction"), rotation=90, ha="right", va="top",
-                        fontsize=8, color=line.get_color())
+                        fontsize=8, color=color)
     summary = trace.get("summary")
     if isinstance(summary, dict) and _is_number(summary.get("ideal_s")):
         ax.axvline(summary["ideal_s"], color="black", linestyle="--", linewidth=1,
@@ -114,8 +150,44 @@ def plot_trace(trace: dict[str, Any], ax: Any) -> None:
     ax.set_xlabel("seconds since start")
     ax.set_ylabel("pending jobs")
     ax.set_title(title(trace))
+    _, top = ax.get_ylim()
+    ax.set_ylim(bottom=0, top=top * 1.35)  # room for the throttle labels above the lines
+    # Beside the axes: inside, it would hide the lines or the labels of late changes.
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+
+
+def throughput(samples: list[dict[str, Any]], start: float) -> list[tuple[list[float],
+                                                                         list[float]]]:
+    """(seconds since start, jobs/s) of one node, a line a session: jobs done over the
+    trailing RATE_WINDOW, from the cumulative ``done`` of its samples."""
+    lines = []
+    for session in _sessions({"samples": samples}):
+        counted = [sample for sample in session if _is_number(sample.get("done"))]
+        seconds, rates = [], []
+        first = 0
+        for sample in counted:
+            while counted[first]["t"] < sample["t"] - RATE_WINDOW:
+                first += 1
+            span = sample["t"] - counted[first]["t"]
+            seconds.append(sample["t"] - start)
+            rates.append((sample["done"] - counted[first]["done"]) / span if span > 0 else 0.0)
+        lines.append((seconds, rates))
+    return lines
+
+
+def plot_throughput(trace: dict[str, Any], ax: Any) -> None:
+    """Each node's jobs per second over time, into the matplotlib Axes ``ax``."""
+    start = float(trace["start"])
+    for role, node in sorted(trace["nodes"].items()):
+        color = None
+        for seconds, rates in throughput(node["samples"], start):
+            (line,) = ax.plot(seconds, rates, color=color, linewidth=1.2,
+                              label=role if color is None else "_nolegend_")
+            color = line.get_color()
+    ax.set_xlabel("seconds since start")
+    ax.set_ylabel(f"jobs/s (over {RATE_WINDOW:g} s)")
     ax.set_ylim(bottom=0)
-    ax.legend(loc="upper right")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
 
 
 def write_report(trace: dict[str, Any], path: Path) -> None:
@@ -128,12 +200,15 @@ def write_report(trace: dict[str, Any], path: Path) -> None:
     except ImportError:
         raise PlotUnavailable(INSTALL_HINT) from None
     # A Figure with the Agg canvas, not pyplot: no global state, no display needed.
-    figure = Figure(figsize=(10, 5), layout="constrained")
+    figure = Figure(figsize=(10, 8), layout="constrained")
     canvas = FigureCanvasAgg(figure)
     formats = canvas.get_supported_filetypes()
     kind = path.suffix.removeprefix(".").lower()
     if kind not in formats:
         raise ReportError(f"cannot write {path}: name it with one of the extensions "
                           f"{', '.join('.' + name for name in sorted(formats))}")
-    plot_trace(trace, figure.subplots())
+    pending, rates = figure.subplots(2, 1, sharex=True, height_ratios=(3, 2))
+    plot_trace(trace, pending)
+    pending.set_xlabel("")  # the panel below has the time axis
+    plot_throughput(trace, rates)
     figure.savefig(path, format=kind)

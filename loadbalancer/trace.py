@@ -87,7 +87,9 @@ class PeerHistory:
     def lost(self, now: float) -> None:
         if self._capacity is not None:
             self.sample(now)
-            self._capacity, self._pending = None, 0
+            self._pending = 0  # the master took its jobs back: the line ends at 0
+            self.sample(now)
+            self._capacity = None
             self._event(now, "lost")
 
     def _event(self, now: float, kind: str, **values: Any) -> None:

@@ -52,25 +52,50 @@ def test_plot_draws_each_nodes_pending_jobs_and_marks_throttle_changes() -> None
     ax = Figure().subplots()
     report.plot_trace(TRACE, ax)
     steps = {line.get_label(): line for line in ax.get_lines() if line.get_linestyle() == "-"}
-    # Starting throttles are in the legend; changes are marked on the axis.
-    assert list(steps) == ["master (throttle 1)", "slave (throttle 0.3)"]
+    # The legend names every throttle a node ran at; the changes are marked on the axis.
+    assert list(steps) == ["master (throttle 1)", "slave (throttle 0.3 → 1)"]
     assert xs(steps["master (throttle 1)"]) == pytest.approx([0, 0.2, 0.4, 0.6, 0.8])
-    assert ys(steps["slave (throttle 0.3)"]) == [0, 10, 6, 2, 0]
+    assert ys(steps["slave (throttle 0.3 → 1)"]) == [0, 10, 6, 2, 0]
     marks = [line for line in ax.get_lines() if line.get_linestyle() == ":"]
     assert [xs(line)[0] for line in marks] == pytest.approx([0.5])
     # The mark in its node's colour, with the new throttle written beside it.
     assert [text.get_text() for text in ax.texts] == ["slave throttle 1"]
-    assert marks[0].get_color() == steps["slave (throttle 0.3)"].get_color()
+    assert marks[0].get_color() == steps["slave (throttle 0.3 → 1)"].get_color()
+    # Inside the axes, so it is never cut off at the top.
+    assert all(text.xy[1] < 1 for text in ax.texts)
     ideal = [line for line in ax.get_lines() if line.get_label() == "ideal end"]
     assert xs(ideal[0])[0] == pytest.approx(0.9)
     assert ax.get_title() == "lb run · policy receiver · makespan / ideal 1.08"
     assert ax.get_xlabel() == "seconds since start"
 
 
+def test_every_session_is_a_line_of_its_own_and_throughput_follows_done() -> None:
+    first = [{"t": START + i * 0.5, "pending": p, "done": d, "session": 1}
+             for i, (p, d) in enumerate([(10, 0), (8, 2), (6, 4), (0, 4)])]
+    second = [{"t": START + 3 + i * 0.5, "pending": p, "done": d}
+              for i, (p, d) in enumerate([(5, 0), (3, 3), (0, 6)])]
+    trace = {**TRACE, "nodes": {"slave": {"samples": first + second, "events": []}}}
+    ax = Figure().subplots()
+    report.plot_trace(trace, ax)
+    lines = [line for line in ax.get_lines() if line.get_linestyle() == "-"]
+    assert [ys(line) for line in lines] == [[10, 8, 6, 0], [5, 3, 0]]  # no line between
+    assert lines[0].get_color() == lines[1].get_color()
+    rates = report.throughput(first + second, START)
+    assert [seconds for seconds, _ in rates] == [[0, 0.5, 1.0, 1.5], [3, 3.5, 4.0]]
+    assert [rate for _, rate in rates] == [[0, 4, 4, 2], [0, 6, 6]]  # jobs/s over 1 s
+
+
 def test_a_trace_without_a_ratio_is_titled_with_its_policy_alone() -> None:
     ax = Figure().subplots()
     report.plot_trace({**TRACE, "summary": None}, ax)
     assert ax.get_title() == "lb run · policy receiver"
+
+
+def test_the_image_has_both_panels(tmp_path: Path) -> None:
+    from matplotlib.image import imread
+    report.write_report(TRACE, tmp_path / "run.png")
+    height, width, _ = imread(tmp_path / "run.png").shape
+    assert (width, height) == (1000, 800)  # 10 x 8 inches at 100 dpi: pending over jobs/s
 
 
 def test_the_extension_picks_the_format(tmp_path: Path) -> None:
@@ -149,6 +174,6 @@ def test_a_real_runs_trace_plots(cluster: Cluster, tmp_path: Path) -> None:
     ax = Figure().subplots()
     report.plot_trace(trace, ax)
     assert {line.get_label() for line in ax.get_lines()} >= {
-        "master (throttle 1)", "slave (throttle 0.5)", "ideal end"}
+        "master (throttle 1)", "slave (throttle 0.5 → 0.2)", "ideal end"}
     assert "slave throttle 0.2" in [text.get_text() for text in ax.texts]
     assert ax.get_title().startswith("lb run · policy symmetric · makespan / ideal ")

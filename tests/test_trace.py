@@ -23,7 +23,7 @@ def test_every_session_counts_and_adds_capacity_only_while_it_lasts() -> None:
     assert history.executed == 17 and history.compute == 1.4
     assert history.capacity_steps() == [(1.1, 2.0), (2.0, 1.0), (3.0, 0.0), (4.1, 1.0)]
     assert [(s["t"], s["pending"], s["session"]) for s in history.samples] == [
-        (1.2, 40, 1), (3.0, 30, 1)]
+        (1.2, 40, 1), (3.0, 30, 1), (3.0, 0, 1)]
     assert [e["type"] for e in history.events] == ["joined", "throttle", "throttle", "lost",
                                                    "joined", "throttle"]
     # With the master at 1.0 from 0: 1.1 s alone, then 2.7 in 0.9 s at 3, then 0.6 s at 2.
