@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from loadbalancer import local
+from loadbalancer import local, messages
 
 RUN_TIMEOUT = 60
 
@@ -120,3 +121,10 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     running = Cluster(tmp_path)
     yield running
     running.stop()
+
+
+def payload_of(meta: str, blobs: bytes = b"") -> bytes:
+    """A raw message payload around a meta written as JSON text, which may hold what
+    json.dumps would not write (5,000 digits, nesting deeper than it goes)."""
+    head = meta.encode()
+    return bytes([messages.RAW]) + struct.pack("!I", len(head)) + head + blobs
