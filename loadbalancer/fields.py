@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any, TypeGuard
 
 MAX_ID = 2**63 - 1  # a job's or a request's id: a signed 64-bit integer in any language
+MAX_COUNT = 2**53  # a counter (jobs done, bytes sent) or a time: exact as a float
+MAX_NAME = 200  # characters of a name: a phase, a drop reason, a module
 MAX_NAMES = 64  # names in a table of counters such as ``dropped``
 
 
@@ -34,3 +36,12 @@ def integers(values: list[Any], low: int, high: int) -> TypeGuard[list[int]]:
 
 def text(value: object, most: int) -> TypeGuard[str]:
     return isinstance(value, str) and len(value) <= most
+
+
+def counters(value: object) -> dict[str, int]:
+    """The well-formed entries of a table of counts by name, as a node's ``dropped``: none if
+    it is not a table, or holds more names than any node counts."""
+    if not isinstance(value, dict) or len(value) > MAX_NAMES:
+        return {}
+    return {name: count for name, count in value.items()
+            if text(name, MAX_NAME) and integer(count, 0, MAX_COUNT)}
