@@ -41,6 +41,10 @@ Action = Literal["hold", "send", "request"]
 
 # A running job is on average half done, so it still counts for half a job of work.
 RUNNING_SHARE = 0.5
+# Jobs/s below which a node counts as stopped: one job in eleven days. A positive rate
+# however small (a throttle of 1e-300) made finish times infinite, and inf - inf is NaN;
+# from this rate up, with peerstate's bounds on the rest, every time the model takes is finite.
+MIN_RATE = 1e-6
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +157,8 @@ def _side(node: NodeView, peer: NodeView, arriving: int, age: float, params: Par
     # Both nodes run the same jobs: the peer's measurement beats a guess.
     seconds = _seconds(node, _seconds(peer, params.default_job_seconds))
     rate = speed(node, seconds)
+    if rate < MIN_RATE:
+        rate = 0.0
     job_time = seconds / node.throttle if rate > 0 else math.inf
     queued = node.queued + arriving
     pending = queued + RUNNING_SHARE * node.running

@@ -20,11 +20,11 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from loadbalancer import measure
+from loadbalancer import fields, measure
 from loadbalancer.batch import Batch
 from loadbalancer.exits import EXIT_FAILURE, EXIT_JOBS_FAILED, EXIT_OK
 from loadbalancer.jobs import Ledger
@@ -44,6 +44,7 @@ from loadbalancer.messages import (
 )
 from loadbalancer.node import Node
 from loadbalancer.outcome import Failure, Outcome
+from loadbalancer.peerstate import MAX_WORKERS
 from loadbalancer.tasks import Task, describe
 from loadbalancer.trace import PeerHistory
 from loadbalancer.wire import Role
@@ -496,23 +497,30 @@ def _summary_line(summary: dict[str, Any]) -> str:
             f"then moved {moved['to_slave']} to the slave and {moved['to_master']} back")
 
 
-def _number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+# What the summary and the plots take from the slave's trace records, and their bounds.
+_TIME = (0, fields.MAX_COUNT)
+_SAMPLE = {"t": _TIME, "pending": (0, fields.MAX_COUNT), "throttle": (0, 1),
+           "done": (0, fields.MAX_COUNT)}
+_EVENT = {"t": _TIME}
+_THROTTLE_EVENT = {"t": _TIME, "throttle": (0, 1), "workers": (1, MAX_WORKERS)}
+
+
+def _within(record: dict[str, Any], bounds: Mapping[str, tuple[float, float]]) -> bool:
+    return all(fields.number(record.get(key), low, high) for key, (low, high) in bounds.items())
 
 
 def checked_trace(trace: Trace) -> Trace:
     """The slave's trace with what the summary and the plots rely on checked:
-    records lacking a number they need are left out, counters must be numbers."""
-    samples = [s for s in trace.samples if isinstance(s, dict)
-               and all(_number(s.get(key)) for key in ("t", "pending", "throttle", "done"))]
-    events = [e for e in trace.events if isinstance(e, dict) and _number(e.get("t"))
-              and isinstance(e.get("type"), str)
-              and (e["type"] != "throttle" or (_number(e.get("throttle"))
-                                               and _number(e.get("workers"))))]
-    stats: dict[str, Any] = {k: v for k, v in trace.stats.items() if _number(v)}
-    dropped = trace.stats.get("dropped")
-    if isinstance(dropped, dict):
-        stats["dropped"] = {str(k): int(v) for k, v in dropped.items() if _number(v)}
+    records lacking a number they need, or with one out of bounds, are left out;
+    counters must be numbers within bounds."""
+    samples = [s for s in trace.samples if isinstance(s, dict) and _within(s, _SAMPLE)]
+    events = [e for e in trace.events if isinstance(e, dict)
+              and fields.text(e.get("type"), fields.MAX_NAME)
+              and _within(e, _THROTTLE_EVENT if e["type"] == "throttle" else _EVENT)]
+    stats: dict[str, Any] = {k: v for k, v in trace.stats.items()
+                             if fields.number(v, 0, fields.MAX_COUNT)}
+    if "dropped" in trace.stats:
+        stats["dropped"] = fields.counters(trace.stats["dropped"])
     return Trace(samples, events, stats)
 
 

@@ -6,11 +6,17 @@ as UTF-8 JSON, then the binary blobs (job data) back to back, their sizes
 listed in the meta. JSON and raw bytes only: nothing that crossed the network
 is unpickled or evaluated, and every field is checked before use; a bad one
 raises :class:`~loadbalancer.wire.Rejected` with reason ``malformed``.
+
+A peer holding the secret may still send anything, so the meta is bounded before
+it is parsed (nesting depth, digits of a number) and while it is (no NaN, no
+infinity), and each message's fields are checked for type, range and length.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -18,7 +24,9 @@ from typing import Any
 
 import zstandard
 
+from loadbalancer import fields
 from loadbalancer.outcome import MAX_TEXT, Failure
+from loadbalancer.trace import MAX_SAMPLES
 from loadbalancer.wire import Kind, Rejected
 
 MAX_MESSAGE = 64 * 2**20
@@ -33,9 +41,24 @@ MAX_BATCH = 4 * MESSAGE_BYTES
 # encode, decode and queue, and a message is one turn of the loop.
 MESSAGE_JOBS = 4096
 RAW, ZSTD = 0, 1
+# Containers inside containers in a meta: ours nest 5 deep (a VERDICT's spec's params),
+# and a workload's own parameters may add a few.
+# Bounded before parsing, so that neither json nor what walks the result can recurse far.
+MAX_DEPTH = 32
+# Digits in a row in a meta's number: json writes no int up to MAX_ID and no float with
+# more, and converting a longer one costs time quadratic in its length.
+MAX_DIGITS = 20
+MAX_SPEC = 64 * 1024  # characters of a workload spec as JSON: a name and a few parameters
 _LENGTH = struct.Struct("!I")
 _compressor = zstandard.ZstdCompressor(level=1)
 _decompressor = zstandard.ZstdDecompressor()
+# A JSON string, or what is left of an unterminated one: it always matches, so a scan is
+# linear whatever the bytes (possessive: nothing to backtrack into), 4 MiB of escapes in
+# about 40 ms. Exact on valid JSON, the only kind that parses afterwards.
+_STRING = re.compile(rb'(?s)"[^"\\]*+(?:\\.?[^"\\]*+)*+"?')
+_DIGITS = bytes.maketrans(b"123456789", b"000000000")
+_BRACKETS = bytes.maketrans(b"{}", b"[]")
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
 
 
 def _malformed(detail: str) -> Rejected:
@@ -73,15 +96,11 @@ def unpack(payload: bytes) -> tuple[dict[str, Any], list[bytes]]:
     (length,) = _LENGTH.unpack_from(body)
     if length > MAX_META or _LENGTH.size + length > len(body):
         raise _malformed("meta length")
-    try:
-        meta = json.loads(body[_LENGTH.size:_LENGTH.size + length])
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise _malformed("meta is not JSON") from None
+    meta = _parse(body[_LENGTH.size:_LENGTH.size + length])
     if not isinstance(meta, dict):
         raise _malformed("meta is not an object")
-    sizes = meta.pop("sizes", None)
-    if not _int_list(sizes):
-        raise _malformed("sizes")
+    sizes = _ids(meta, "sizes")
+    del meta["sizes"]
     offset = _LENGTH.size + length
     if offset + sum(sizes) != len(body):
         raise _malformed("blob sizes do not add up")
@@ -92,14 +111,59 @@ def unpack(payload: bytes) -> tuple[dict[str, Any], list[bytes]]:
     return meta, blobs
 
 
-def _int_list(value: object) -> bool:
-    return isinstance(value, list) and all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+def _parse(raw: bytes) -> Any:
+    """The meta's JSON, refused unless its nesting and its numbers are within bounds."""
+    structure = _STRING.sub(b"", raw)  # what is left is brackets, numbers and punctuation
+    if b"0" * (MAX_DIGITS + 1) in structure.translate(_DIGITS):
+        raise _malformed("meta holds a number too long")
+    nesting = structure.translate(_BRACKETS, _NOT_BRACKETS)
+    for _ in range(MAX_DEPTH):
+        nesting = nesting.replace(b"[]", b"")  # the innermost containers: one level
+    if nesting:
+        raise _malformed(f"meta nests deeper than {MAX_DEPTH} (or does not close)")
+    try:
+        return json.loads(raw.decode(), parse_float=_finite, parse_constant=_constant)
+    except ValueError:  # not UTF-8, or not JSON
+        raise _malformed("meta is not JSON") from None
 
 
-def _field(meta: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+def _finite(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):
+        raise _malformed("meta holds a number beyond a float")
+    return value
+
+
+def _constant(literal: str) -> float:
+    raise _malformed(f"meta holds {literal}")
+
+
+def _field(meta: dict[str, Any], name: str, kind: type[list[Any]] | type[dict[str, Any]],
+           most: int = MESSAGE_JOBS) -> Any:
+    """A list or an object of at most ``most`` items: by default as many as a message has
+    jobs at most, which no list of a message but a trace's exceeds."""
     value = meta.get(name)
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+    if not isinstance(value, kind) or len(value) > most:
+        raise _malformed(f"field {name!r}")
+    return value
+
+
+def _ids(meta: dict[str, Any], name: str = "ids") -> list[int]:
+    ids = _field(meta, name, list)
+    if not fields.integers(ids, 0, fields.MAX_ID):
+        raise _malformed(f"field {name!r}")
+    return ids
+
+
+def _integer(meta: dict[str, Any], name: str) -> int:
+    value = meta.get(name)
+    if not fields.integer(value, 0, fields.MAX_ID):
+        raise _malformed(f"field {name!r}")
+    return value
+
+
+def _text(value: object, name: str) -> str:
+    if not fields.text(value, MAX_TEXT):
         raise _malformed(f"field {name!r}")
     return value
 
@@ -241,61 +305,60 @@ def job_messages(workload: WorkloadSpec, jobs: Iterable[tuple[int, bytes]],
 def decode(kind: Kind, payload: bytes) -> Message:
     meta, blobs = unpack(payload)
     if kind is Kind.JOBS:
-        request = meta.get("request")
-        if request is not None and not isinstance(request, int):
-            raise _malformed("field 'request'")
-        return Jobs(_decode_spec(_field(meta, "workload", dict)), _pair(meta, blobs), request)
+        request = None if meta.get("request") is None else _integer(meta, "request")
+        return Jobs(_decode_spec(meta.get("workload")), _pair(meta, blobs), request)
     if kind is Kind.RESULTS:
         return Results(_pair(meta, blobs), _failures(_field(meta, "failed", list)))
     if kind is Kind.REQUEST:
-        return Request(_field(meta, "request", int), _field(meta, "count", int))
+        return Request(_integer(meta, "request"), _integer(meta, "count"))
     if kind is Kind.REFUSE:
-        ids = _field(meta, "ids", list)
-        if not _int_list(ids):
-            raise _malformed("field 'ids'")
-        return Refuse(ids, _field(meta, "reason", str))
+        return Refuse(_ids(meta), _text(meta.get("reason"), "reason"))
     if kind is Kind.FINISH:
         return Finish()
     if kind is Kind.TRACE:
-        return Trace(_field(meta, "samples", list), _field(meta, "events", list),
-                     _field(meta, "stats", dict))
+        # Only bounded here: master.checked_trace keeps the records that make sense.
+        return Trace(_field(meta, "samples", list, MAX_SAMPLES),
+                     _field(meta, "events", list, MAX_SAMPLES),
+                     _field(meta, "stats", dict, fields.MAX_NAMES))
     if kind is Kind.CANCEL:
-        ids = _field(meta, "ids", list)
-        if not _int_list(ids):
-            raise _malformed("field 'ids'")
-        return Cancel(ids)
+        return Cancel(_ids(meta))
     if kind is Kind.NEEDS:
         return Needs([_decode_spec(spec) for spec in _field(meta, "specs", list)])
     if kind is Kind.VERDICT:
         unable = []
         for item in _field(meta, "unable", list):
-            if not (isinstance(item, list) and len(item) == 2 and isinstance(item[1], str)):
+            if not (isinstance(item, list) and len(item) == 2):
                 raise _malformed("field 'unable'")
-            unable.append((_decode_spec(item[0]), item[1]))
+            unable.append((_decode_spec(item[0]), _text(item[1], "unable")))
         return Verdict([_decode_spec(spec) for spec in _field(meta, "able", list)], unable)
     raise _malformed(f"kind {kind.name} carries no message")
 
 
 def _decode_spec(spec: object) -> WorkloadSpec:
-    if not isinstance(spec, dict):
+    if not (isinstance(spec, dict) and isinstance(spec.get("name"), str)
+            and isinstance(spec.get("params"), dict)):
         raise _malformed("workload spec")
-    return WorkloadSpec(_field(spec, "name", str), _field(spec, "params", dict))
+    decoded = WorkloadSpec(spec["name"], spec["params"])
+    # Its key names it in every table of kinds of job; a short one keeps them small.
+    if len(decoded.key()) > MAX_SPEC:
+        raise _malformed("workload spec too long")
+    return decoded
 
 
 def _failures(items: list[Any]) -> list[tuple[int, Failure]]:
     failures = []
     for item in items:
-        if not (isinstance(item, list) and len(item) == 4 and _int_list(item[:1])
-                and all(isinstance(text, str) and len(text) <= MAX_TEXT + 8
-                        for text in item[1:])):
+        if not (isinstance(item, list) and len(item) == 4
+                and fields.integer(item[0], 0, fields.MAX_ID)
+                and all(fields.text(text, MAX_TEXT + 8) for text in item[1:])):
             raise _malformed("field 'failed'")
         failures.append((item[0], Failure(item[1], item[2], item[3])))
     return failures
 
 
 def _pair(meta: dict[str, Any], blobs: list[bytes]) -> list[tuple[int, bytes]]:
-    ids: list[int] = meta.get("ids")  # type: ignore[assignment]
-    if not _int_list(ids) or len(ids) != len(blobs) or len(set(ids)) != len(ids):
+    ids = _ids(meta)
+    if len(ids) != len(blobs) or len(set(ids)) != len(ids):
         raise _malformed("field 'ids'")
     return list(zip(ids, blobs, strict=True))
 

@@ -1,33 +1,59 @@
-"""The peer's STATE, checked field by field before anything acts on it."""
+"""The peer's STATE, checked field by field before anything acts on it.
+
+The bounds of the numbers the adaptor uses are the domain on which the adaptor's
+arithmetic is finite (tests/test_adaptor.py drives it over all of it).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from loadbalancer import fields
 from loadbalancer.adaptor import NodeView
 from loadbalancer.wire import Rejected
 
-# Fields shown to people (dashboard, `lb status`) but never acted upon.
-_DISPLAY = {"role": str, "phase": str, "executed": int, "failed": int, "cpu": float, "speed": float,
-            "eta": float, "peer": str, "moved_out": int, "moved_in": int, "retransmits": int,
-            "suppressed": int, "bytes_sent": int, "refused": int, "policy": str, "total": int,
-            "finished": int, "dropped": dict, "session_executed": int, "session_compute": float}
+MAX_JOBS = 2**40  # jobs queued, running or moved in a session: far beyond any run
+MAX_WORKERS = 4096
+# A job's compute seconds at full speed: from a nanosecond to eleven days.
+MIN_JOB_SECONDS, MAX_JOB_SECONDS = 1e-9, 1e6
 
 
-def _count(meta: dict[str, Any], key: str) -> int:
+def _name(value: object) -> bool:
+    return fields.text(value, fields.MAX_NAME)
+
+
+def _count(value: object) -> bool:
+    return fields.integer(value, 0, fields.MAX_COUNT)
+
+
+def _amount(value: object) -> bool:
+    return fields.number(value, 0, fields.MAX_COUNT)
+
+
+# Fields shown to people (dashboard, `lb status`) and counted in the summary, but never
+# acted upon; None when not valid.
+_DISPLAY: dict[str, Callable[[object], bool]] = {
+    "role": _name, "phase": _name, "executed": _count, "failed": _count, "cpu": _amount,
+    "speed": _amount, "eta": _amount, "peer": _name, "moved_out": _count, "moved_in": _count,
+    "retransmits": _count, "suppressed": _count, "bytes_sent": _count, "refused": _count,
+    "policy": _name, "total": _count, "finished": _count, "session_executed": _count,
+    "session_compute": _amount}
+
+
+def _number(meta: dict[str, Any], key: str, low: float, high: float) -> float:
     value = meta.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+    if not fields.number(value, low, high):
         raise Rejected("malformed", f"state field {key!r}")
     return value
 
 
-def _fits(value: object, kind: type) -> bool:
-    if isinstance(value, bool):
-        return False
-    if kind is float:
-        return isinstance(value, int | float)
-    return isinstance(value, kind)
+def _jobs(meta: dict[str, Any], key: str) -> int:
+    value = meta.get(key)
+    if not fields.integer(value, 0, MAX_JOBS):
+        raise Rejected("malformed", f"state field {key!r}")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,20 +65,17 @@ class PeerState:
 
     @classmethod
     def parse(cls, meta: dict[str, Any]) -> PeerState:
-        throttle = meta.get("throttle")
-        if not _fits(throttle, float) or not 0 <= throttle <= 1:  # type: ignore[operator]
-            raise Rejected("malformed", "state field 'throttle'")
-        job_seconds = meta.get("job_seconds")
-        if job_seconds is not None and (not _fits(job_seconds, float) or job_seconds <= 0):
-            raise Rejected("malformed", "state field 'job_seconds'")
-        workers = _count(meta, "workers")
-        if workers < 1:
+        workers = meta.get("workers")
+        if not fields.integer(workers, 1, MAX_WORKERS):
             raise Rejected("malformed", "state field 'workers'")
-        view = NodeView(queued=_count(meta, "queued"), running=_count(meta, "running"),
-                        throttle=float(throttle), workers=workers,  # type: ignore[arg-type]
-                        job_seconds=None if job_seconds is None else float(job_seconds))
-        status = {key: value if _fits(value := meta.get(key), kind) else None
-                  for key, kind in _DISPLAY.items()}
-        status.update(queued=view.queued, running=view.running, throttle=view.throttle,
-                      workers=view.workers, job_seconds=view.job_seconds)
-        return cls(view, _count(meta, "sent_jobs"), _count(meta, "received_jobs"), status)
+        job_seconds = None if meta.get("job_seconds") is None else \
+            float(_number(meta, "job_seconds", MIN_JOB_SECONDS, MAX_JOB_SECONDS))
+        view = NodeView(queued=_jobs(meta, "queued"), running=_jobs(meta, "running"),
+                        throttle=float(_number(meta, "throttle", 0, 1)), workers=workers,
+                        job_seconds=job_seconds)
+        status = {key: value if valid(value := meta.get(key)) else None
+                  for key, valid in _DISPLAY.items()}
+        status.update(dropped=fields.counters(meta.get("dropped")), queued=view.queued,
+                      running=view.running, throttle=view.throttle, workers=view.workers,
+                      job_seconds=view.job_seconds)
+        return cls(view, _jobs(meta, "sent_jobs"), _jobs(meta, "received_jobs"), status)

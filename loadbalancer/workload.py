@@ -18,6 +18,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from loadbalancer import fields
+
 Checkpoint = Callable[[], None]
 
 
@@ -90,7 +92,7 @@ def create(name: str, params: Mapping[str, Any]) -> Workload:
 
 def _positive_int(params: Mapping[str, Any], key: str, default: int, most: int) -> int:
     value = params.get(key, default)
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= most:
+    if not fields.integer(value, 1, most):
         raise WorkloadError(f"workload.{key} must be a whole number from 1 to {most}, "
                             f"not {value!r:.40}")
     return value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from loadbalancer import local
+from loadbalancer import local, messages
 
 RUN_TIMEOUT = 60
 
@@ -120,3 +121,24 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     running = Cluster(tmp_path)
     yield running
     running.stop()
+
+
+def payload_of(meta: str, blobs: bytes = b"") -> bytes:
+    """A raw message payload around a meta written as JSON text, which may hold what
+    json.dumps would not write (5,000 digits, nesting deeper than it goes)."""
+    head = meta.encode()
+    return bytes([messages.RAW]) + struct.pack("!I", len(head)) + head + blobs
+
+
+_STATE = ('"throttle":1.0,"job_seconds":null,"workers":1,"queued":0,"running":0,'
+          '"sent_jobs":0,"received_jobs":0')
+
+# The STATE payloads of the issue "Nothing a peer, a neighbour or a typo does takes lb down"
+# (item 4): from a peer holding the secret, each ended a master with exit 1.
+ISSUE_STATES = {
+    "nested 3,000 deep": payload_of(f'{{"sizes":[],{_STATE},"phase":{"[" * 3000}{"]" * 3000}}}'),
+    "5,000 digits": payload_of(f'{{"sizes":[],{_STATE},"executed":{"9" * 5000}}}'),
+    "queued = 10**400": payload_of(f'{{"sizes":[],{_STATE},"queued":1{"0" * 400}}}'),
+    "workers = 10**300, job_seconds = 1e-320": payload_of(
+        f'{{"sizes":[],{_STATE},"workers":1{"0" * 300},"job_seconds":1e-320}}'),
+}

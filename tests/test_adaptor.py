@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loadbalancer.adaptor import (
@@ -20,6 +20,7 @@ from loadbalancer.adaptor import (
     grant,
     speed,
 )
+from loadbalancer.peerstate import MAX_JOB_SECONDS, MAX_JOBS, MAX_WORKERS, MIN_JOB_SECONDS
 
 LAN = Link(rtt=0.002, bandwidth=12.5e6, job_bytes=8_000.0)
 JOB = 0.06  # measured compute seconds of one job at full speed
@@ -373,3 +374,36 @@ def test_decisions_are_well_formed(
         assert remote.throttle > 0 and remote.workers > 0
     if decision.action == "request":
         assert local.throttle > 0 and local.workers > 0
+
+
+# Anything a STATE that passes peerstate's checks can hold, and the same for the local node.
+bounded_views = st.builds(
+    NodeView,
+    queued=st.integers(0, MAX_JOBS),
+    running=st.integers(0, MAX_JOBS),
+    throttle=st.floats(0.0, 1.0),
+    workers=st.integers(1, MAX_WORKERS),
+    job_seconds=st.none() | st.floats(MIN_JOB_SECONDS, MAX_JOB_SECONDS),
+)
+bounded_snapshots = st.builds(
+    Snapshot,
+    local=bounded_views,
+    remote=bounded_views,
+    remote_age=st.floats(0.0, 1e6),
+    in_flight_to_remote=st.integers(0, MAX_JOBS),
+    in_flight_from_remote=st.integers(0, MAX_JOBS),
+    requested=st.integers(0, MAX_JOBS),
+    link=st.builds(Link, rtt=st.floats(1e-6, 60.0), bandwidth=st.floats(1.0, 1e12),
+                   job_bytes=st.floats(1.0, 2.0**26)),
+)
+
+
+@given(bounded_snapshots, st.sampled_from(POLICIES), st.integers(0, 2**63))
+@settings(max_examples=500, deadline=None)
+def test_any_state_within_the_bounds_gets_a_decision_and_a_grant(
+    snapshot: Snapshot, policy: Policy, asked: int
+) -> None:
+    decision = decide(policy, snapshot)
+    most = snapshot.local.queued if decision.action == "send" else snapshot.remote.queued
+    assert 0 <= decision.count <= most
+    assert 0 <= grant(snapshot, asked) <= min(asked, snapshot.local.queued)

@@ -8,20 +8,22 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import pytest
-from conftest import Cluster
+from conftest import ISSUE_STATES, Cluster, payload_of
 
 from loadbalancer import config as configuration
 from loadbalancer import messages, wire
 from loadbalancer.endpoint import Endpoint
-from loadbalancer.messages import Jobs, Refuse, WorkloadSpec
+from loadbalancer.messages import Finish, Jobs, Needs, Refuse, Trace, Verdict, WorkloadSpec
 from loadbalancer.reliable import MessageReceived
 from loadbalancer.session import Connection, Event, PeerJoined
 from loadbalancer.wire import Kind, Role
 
 Address = tuple[str, int]
+SPEC = WorkloadSpec("vector", {"elements": 64, "jobs": 4, "iterations": 1})
 
 
 class Tap:
@@ -125,48 +127,84 @@ def test_a_flood_of_junk_and_replays_is_counted_and_changes_nothing(
         len(replay_to_slave) + len(replay_to_master)
 
 
-class FakeMaster:
-    """A master of our own, holding the secret, to send a real slave bad jobs."""
+class FakePeer:
+    """A node of our own in ``role``, holding the secret, to send a real one what no node
+    would."""
 
-    def __init__(self, settings: dict[str, object]) -> None:
+    def __init__(self, settings: dict[str, object], role: Role = Role.MASTER) -> None:
         self.settings = settings
+        self.role = role
         self.events: asyncio.Queue[Event] = asyncio.Queue()
 
     async def open(self) -> Endpoint:
         loop = asyncio.get_running_loop()
+        other = str(self.role.peer)
         connection = Connection(
-            Role.MASTER, wire.Keys(str(self.settings["secret"])),
-            peer_address=configuration.parse_address(self.settings["slave"], "slave"),
+            self.role, wire.Keys(str(self.settings["secret"])),
+            peer_address=configuration.parse_address(self.settings[other], other),
             new_incarnation=lambda: 10**15, now=loop.time())
         endpoint = Endpoint(connection, self.events.put_nowait)
-        await endpoint.bind(configuration.parse_address(self.settings["master"], "master"))
+        await endpoint.bind(configuration.parse_address(self.settings[str(self.role)],
+                                                        str(self.role)))
         return endpoint
 
+    async def next_event(self, wanted: Callable[[Event], bool]) -> Event:
+        # Within 10 s in all: the real node's STATE keeps coming meanwhile.
+        async with asyncio.timeout(10):
+            while not wanted(event := await self.events.get()):
+                pass
+        return event
+
+    async def joined(self) -> None:
+        await self.next_event(lambda event: isinstance(event, PeerJoined))
+
     async def next_message(self, kind: Kind) -> messages.Message:
-        while True:
-            event = await asyncio.wait_for(self.events.get(), 10)
-            if isinstance(event, MessageReceived) and event.kind == kind:
-                return messages.decode(kind, event.payload)
+        event = await self.next_event(
+            lambda event: isinstance(event, MessageReceived) and event.kind == kind)
+        assert isinstance(event, MessageReceived)
+        return messages.decode(kind, event.payload)
+
+
+def send(endpoint: Endpoint, kind: Kind, payload: bytes) -> None:
+    endpoint.connection.send(kind, payload, asyncio.get_running_loop().time())
+    endpoint.flush()
+
+
+async def heartbeat(endpoint: Endpoint) -> None:
+    """A STATE twice a second, as a node sends, so that the real node keeps the session; at
+    throttle 0 on both sides the adaptor holds, whatever it weighs."""
+    state = messages.encode_state({"queued": 0, "running": 0, "throttle": 0.0, "workers": 1,
+                                   "job_seconds": None, "sent_jobs": 0, "received_jobs": 0})
+    while True:
+        endpoint.connection.send_state(state)
+        endpoint.flush()
+        await asyncio.sleep(0.5)
+
+
+def send_states(endpoint: Endpoint, bodies: Iterable[bytes]) -> None:
+    for body in bodies:
+        endpoint.connection.send_state(body)
+        endpoint.flush()
+
+
+def malformed(status: dict[str, Any]) -> int:
+    return int(status["local"]["dropped"].get("malformed", 0))
 
 
 async def test_jobs_of_an_unknown_workload_or_wrong_size_are_refused(cluster: Cluster) -> None:
     cluster.configure(jobs=4, elements_per_job=16, iterations=1)
     cluster.start("slave")
     await asyncio.to_thread(cluster.wait_until_up, "slave")
-    fake = FakeMaster(cluster.settings)
+    fake = FakePeer(cluster.settings)
     endpoint = await fake.open()
     try:
-        while not isinstance(await asyncio.wait_for(fake.events.get(), 10), PeerJoined):
-            pass
-        loop = asyncio.get_running_loop()
+        await fake.joined()
         cases = [Jobs(WorkloadSpec("matrix", {}), [(0, b"")]),
                  Jobs(WorkloadSpec("vector", {"elements": 64, "jobs": 4, "iterations": 1}),
                       [(1, b"\x00" * 8)])]
         replies = []
         for jobs in cases:
-            kind, payload = messages.encode(jobs)
-            endpoint.connection.send(kind, payload, loop.time())
-            endpoint.flush()
+            send(endpoint, *messages.encode(jobs))
             replies.append(await fake.next_message(Kind.REFUSE))
         assert isinstance(replies[0], Refuse) and replies[0].jobs == [0]
         assert "unknown workload 'matrix'" in replies[0].reason
@@ -177,3 +215,75 @@ async def test_jobs_of_an_unknown_workload_or_wrong_size_are_refused(cluster: Cl
         assert status["local"]["queued"] == 0
     finally:
         endpoint.close()
+
+
+async def test_a_slave_holding_the_secret_cannot_crash_the_master(cluster: Cluster) -> None:
+    """The issue's STATEs, then a TRACE nested too deep and one whose numbers are out of
+    bounds: each is dropped (the first five as malformed) and the master finishes its run."""
+    cluster.configure(jobs=8, elements_per_job=16, iterations=1)
+    cluster.start("master", "--throttle", "0")  # it waits for us
+    await asyncio.to_thread(cluster.wait_until_up, "master")
+    fake = FakePeer(cluster.settings, Role.SLAVE)
+    endpoint = await fake.open()
+    beat = asyncio.create_task(heartbeat(endpoint))
+    try:
+        needs = await fake.next_message(Kind.NEEDS)
+        assert isinstance(needs, Needs)
+        send(endpoint, *messages.encode(Verdict(needs.specs, [])))  # the master shares now
+        bootstrap = await fake.next_message(Kind.JOBS)
+        assert isinstance(bootstrap, Jobs) and len(bootstrap.jobs) == 4
+        send_states(endpoint, ISSUE_STATES.values())
+        await asyncio.to_thread(cluster.wait_for, "master", lambda s: malformed(s) == 4)
+        send(endpoint, *messages.encode(Refuse([job for job, _ in bootstrap.jobs], "no")))
+        assert (await asyncio.to_thread(cluster.lb, "throttle", "1", "--role", "master",
+                                        "--config", str(cluster.config))).returncode == 0
+        await fake.next_message(Kind.FINISH)
+        send(endpoint, Kind.TRACE,
+             payload_of('{"sizes":[],"events":[],"stats":{},"samples":' + "[" * 3000 + "]" * 3000
+                      + "}"))
+        send(endpoint, *messages.encode(Trace(
+            [{"t": 1.7e9, "pending": 2**60, "throttle": 1.0, "done": 0}],
+            [{"t": 1.7e9, "type": "throttle", "throttle": 1.0, "workers": 10**19}],
+            {"executed": 10**19, "compute_seconds": 1e300, "dropped": {"malformed": 10**19}})))
+        codes = await asyncio.to_thread(cluster.wait)
+    finally:
+        beat.cancel()
+        endpoint.close()
+    assert codes == {"master": 0}, cluster.log("master")
+    result = cluster.result()
+    assert result["verified"] is True and result["dropped"]["malformed"] == 5
+    assert result["executed"] == {"master": 8, "slave": 0}
+    assert result["refused"] == 4
+
+
+async def test_a_master_holding_the_secret_cannot_crash_the_slave(cluster: Cluster) -> None:
+    """The issue's STATEs, jobs of a workload beyond its bounds and a spec beyond the
+    envelope's: refused or dropped, and the slave leaves when told to."""
+    cluster.configure(jobs=4, elements_per_job=16, iterations=1)
+    cluster.start("slave")
+    await asyncio.to_thread(cluster.wait_until_up, "slave")
+    fake = FakePeer(cluster.settings, Role.MASTER)
+    endpoint = await fake.open()
+    beat = asyncio.create_task(heartbeat(endpoint))
+    try:
+        await fake.joined()
+        send(endpoint, *messages.encode(Needs([SPEC])))
+        assert await fake.next_message(Kind.VERDICT) == Verdict([SPEC], [])  # it shares now
+        send_states(endpoint, ISSUE_STATES.values())
+        huge = WorkloadSpec("vector", {"elements": 10**9, "jobs": 10**9, "iterations": 1})
+        send(endpoint, *messages.encode(Jobs(huge, [(0, bytes(8))])))
+        refusal = await fake.next_message(Kind.REFUSE)
+        assert isinstance(refusal, Refuse) and refusal.jobs == [0]
+        assert "workload.jobs must be a whole number from 1 to 10000000" in refusal.reason
+        send(endpoint, Kind.JOBS, payload_of(
+            '{"sizes":[8],"ids":[1],"workload":{"name":"vector","params":{"elements":1'
+            + "0" * 400 + "}}}", bytes(8)))
+        status = await asyncio.to_thread(cluster.wait_for, "slave", lambda s: malformed(s) == 5)
+        assert status["local"]["refused"] == 1 and status["local"]["queued"] == 0
+        send(endpoint, *messages.encode(Finish()))
+        assert isinstance(await fake.next_message(Kind.TRACE), Trace)
+        codes = await asyncio.to_thread(cluster.wait)
+    finally:
+        beat.cancel()
+        endpoint.close()
+    assert codes == {"slave": 0}, cluster.log("slave")

@@ -84,3 +84,23 @@ def test_a_malformed_slave_trace_is_cleaned_not_trusted() -> None:
     assert checked.samples == [trace.samples[0]]
     assert checked.events == [trace.events[0]]
     assert checked.stats == {"executed": 4, "dropped": {"bad_tag": 2}}
+
+
+def test_a_slave_trace_s_numbers_out_of_bounds_are_left_out() -> None:
+    from loadbalancer.master import checked_trace
+    from loadbalancer.messages import Trace
+    good = {"t": 1.7e9, "pending": 3, "throttle": 1.0, "done": 0}
+    trace = Trace(
+        samples=[good, {**good, "pending": 2**60}, {**good, "throttle": 2.0},
+                 {**good, "t": -5.0}],
+        events=[{"t": 1.7e9, "type": "throttle", "throttle": 0.5, "workers": 10**19},
+                {"t": 1.7e9, "type": "throttle", "throttle": -1, "workers": 2},
+                {"t": 1.7e9, "type": "x" * 201}, {"t": 1e300, "type": "joined"}],
+        stats={"executed": 10**19, "compute_seconds": -1.0, "bytes_sent": 8,
+               "dropped": {"bad_tag": 10**19, "stale_session": 1}})
+    checked = checked_trace(trace)
+    assert checked.samples == [good]
+    assert checked.events == []
+    assert checked.stats == {"bytes_sent": 8, "dropped": {"stale_session": 1}}
+    many = Trace([], [], {"dropped": {str(n): n for n in range(65)}})  # more than a node counts
+    assert checked_trace(many).stats == {"dropped": {}}

@@ -6,9 +6,11 @@ import contextlib
 import json
 import random
 import struct
+import time
 
 import pytest
 import zstandard
+from conftest import payload_of
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -161,3 +163,79 @@ def test_no_jobs_is_one_empty_message_that_still_answers() -> None:
     assert [count for _, count in batches] == [0]
     message = messages.decode(Kind.JOBS, batches[0][0])
     assert isinstance(message, Jobs) and message.jobs == [] and message.request == 9
+
+
+DEEPEST = '{"sizes":[],"x":' + "[" * 31 + "]" * 31 + "}"  # the meta and 31 lists: 32
+
+
+@pytest.mark.parametrize("text", [
+    pytest.param('{"sizes":[],"x":' + "[" * 3000 + "]" * 3000 + "}", id="nested 3,000 deep"),
+    pytest.param(DEEPEST.replace("[]", "[{}]"), id="one level too deep"),
+    pytest.param('{"sizes":[],"x":' + "]" * 40 + "[" * 40 + "}", id="brackets that never nest"),
+    pytest.param('{"sizes":[],"x":' + "9" * 5000 + "}", id="5,000 digits"),
+    pytest.param('{"sizes":[],"x":-' + "1" * 21 + "}", id="21 digits"),
+    pytest.param('{"sizes":[],"x":0.' + "1" * 21 + "}", id="a fraction of 21 digits"),
+    pytest.param('{"sizes":[],"x":NaN}', id="NaN"),
+    pytest.param('{"sizes":[],"x":-Infinity}', id="-Infinity"),
+    pytest.param('{"sizes":[],"x":1e999}', id="beyond a float"),
+    pytest.param('{"sizes":[],"x":"' + '\\"' * 100_000, id="a string that never ends"),
+])
+def test_a_meta_beyond_the_bounds_is_malformed(text: str) -> None:
+    with pytest.raises(Rejected) as caught:
+        messages.unpack(payload_of(text))
+    assert caught.value.reason == "malformed"
+
+
+@pytest.mark.parametrize("text", [
+    pytest.param(DEEPEST, id="32 deep"),
+    pytest.param('{"sizes":[],"x":"' + "[" * 3000 + '\\"{"}', id="brackets in a string"),
+    pytest.param('{"sizes":[],"x":"' + "9" * 5000 + '"}', id="digits in a string"),
+    pytest.param('{"sizes":[],"x":[-99999999999999999999,1.2345678901234567e-308,5e-324]}',
+                 id="20 digits, the longest floats"),
+])
+def test_a_meta_within_the_bounds_is_parsed(text: str) -> None:
+    assert messages.unpack(payload_of(text)) == ({"x": json.loads(text)["x"]}, [])
+
+
+def test_a_meta_not_in_utf_8_is_malformed() -> None:
+    # json.loads would read UTF-16, where a quote's byte can hide inside another character.
+    head = json.dumps({"sizes": [], "x": [[1]]}).encode("utf-16")
+    with pytest.raises(Rejected, match="not JSON"):
+        messages.unpack(bytes([messages.RAW]) + struct.pack("!I", len(head)) + head)
+
+
+def test_the_scan_is_linear_in_the_worst_bytes() -> None:
+    # Unterminated escaped quotes: a string pattern that could fail tried again at each quote
+    # (quadratic: seconds for 40 KB); the envelope's bound is 4 MiB.
+    text = '{"sizes":[],"x":"' + '\\"' * (messages.MAX_META // 2 - 16)
+    started = time.perf_counter()
+    with pytest.raises(Rejected):
+        messages.unpack(payload_of(text))
+    assert time.perf_counter() - started < 2.0
+
+
+TOO_LONG = "x" * (messages.MAX_TEXT + 1)
+
+
+@pytest.mark.parametrize(("kind", "meta"), [
+    pytest.param(Kind.CANCEL, {"ids": [2**63]}, id="an id beyond 2**63 - 1"),
+    pytest.param(Kind.CANCEL, {"ids": [0] * (messages.MESSAGE_JOBS + 1)}, id="too many ids"),
+    pytest.param(Kind.REQUEST, {"request": 1, "count": -1}, id="a negative count"),
+    pytest.param(Kind.REQUEST, {"request": 2**64, "count": 1}, id="a request id beyond"),
+    pytest.param(Kind.JOBS, {"workload": {"name": "v", "params": {}}, "ids": [], "request": -2},
+                 id="a negative request"),
+    pytest.param(Kind.JOBS, {"workload": {"name": "v", "params": {"p": TOO_LONG}}, "ids": []},
+                 id="a workload spec too long"),
+    pytest.param(Kind.REFUSE, {"ids": [1], "reason": TOO_LONG}, id="a reason too long"),
+    pytest.param(Kind.VERDICT, {"able": [], "unable": [[{"name": "v", "params": {}}, TOO_LONG]]},
+                 id="a verdict too long"),
+    pytest.param(Kind.NEEDS, {"specs": [{"name": "v", "params": {}}] * 4097}, id="many specs"),
+    pytest.param(Kind.TRACE, {"samples": [{}] * 100_001, "events": [], "stats": {}},
+                 id="more samples than a node keeps"),
+    pytest.param(Kind.TRACE, {"samples": [], "events": [], "stats": {str(n): n for n in range(65)}},
+                 id="more stats than a node sends"),
+])
+def test_a_field_beyond_its_bounds_is_malformed(kind: Kind, meta: dict[str, object]) -> None:
+    with pytest.raises(Rejected) as caught:
+        messages.decode(kind, envelope({**meta, "sizes": []}))
+    assert caught.value.reason == "malformed"
