@@ -33,20 +33,29 @@ def counter(start: int) -> Callable[[], int]:
 
 
 class Pair:
-    """A master and a slave connection joined by a link that can lose datagrams."""
+    """A master and a slave connection joined by a link that can lose datagrams, and
+    drop those bigger than it carries. A datagram reaches a node only if it is sent to
+    the node's address; what goes elsewhere is kept in ``elsewhere``."""
 
-    def __init__(self, loss: float = 0.0, seed: int = 1) -> None:
+    def __init__(self, loss: float = 0.0, seed: int = 1,
+                 max_datagrams: tuple[int, int] = (wire.DEFAULT_MAX_DATAGRAM,) * 2) -> None:
         self.now = 0.0
         self.random = random.Random(seed)
         self.loss = loss
+        self.max_datagrams = dict(zip(Role, max_datagrams, strict=True))
         self.master = self.make(Role.MASTER, SLAVE_ADDRESS, 1000)
         self.slave = self.make(Role.SLAVE, MASTER_ADDRESS, 2000)
         self.events: dict[Role, list[Event]] = {Role.MASTER: [], Role.SLAVE: []}
         self.captured: list[tuple[Role, bytes]] = []
+        self.source = {Role.MASTER: MASTER_ADDRESS, Role.SLAVE: SLAVE_ADDRESS}
+        self.reaches = dict(self.source)  # the address at which each node receives
+        self.carries: dict[Role, int] = {}  # the largest datagram from each that arrives
+        self.elsewhere: list[tuple[tuple[str, int], bytes]] = []
 
     def make(self, role: Role, peer: tuple[str, int], start: int) -> Connection:
         return Connection(role, KEY, peer_address=peer, new_incarnation=counter(start),
-                          now=self.now, heartbeat_timeout=3.0)
+                          now=self.now, heartbeat_timeout=3.0,
+                          max_datagram=self.max_datagrams[role])
 
     def node(self, role: Role) -> Connection:
         return self.master if role is Role.MASTER else self.slave
@@ -58,19 +67,26 @@ class Pair:
         for role in (Role.MASTER, Role.SLAVE):
             sender, receiver = self.node(role), self.node(role.peer)
             sender.handle_timer(self.now)
-            for data, _ in sender.datagrams_to_send(self.now):
+            for data, address in sender.datagrams_to_send(self.now):
                 self.captured.append((role, data))
                 moved += 1
-                if self.random.random() >= self.loss:
-                    source = MASTER_ADDRESS if role is Role.MASTER else SLAVE_ADDRESS
-                    receiver.receive_datagram(data, source, self.now)
+                if address != self.reaches[role.peer]:
+                    self.elsewhere.append((address, data))
+                elif len(data) <= self.carries.get(role, wire.MAX_DATAGRAM) \
+                        and self.random.random() >= self.loss:
+                    self.deliver(role, data)
             while (event := receiver.next_event()) is not None:
                 self.events[role.peer].append(event)
         return moved
 
+    def deliver(self, role: Role, data: bytes) -> None:
+        """A datagram from ``role`` arrives at its peer."""
+        self.node(role.peer).receive_datagram(data, self.source[role], self.now)
+
     def run(self, seconds: float, dt: float = 0.001) -> None:
         for _ in range(round(seconds / dt)):
             self.step(dt)
+
 
 
 def test_handshake_opens_one_session_on_each_side() -> None:
@@ -249,3 +265,33 @@ def test_mutated_datagrams_never_crash_or_change_the_session(data: st.DataObject
         pair.master.receive_datagram(data.draw(st.binary(max_size=200)), SLAVE_ADDRESS, pair.now)
     assert (pair.master.peer, pair.master.incarnation) == (peer, incarnation)
     assert sum(pair.master.dropped.values()) == 20
+
+
+# ---- the datagram size -----------------------------------------------------------------
+def test_the_ends_agree_on_the_smaller_datagram_size() -> None:
+    pair = Pair(max_datagrams=(8972, 1472))
+    pair.run(0.05)
+    assert pair.master.datagram_size == pair.slave.datagram_size == 1472
+    pair.master.send(Kind.JOBS, random.Random(1).randbytes(20000), pair.now)
+    pair.run(0.05)
+    assert max(len(data) for role, data in pair.captured if role is Role.MASTER) == 1472
+    assert any(isinstance(e, MessageReceived) for e in pair.events[Role.SLAVE])
+    assert pair.slave.dropped["oversized"] == 0
+
+
+def test_a_path_that_drops_full_size_datagrams_is_stepped_down_to_what_it_carries() -> None:
+    pair = Pair(max_datagrams=(8972, 8972))
+    pair.carries[Role.MASTER] = 1500  # what the configs do not know: a narrower link
+    pair.run(0.05)
+    payloads = [random.Random(n).randbytes(30000) for n in range(4)]
+    for payload in payloads:
+        pair.master.send(Kind.JOBS, payload, pair.now)
+    for _ in range(10):  # five seconds, each end's state every half second
+        pair.slave.send_state(b"state")
+        pair.master.send_state(b"state")
+        pair.run(0.5)
+    received = [e.payload for e in pair.events[Role.SLAVE] if isinstance(e, MessageReceived)]
+    assert sorted(received) == sorted(payloads)
+    assert pair.master.datagram_size == 1472 and pair.master.datagram_steps == 1
+    assert pair.slave.datagram_size == 8972 and pair.slave.datagram_steps == 0
+    assert pair.master.connected and pair.slave.connected
