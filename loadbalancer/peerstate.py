@@ -12,7 +12,7 @@ from loadbalancer.wire import Rejected
 _DISPLAY = {"role": str, "phase": str, "executed": int, "failed": int, "cpu": float, "speed": float,
             "eta": float, "peer": str, "moved_out": int, "moved_in": int, "retransmits": int,
             "suppressed": int, "bytes_sent": int, "refused": int, "policy": str, "total": int,
-            "finished": int, "dropped": dict}
+            "finished": int, "dropped": dict, "datagram": int, "datagram_steps": int}
 
 
 def _count(meta: dict[str, Any], key: str) -> int:

@@ -177,6 +177,8 @@ class Slave(Node):
         stats = {"executed": self.monitor.executed, "failed": self.failed_runs,
                  "compute_seconds": self.monitor.compute_seconds,
                  "retransmits": self.connection.retransmits,
+                 "datagram": self.connection.datagram_size,
+                 "datagram_steps": self.connection.datagram_steps,
                  "dropped": self.connection.drops(),
                  "suppressed": self.connection.suppressed, "bytes_sent": self.connection.bytes_sent,
                  "last_done": self.last_done, "refused": self.refused}
