@@ -17,7 +17,14 @@ accepted again. After a timeout or BYE we take a new incarnation ourselves, so
 that a peer that still believes in the old session sees a newcomer and rejoins at
 once.
 
-A replayed HELLO only earns a rate-limited WELCOME.
+Who gets a WELCOME. Anyone may replay HELLOs he captured, of any earlier
+incarnation, from any address, at any rate, but he cannot make new ones, and a
+peer that starts (or restarts) takes an incarnation newer than any before it. So
+the budget is per incarnation, not shared (:class:`Greeters`): the few newest
+incarnations that said HELLO are each answered at most every ``WELCOME_GAP``, a
+copy of a HELLO already seen is not answered, and a HELLO older than all of them
+is not answered at all. Replays cannot spend the real peer's budget, and what
+they earn is bounded by the table, not by their rate.
 
 Datagram size. HELLO and WELCOME state the largest datagram the sender takes
 (its route's MTU less headers, or its config's value); both ends send at most
@@ -47,7 +54,11 @@ Address = tuple[str, int]
 REPLAY_WINDOW = 1024
 # Partial messages held at once: the bound on what even a keyed peer can make us hold.
 MAX_REASSEMBLY = 32 * 2**20
-WELCOME_GAP = 0.05  # at most 20 WELCOMEs a second, so replayed HELLOs cannot be amplified
+# HELLOs are answered for this many incarnations, the newest heard, each at most every
+# WELCOME_GAP (a peer says HELLO every 0.25 s): at most 40 WELCOMEs a second, and one
+# for each incarnation newer than the table held when it came.
+HELLO_SENDERS = 4
+WELCOME_GAP = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +104,44 @@ class ReplayWindow:
         self.bits |= 1 << offset
 
 
+@dataclass(slots=True)
+class _Greeter:
+    highest: int  # the highest packet number of its HELLOs
+    welcomed: float  # when we last answered one
+    max_datagram: int  # the size its HELLOs state
+
+
+class Greeters:
+    """The newest incarnations that said HELLO, and whether the next HELLO is answered."""
+
+    def __init__(self, size: int = HELLO_SENDERS) -> None:
+        self.size = size
+        self._known: dict[int, _Greeter] = {}
+
+    def admit(self, incarnation: int, number: int, max_datagram: int, now: float) -> None:
+        """Return if this HELLO earns a WELCOME, else raise :class:`Rejected`."""
+        known = self._known.get(incarnation)
+        if known is None:
+            if len(self._known) >= self.size:
+                oldest = min(self._known)
+                if incarnation < oldest:
+                    raise Rejected("old_hello", "older than every incarnation answered")
+                # Evicted, it is older than the table from now on: one WELCOME at most.
+                del self._known[oldest]
+            self._known[incarnation] = _Greeter(number, now, max_datagram)
+            return
+        if number <= known.highest:
+            raise Rejected("replayed", f"hello {number}")
+        known.highest = number
+        if now - known.welcomed < WELCOME_GAP:
+            raise Rejected("rate_limited", "welcome")
+        known.welcomed = now
+
+    def max_datagram(self, incarnation: int) -> int | None:
+        known = self._known.get(incarnation)
+        return None if known is None else known.max_datagram
+
+
 class Connection:
     def __init__(self, role: Role, keys: wire.Keys, *, peer_address: Address,
                  new_incarnation: Callable[[], int], now: float,
@@ -103,7 +152,7 @@ class Connection:
         self.peer_address = peer_address
         self.max_datagram = max_datagram  # the largest we take, as HELLO and WELCOME say
         self._greeting = wire.encode_greeting(max_datagram)
-        self._greeted: tuple[int, int] | None = None  # the last HELLO answered: who, what size
+        self._greeters = Greeters()
         self.heartbeat_timeout = heartbeat_timeout
         self.hello_interval = hello_interval
         self._new_incarnation = new_incarnation
@@ -114,7 +163,6 @@ class Connection:
         self._replay = ReplayWindow()
         self._last_heard = now
         self._next_hello = now
-        self._last_welcome = -WELCOME_GAP
         self._greeted_at: float | None = None  # our latest HELLO or WELCOME to a HELLO
         self._outbox: list[tuple[bytearray, Address]] = []
         self._events: collections.deque[Event] = collections.deque()
@@ -263,10 +311,8 @@ class Connection:
         (when the WELCOME was lost and another datagram opens the session)."""
         if datagram.header.kind is Kind.WELCOME:
             return wire.decode_greeting(datagram.body)
-        greeted = self._greeted
-        if greeted is not None and greeted[0] == datagram.header.src:
-            return greeted[1]
-        return wire.DEFAULT_MAX_DATAGRAM
+        known = self._greeters.max_datagram(datagram.header.src)
+        return wire.DEFAULT_MAX_DATAGRAM if known is None else known
 
     def _on_hello(self, header: Header, body: bytes, address: Address, now: float) -> None:
         if header.src == self.peer:
@@ -276,11 +322,8 @@ class Connection:
             raise Rejected("stale_hello")
         if header.src <= self._floor:
             raise Rejected("stale_session", "hello from an earlier peer incarnation")
-        size = wire.decode_greeting(body)
-        if now - self._last_welcome < WELCOME_GAP:
-            raise Rejected("rate_limited", "welcome")
-        self._last_welcome = self._greeted_at = now
-        self._greeted = header.src, size
+        self._greeters.admit(header.src, header.number, wire.decode_greeting(body), now)
+        self._greeted_at = now
         self._queue(Kind.WELCOME, address=address, dst=header.src, body=self._greeting)
 
     def _dispatch(self, datagram: wire.Datagram, now: float) -> None:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
+import datetime
+import itertools
 import os
 import selectors
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from conftest import Cluster
@@ -18,7 +23,7 @@ from loadbalancer import messages, wire
 from loadbalancer.endpoint import Endpoint
 from loadbalancer.messages import Jobs, Refuse, WorkloadSpec
 from loadbalancer.reliable import MessageReceived
-from loadbalancer.session import Connection, Event, PeerJoined
+from loadbalancer.session import HELLO_SENDERS, WELCOME_GAP, Connection, Event, PeerJoined
 from loadbalancer.wire import Kind, Role
 
 Address = tuple[str, int]
@@ -177,3 +182,109 @@ async def test_jobs_of_an_unknown_workload_or_wrong_size_are_refused(cluster: Cl
         assert status["local"]["queued"] == 0
     finally:
         endpoint.close()
+
+
+class Replayer:
+    """Replays HELLOs of earlier runs to each node's port from a socket of its own, at
+    ``rate`` a second each, and counts what comes back to it by type."""
+
+    def __init__(self, hellos: dict[Address, list[bytes]], rate: int = 5000) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.hellos, self.rate = hellos, rate
+        self.sent = 0
+        self.received: collections.Counter[Kind] = collections.Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        replays = {target: itertools.cycle(hellos) for target, hellos in self.hellos.items()}
+        start = time.monotonic()
+        while not self._stop.is_set():
+            due = int((time.monotonic() - start) * self.rate)
+            while self.sent < due:
+                for target, replay in replays.items():
+                    with contextlib.suppress(BlockingIOError):
+                        self.sock.sendto(next(replay), target)
+                self.sent += 1
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    self.received[Kind(self.sock.recv(70000)[3])] += 1
+            time.sleep(0.0002)  # smooth, as a real flood is: no gaps for a HELLO to slip in
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+
+def captured_hellos(secret: str, role: Role, incarnations: int = 50) -> list[bytes]:
+    """What a listener kept of earlier runs: 10 s of HELLOs of each of 50 incarnations,
+    the newest an hour old."""
+    hour_ago = (time.time_ns() // 1_000_000 - 3_600_000) << 20
+    hellos = []
+    for n in range(incarnations):
+        earlier = Connection(role, wire.Keys(secret), peer_address=("127.0.0.1", 9),
+                             new_incarnation=lambda n=n: hour_ago - ((incarnations - n) << 20),
+                             now=0.0)
+        for tick in range(40):
+            hellos += [data for data, _ in earlier.datagrams_to_send(tick * 0.25)]
+    return hellos
+
+
+def join_seconds(cluster: Cluster, flood: bool) -> tuple[float, Replayer | None]:
+    """From the master's start until it says the slave joined; the replayer if ``flood``."""
+    cluster.configure(**SMALL_RUN)
+    settings = cluster.settings
+    addresses = {role: configuration.parse_address(settings[role], role)
+                 for role in ("master", "slave")}
+    replayer = None
+    cluster.start("slave")
+    cluster.wait_until_up("slave")
+    if flood:  # to both nodes: each answers the other's HELLO, so the pair joins either way
+        replayer = Replayer({addresses[str(role)]: captured_hellos(settings["secret"], role.peer)
+                             for role in Role})
+        time.sleep(1.0)  # the flood is on before the master starts
+    cluster.start("master")
+    cluster.wait_for("master", lambda s: s["local"]["peer"] == "connected", timeout=10)
+    stamps = {}
+    for line in cluster.log("master").splitlines():
+        for event, marker in (("listening", "master listening on"), ("joined", "slave joined")):
+            if marker in line and event not in stamps:
+                clock = datetime.datetime.strptime(line.split()[0], "%H:%M:%S.%f")
+                stamps[event] = clock.timestamp()
+    return stamps["joined"] - stamps["listening"], replayer
+
+
+SMALL_RUN = {"jobs": 256, "elements_per_job": 8192, "iterations": 3000}
+
+
+def test_replayed_hellos_at_5000_a_second_do_not_keep_a_fresh_pair_from_joining(
+        tmp_path: Path) -> None:
+    quiet = Cluster(tmp_path / "quiet")
+    try:
+        usual, _ = join_seconds(quiet, flood=False)
+    finally:
+        quiet.stop()
+    flooded = Cluster(tmp_path / "flooded")
+    replayer = None
+    try:
+        joined, replayer = join_seconds(flooded, flood=True)
+        assert replayer is not None
+        assert flooded.wait() == {"slave": 0, "master": 0}, flooded.log("master")
+    finally:
+        if replayer is not None:
+            replayer.close()
+        flooded.stop()
+    welcomes, seconds = replayer.received[Kind.WELCOME], replayer.sent / replayer.rate
+    print(f"joined {usual * 1000:.0f} ms after the master started, {joined * 1000:.0f} ms under "
+          f"{replayer.sent} replays to each node; {welcomes} WELCOMEs to the replayer "
+          f"in {seconds:.1f} s")
+    assert joined <= usual + 2.0
+    assert set(replayer.received) <= {Kind.WELCOME}
+    # Per node: one for each incarnation newer than the table, then the table's newest
+    # few at most every WELCOME_GAP.
+    assert welcomes <= 2 * (50 + HELLO_SENDERS * seconds / WELCOME_GAP)
+    assert flooded.result()["dropped"].get("old_hello", 0) > 0

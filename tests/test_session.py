@@ -7,14 +7,18 @@ import itertools
 import random
 from collections.abc import Callable
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loadbalancer import wire
 from loadbalancer.reliable import MessageAcked, MessageReceived
 from loadbalancer.session import (
+    HELLO_SENDERS,
+    WELCOME_GAP,
     Connection,
     Event,
+    Greeters,
     PeerJoined,
     PeerLost,
     ReplayWindow,
@@ -25,6 +29,7 @@ from loadbalancer.wire import Kind, Rejected, Role
 KEY = wire.Keys("the shared secret of this test")
 MASTER_ADDRESS = ("10.0.0.1", 1)
 SLAVE_ADDRESS = ("10.0.0.2", 2)
+ATTACKER = ("10.6.6.6", 6)
 
 
 def counter(start: int) -> Callable[[], int]:
@@ -87,6 +92,10 @@ class Pair:
         for _ in range(round(seconds / dt)):
             self.step(dt)
 
+
+def kinds(datagrams: list[tuple[tuple[str, int], bytes]], to: tuple[str, int]) -> list[Kind]:
+    return [Kind(wire.HEADER.unpack_from(data)[2]) for address, data in datagrams
+            if address == to]
 
 
 def test_handshake_opens_one_session_on_each_side() -> None:
@@ -202,17 +211,82 @@ def test_a_replayed_hello_earns_a_welcome_and_changes_nothing() -> None:
     assert pair.master.datagrams_to_send(pair.now + 1) == []  # from the current peer: ignored
 
 
-def test_welcomes_are_rate_limited() -> None:
-    pair = Pair()
+def test_welcomes_are_limited_per_incarnation_and_to_the_newest_few() -> None:
+    greeters = Greeters(size=2)
+    greeters.admit(30, 0, 1400, 0.0)
+    greeters.admit(10, 0, 1400, 0.0)
+    for incarnation, number, now, reason in [
+            (30, 0, 1.0, "replayed"),  # a copy
+            (30, 1, 0.05, "rate_limited"),  # new, but too soon after the last answer
+            (5, 0, 1.0, "old_hello"),  # older than both the table holds
+    ]:
+        with pytest.raises(Rejected) as raised:
+            greeters.admit(incarnation, number, 1400, now)
+        assert raised.value.reason == reason
+    greeters.admit(30, 2, 1472, 0.2)
+    greeters.admit(20, 0, 1400, 0.2)  # newer than 10, which leaves for good
+    with pytest.raises(Rejected, match="old_hello"):
+        greeters.admit(10, 5, 1400, 9.0)
+    assert greeters.max_datagram(30) == 1400 and greeters.max_datagram(10) is None
+
+
+def captured_hellos(role: Role, incarnations: int, seconds: float) -> list[bytes]:
+    """HELLOs of earlier runs, as someone listening then kept them: oldest first."""
     hellos = []
-    for n in range(5):
-        slave = pair.make(Role.SLAVE, MASTER_ADDRESS, 3000 + n)
-        hellos.append(slave.datagrams_to_send(0.0)[0][0])
-    for data in hellos:
-        pair.master.receive_datagram(data, SLAVE_ADDRESS, 0.01)
-    sent = pair.master.datagrams_to_send(0.01)
-    assert [wire.HEADER.unpack_from(data)[2] for data, _ in sent].count(Kind.WELCOME) == 1
-    assert pair.master.dropped["rate_limited"] == 4
+    for n in range(incarnations):
+        earlier = Connection(role, KEY, peer_address=ATTACKER, new_incarnation=counter(100 + n),
+                             now=0.0)
+        for tick in range(round(seconds / earlier.hello_interval)):
+            hellos += [data for data, _ in earlier.datagrams_to_send(tick * 0.25)]
+    return hellos
+
+
+def join_time(flood: bool, rate: int = 5000, dt: float = 0.0002) -> tuple[float, Pair]:
+    """How long after they start talking both ends hold the session, with captured HELLOs
+    replayed to both at ``rate`` if ``flood``: from a second before, one every 0.2 ms,
+    each just before the pair's own datagrams."""
+    pair = Pair()
+    replays = {role: itertools.cycle(captured_hellos(role.peer, 50, 10.0)) for role in Role}
+    per_step = round(rate * dt) if flood else 0
+
+    def replay() -> None:
+        for role in Role:
+            for _ in range(per_step):
+                pair.node(role).receive_datagram(next(replays[role]), ATTACKER, pair.now)
+
+    while pair.now < 1.0:  # the nodes listen, and say nothing yet
+        replay()
+        pair.now += dt
+    start = pair.now
+    while not (pair.master.connected and pair.slave.connected) and pair.now < start + 10.0:
+        replay()
+        pair.step(dt)
+    return pair.now - start, pair
+
+
+def test_replayed_hellos_at_5000_a_second_neither_delay_the_join_nor_earn_many_welcomes() -> None:
+    usual, _ = join_time(flood=False)
+    flooded, pair = join_time(flood=True)
+    welcomes = kinds(pair.elsewhere, ATTACKER).count(Kind.WELCOME)
+    print(f"joined after {usual * 1000:.1f} ms, {flooded * 1000:.1f} ms under the flood; "
+          f"{welcomes} WELCOMEs to the replayer")
+    assert pair.master.connected and pair.slave.connected
+    assert flooded <= usual + 2.0
+    assert flooded <= usual + 0.01  # in fact at once: the replays spend no budget of the pair's
+    # Both nodes: the table's newest few, each at most every WELCOME_GAP, and one for each
+    # incarnation that came newer than the table.
+    assert welcomes <= 2 * (50 + HELLO_SENDERS * (1.0 + flooded) / WELCOME_GAP)
+    assert pair.master.dropped["old_hello"] + pair.master.dropped["replayed"] > 0
+
+
+def test_a_flood_that_outlasts_the_join_stays_bounded() -> None:
+    pair = Pair()
+    replays = itertools.cycle(captured_hellos(Role.SLAVE, 50, 10.0))
+    for _ in range(5000):  # one second at 5,000 a second, into a session
+        pair.master.receive_datagram(next(replays), ATTACKER, pair.now)
+        pair.step(0.0002)
+    welcomes = kinds(pair.elsewhere, ATTACKER).count(Kind.WELCOME)
+    assert pair.master.connected and welcomes <= 50 + HELLO_SENDERS / WELCOME_GAP
 
 
 def test_replay_window_accepts_late_but_new_numbers() -> None:
