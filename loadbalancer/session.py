@@ -30,6 +30,9 @@ Datagram size. HELLO and WELCOME state the largest datagram the sender takes
 (its route's MTU less headers, or its config's value); both ends send at most
 the smaller, and the reliable channel steps that down if the path drops it.
 
+Addresses. Replies go to the peer's address, which moves only when a new one
+answers a challenge (:mod:`paths`).
+
 Replay defence. Packet numbers grow per sender incarnation; a sliding window
 of the last 1,024 drops copies (``duplicate``, what a network duplicates) and
 anything older (``replayed``).
@@ -42,6 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from loadbalancer import wire
+from loadbalancer.paths import Address, PeerPath
 from loadbalancer.reliable import (
     MessageAcked,
     MessageReceived,
@@ -50,7 +54,6 @@ from loadbalancer.reliable import (
 )
 from loadbalancer.wire import Header, Kind, Rejected, Role
 
-Address = tuple[str, int]
 REPLAY_WINDOW = 1024
 # Partial messages held at once: the bound on what even a keyed peer can make us hold.
 MAX_REASSEMBLY = 32 * 2**20
@@ -149,7 +152,7 @@ class Connection:
                  heartbeat_timeout: float = 3.0, hello_interval: float = 0.25) -> None:
         self.role = role
         self.keys = keys
-        self.peer_address = peer_address
+        self.path = PeerPath(peer_address)
         self.max_datagram = max_datagram  # the largest we take, as HELLO and WELCOME say
         self._greeting = wire.encode_greeting(max_datagram)
         self._greeters = Greeters()
@@ -184,6 +187,10 @@ class Connection:
     @property
     def retransmits(self) -> int:
         return self.retransmits_closed + self.channel.retransmits
+
+    @property
+    def peer_address(self) -> Address:
+        return self.path.address
 
     @property
     def datagram_size(self) -> int | None:
@@ -285,7 +292,7 @@ class Connection:
         header = Header(kind, self.role, self.incarnation, dst, self._number)
         self._number += 1
         data = wire.encode(self.keys, header, **parts)  # type: ignore[arg-type]
-        self._outbox.append((data, address or self.peer_address))
+        self._outbox.append((data, address or self.path.address))
 
     def _accept(self, datagram: wire.Datagram, address: Address, now: float) -> None:
         header = datagram.header
@@ -300,11 +307,14 @@ class Connection:
             if header.src <= max(self._floor, self.peer or 0):
                 raise Rejected("stale_session", "from an earlier peer incarnation")
             self._join(header.src, self._peer_max_datagram(datagram), now)
+        self.path.heard(address, now)  # a copy too: the old path is alive
         self._replay.check(header.number)
         self._last_heard = now
         self.channel.heard(now)
-        self.peer_address = address
-        self._dispatch(datagram, now)
+        self._dispatch(datagram, address, now)
+        token = self.path.challenge(address, now)
+        if token is not None:
+            self._queue(Kind.PATH_CHALLENGE, address=address, body=token)
 
     def _peer_max_datagram(self, datagram: wire.Datagram) -> int:
         """The size a joining peer takes: its WELCOME says, or the HELLO we answered did
@@ -324,9 +334,10 @@ class Connection:
             raise Rejected("stale_session", "hello from an earlier peer incarnation")
         self._greeters.admit(header.src, header.number, wire.decode_greeting(body), now)
         self._greeted_at = now
+        # To the HELLO's source, proven or not: a peer behind a NAT is reachable only there.
         self._queue(Kind.WELCOME, address=address, dst=header.src, body=self._greeting)
 
-    def _dispatch(self, datagram: wire.Datagram, now: float) -> None:
+    def _dispatch(self, datagram: wire.Datagram, address: Address, now: float) -> None:
         kind = datagram.header.kind
         if datagram.fragment is not None:
             self.channel.receive_fragment(datagram.fragment, now)
@@ -334,6 +345,12 @@ class Connection:
             self.channel.receive_ack(datagram.ranges, now)
         elif kind is Kind.STATE:
             self._events.append(StateReceived(datagram.body))
+        elif kind is Kind.PATH_CHALLENGE:
+            # Answered to the address we know: a challenge relayed from elsewhere
+            # earns its relay nothing.
+            self._queue(Kind.PATH_RESPONSE, body=datagram.body)
+        elif kind is Kind.PATH_RESPONSE:
+            self.path.answered(address, datagram.body, now)
         elif kind is Kind.BYE:
             self._lose("bye")
 

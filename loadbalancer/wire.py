@@ -45,6 +45,7 @@ HEADER = struct.Struct("!2sBBBBQQQH")
 # carries: a fragment cut before the datagram size stepped down goes in several parts.
 FRAGMENT_HEADER = struct.Struct("!QHHBB")
 GREETING = struct.Struct("!H")  # HELLO and WELCOME: the largest datagram the sender takes
+TOKEN_SIZE = 8  # PATH_CHALLENGE and PATH_RESPONSE: the challenge's random token
 ACK_RANGE = struct.Struct("!QQ")
 ACK_COUNT = struct.Struct("!H")
 NONCE = struct.Struct("!4xQ")  # GCM's 96 bits: the packet number, zero-padded
@@ -83,6 +84,8 @@ class Kind(enum.IntEnum):
     STATE = 3
     ACK = 4
     BYE = 5
+    PATH_CHALLENGE = 6
+    PATH_RESPONSE = 7
     JOBS = 16
     RESULTS = 17
     REQUEST = 18
@@ -97,7 +100,8 @@ class Kind(enum.IntEnum):
 # Kinds on the reliable channel; a set rather than a property, as every datagram asks.
 RELIABLE = frozenset(kind for kind in Kind if kind >= Kind.JOBS)
 # Bodies of a fixed size; STATE's is free (its JSON is checked above this layer).
-BODY_SIZES = {Kind.HELLO: GREETING.size, Kind.WELCOME: GREETING.size, Kind.BYE: 0}
+BODY_SIZES = {Kind.HELLO: GREETING.size, Kind.WELCOME: GREETING.size, Kind.BYE: 0,
+              Kind.PATH_CHALLENGE: TOKEN_SIZE, Kind.PATH_RESPONSE: TOKEN_SIZE}
 
 
 class Rejected(Exception):
@@ -125,7 +129,7 @@ class Datagram(NamedTuple):
     header: Header
     fragment: Fragment | None = None  # reliable kinds
     ranges: tuple[tuple[int, int], ...] = ()  # ACK
-    body: bytes = b""  # HELLO, WELCOME, STATE, BYE
+    body: bytes = b""  # HELLO, WELCOME, STATE, BYE, PATH_CHALLENGE, PATH_RESPONSE
 
 
 class Keys:

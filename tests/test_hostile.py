@@ -22,6 +22,7 @@ from loadbalancer import config as configuration
 from loadbalancer import messages, wire
 from loadbalancer.endpoint import Endpoint
 from loadbalancer.messages import Jobs, Refuse, WorkloadSpec
+from loadbalancer.paths import CHALLENGE_GAP
 from loadbalancer.reliable import MessageReceived
 from loadbalancer.session import HELLO_SENDERS, WELCOME_GAP, Connection, Event, PeerJoined
 from loadbalancer.wire import Kind, Role
@@ -29,40 +30,62 @@ from loadbalancer.wire import Kind, Role
 Address = tuple[str, int]
 
 
+def udp_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
 class Tap:
-    """A transparent relay between the nodes that keeps a copy of what passes."""
+    """A transparent relay between the nodes that keeps a copy of what passes. It can
+    also move its port towards the master (``rebind``, as a NAT does), and let an attacker
+    who sees the slave's datagrams race a copy of each to the master (``race``)."""
 
     def __init__(self, master: Address, slave: Address) -> None:
-        self.front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # the master's "slave"
-        self.back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # the slave's "master"
-        self.front.bind(("127.0.0.1", 0))
-        self.back.bind(("127.0.0.1", 0))
+        self.front = udp_socket()  # the master's "slave"
+        self.back = udp_socket()  # the slave's "master"
+        self.attacker = udp_socket()
         self.master, self.slave = master, slave
         self.to_slave: list[bytes] = []
         self.to_master: list[bytes] = []
+        self.at_attacker: collections.Counter[Kind] = collections.Counter()
+        self.racing = False
+        self.rebound: socket.socket | None = None  # the new front, once asked for
         self._stop = False
         self._thread = threading.Thread(target=self._relay, daemon=True)
         self._thread.start()
 
+    def rebind(self) -> None:
+        self.rebound = udp_socket()
+
     def _relay(self) -> None:
         with selectors.DefaultSelector() as selector:
-            selector.register(self.front, selectors.EVENT_READ)
-            selector.register(self.back, selectors.EVENT_READ)
+            for sock in (self.front, self.back, self.attacker):
+                selector.register(sock, selectors.EVENT_READ)
             while not self._stop:
-                for key, _ in selector.select(timeout=0.1):
+                if self.rebound is not None and self.rebound is not self.front:
+                    selector.unregister(self.front)
+                    self.front.close()
+                    self.front = self.rebound
+                    selector.register(self.front, selectors.EVENT_READ)
+                for key, _ in selector.select(timeout=0.01):
                     data = key.fileobj.recv(70000)  # type: ignore[union-attr]
-                    if key.fileobj is self.front:
+                    if key.fileobj is self.attacker:
+                        self.at_attacker[Kind(data[3])] += 1
+                    elif key.fileobj is self.front:
                         self.to_slave.append(data)
                         self.back.sendto(data, self.slave)
                     else:
                         self.to_master.append(data)
+                        if self.racing:
+                            self.attacker.sendto(data, self.master)
                         self.front.sendto(data, self.master)
 
     def close(self) -> None:
         self._stop = True
         self._thread.join()
-        self.front.close()
-        self.back.close()
+        for sock in (self.front, self.back, self.attacker):
+            sock.close()
 
 
 @pytest.fixture
@@ -128,6 +151,33 @@ def test_a_flood_of_junk_and_replays_is_counted_and_changes_nothing(
     replay_reasons = ("duplicate", "replayed", "stale_session", "stale_hello")
     assert sum(dropped.get(r, 0) for r in replay_reasons) >= \
         len(replay_to_slave) + len(replay_to_master)
+
+
+def test_a_copy_raced_from_another_address_gets_no_replies_beyond_challenges(
+        tapped: tuple[Cluster, Tap]) -> None:
+    cluster, tap = tapped
+    cluster.start_both()
+    cluster.wait_for("master", lambda s: s["local"]["finished"] >= 20)
+    tap.racing = True
+    started = time.monotonic()
+    assert cluster.wait() == {"slave": 0, "master": 0}, cluster.log("master")
+    seconds = time.monotonic() - started
+    print(f"{sum(tap.at_attacker.values())} datagrams to the attacker in {seconds:.1f}s: "
+          f"{dict(tap.at_attacker)}")
+    assert cluster.result()["verified"] is True
+    assert set(tap.at_attacker) <= {Kind.PATH_CHALLENGE}
+    assert tap.at_attacker[Kind.PATH_CHALLENGE] <= seconds / CHALLENGE_GAP + 1
+
+
+def test_a_peer_whose_port_changes_mid_run_is_followed(tapped: tuple[Cluster, Tap]) -> None:
+    cluster, tap = tapped
+    cluster.start_both()
+    cluster.wait_for("master", lambda s: s["local"]["finished"] >= 20)
+    before = len(tap.to_slave)
+    tap.rebind()
+    assert cluster.wait() == {"slave": 0, "master": 0}, cluster.log("master")
+    assert cluster.result()["verified"] is True
+    assert len(tap.to_slave) > before and tap.front is tap.rebound  # the master moved to it
 
 
 class FakeMaster:

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loadbalancer import wire
+from loadbalancer.paths import CHALLENGE_GAP
 from loadbalancer.reliable import MessageAcked, MessageReceived
 from loadbalancer.session import (
     HELLO_SENDERS,
@@ -369,3 +370,65 @@ def test_a_path_that_drops_full_size_datagrams_is_stepped_down_to_what_it_carrie
     assert pair.master.datagram_size == 1472 and pair.master.datagram_steps == 1
     assert pair.slave.datagram_size == 8972 and pair.slave.datagram_steps == 0
     assert pair.master.connected and pair.slave.connected
+
+
+# ---- addresses ---------------------------------------------------------------------------
+def test_a_copy_raced_from_another_address_earns_that_address_only_challenges() -> None:
+    pair = Pair()
+    pair.run(0.05)
+    original = pair.deliver
+
+    def race(role: Role, data: bytes) -> None:
+        if role is Role.SLAVE:  # the attacker sees the slave's datagram, and is faster
+            pair.master.receive_datagram(data, ATTACKER, pair.now)
+        original(role, data)
+
+    pair.deliver = race  # type: ignore[method-assign]
+    for n in range(30):
+        pair.slave.send(Kind.RESULTS, bytes([n]) * 3000, pair.now)
+        pair.master.send(Kind.JOBS, bytes([n]) * 3000, pair.now)
+        pair.slave.send_state(b"state")
+        pair.run(0.1)
+    to_attacker = kinds(pair.elsewhere, ATTACKER)
+    print(f"{len(to_attacker)} datagrams to the attacker: {set(to_attacker)}")
+    assert set(to_attacker) == {Kind.PATH_CHALLENGE}
+    assert len(to_attacker) <= 3.0 / CHALLENGE_GAP + 1
+    assert pair.master.peer_address == SLAVE_ADDRESS and pair.master.path.moves == 0
+    assert len([e for e in pair.events[Role.SLAVE] if isinstance(e, MessageReceived)]) == 30
+    assert len([e for e in pair.events[Role.MASTER] if isinstance(e, MessageReceived)]) == 30
+
+
+def test_a_relayed_challenge_and_a_copied_answer_move_nothing_while_the_old_path_lives() -> None:
+    pair = Pair()
+    pair.run(0.05)
+    pair.master.receive_datagram(pair.captured[-1][1], ATTACKER, pair.now)  # nothing new
+    pair.slave.send_state(b"fresh")
+    [(state, _)] = pair.slave.datagrams_to_send(pair.now)
+    pair.master.receive_datagram(state, ATTACKER, pair.now)  # the copy wins the race
+    [(challenge, address)] = pair.master.datagrams_to_send(pair.now)
+    assert address == ATTACKER and pair.master.path.challenges == 1
+    pair.master.receive_datagram(state, SLAVE_ADDRESS, pair.now)  # the original: a duplicate
+    pair.slave.receive_datagram(challenge, ATTACKER, pair.now)  # relayed to the slave
+    answer = [data for data, address in pair.slave.datagrams_to_send(pair.now)
+              if wire.HEADER.unpack_from(data)[2] == Kind.PATH_RESPONSE]
+    assert len(answer) == 1  # sent to the master's address, not back to the relay
+    pair.master.receive_datagram(answer[0], ATTACKER, pair.now + 0.01)  # and copied
+    assert pair.master.peer_address == SLAVE_ADDRESS and pair.master.path.refused == 1
+
+
+def test_a_peer_whose_address_really_changed_is_followed_after_one_challenge() -> None:
+    pair = Pair()
+    pair.run(0.05)
+    moved = ("192.0.2.7", 40000)
+    pair.source[Role.SLAVE] = pair.reaches[Role.SLAVE] = moved  # a NAT rebinding
+    pair.slave.send(Kind.RESULTS, b"r" * 5000, pair.now)
+    pair.master.send(Kind.JOBS, b"j" * 5000, pair.now)
+    pair.run(0.5)
+    assert pair.master.peer_address == moved
+    assert (pair.master.path.challenges, pair.master.path.moves) == (1, 1)
+    assert {e.payload for e in pair.events[Role.SLAVE] if isinstance(e, MessageReceived)} \
+        == {b"j" * 5000}
+    assert {e.payload for e in pair.events[Role.MASTER] if isinstance(e, MessageReceived)} \
+        == {b"r" * 5000}
+    lost = kinds(pair.elsewhere, SLAVE_ADDRESS)  # sent to the old address meanwhile
+    assert len(lost) == 4  # the fragments sent before the peer was heard from its new address

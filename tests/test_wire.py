@@ -52,6 +52,7 @@ def test_hello_and_welcome_state_the_datagram_size_their_sender_takes() -> None:
 
 @pytest.mark.parametrize(("kind", "body"), [
     (Kind.HELLO, b""), (Kind.WELCOME, b"\x05\xdc!"), (Kind.BYE, b"x"),
+    (Kind.PATH_CHALLENGE, bytes(7)), (Kind.PATH_RESPONSE, bytes(9)),
 ])
 def test_a_body_of_the_wrong_size_is_malformed(kind: Kind, body: bytes) -> None:
     assert reason(sealed(kind, 0, body)) == "malformed"
