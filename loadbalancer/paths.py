@@ -57,17 +57,13 @@ class PeerPath:
         self.challenges += 1
         return token
 
-    def answered(self, address: Address, token: bytes, now: float) -> bool:
-        """An answer echoing ``token`` came from ``address``; whether the path moved to it."""
-        challenged = self._challenges.get(token)
-        if challenged is None or challenged[0] != address:
+    def answered(self, address: Address, token: bytes, now: float) -> None:
+        """An answer echoing ``token`` came from ``address``: the path moves there if that
+        is where the token went and the old address has been quiet since."""
+        challenged = self._challenges.pop(token, None)
+        if challenged is None or challenged[0] != address or self._heard_at >= challenged[1]:
             self.refused += 1
-            return False
-        del self._challenges[token]
-        if self._heard_at >= challenged[1]:
-            self.refused += 1
-            return False
+            return
         self.address, self._heard_at = address, now
         self._challenges.clear()
         self.moves += 1
-        return True

@@ -253,14 +253,15 @@ class ReliableChannel:
             else:
                 break
             self._transmit(sent, now)
-            out.extend(self._cut(sent.fragment))
+            if len(sent.fragment.data) <= self.fragment_size:
+                out.append(sent.fragment)
+            else:
+                out.extend(self._parts(sent.fragment))
         return out
 
-    def _cut(self, fragment: Fragment) -> list[Fragment]:
-        """The datagrams that carry a fragment at the current size: itself, or its parts."""
+    def _parts(self, fragment: Fragment) -> list[Fragment]:
+        """A fragment cut larger than the current size, as datagrams of that size."""
         size, data = self.fragment_size, fragment.data
-        if len(data) <= size:
-            return [fragment]
         parts = -(-len(data) // size)
         return [Fragment(fragment.seq, fragment.index, fragment.count, fragment.kind,
                          data[part * size:(part + 1) * size], part, parts)
