@@ -25,9 +25,9 @@ DASH = "—"
 RATE_WINDOW_S = 10.0
 PEER_STYLES = {"connected": "green", "waiting": "yellow", "lost": "bold red", "left": "dim"}
 PHASE_STYLES = {"done": "bold green", "failed": "bold red", "waiting": "yellow"}
-# Six rows of figures plus the border; a waiting peer's panel gets the same height so the
+# Seven rows of figures plus the border; a waiting peer's panel gets the same height so the
 # two panels line up.
-NODE_HEIGHT = 8
+NODE_HEIGHT = 9
 
 
 def _other(role: str) -> str:
@@ -221,6 +221,8 @@ def _node_panel(role: str, label: str, status: dict[str, Any] | None) -> Panel:
         "dropped",
         DASH if dropped is None else str(sum(dropped.values())),
     )
+    grid.add_row("datagram", _fmt(status.get("datagram"), "", " B"),
+                 "steps", _fmt(status.get("datagram_steps")))
     return Panel(
         grid, title=title, subtitle=subtitle, border_style=peer_style or "blue", height=NODE_HEIGHT
     )
@@ -251,6 +253,10 @@ def summary_table(summary: dict[str, Any]) -> Table:
         "moved", f"to slave {_fmt(moved['to_slave'])} · to master {_fmt(moved['to_master'])}"
     )
     table.add_row("retransmits", _fmt(summary["retransmits"]))
+    datagram = summary.get("datagram") or {}
+    table.add_row("datagram", f"master {_fmt(datagram.get('master'))} B · slave "
+                  f"{_fmt(datagram.get('slave'))} B · "
+                  f"stepped down {_fmt(summary.get('datagram_steps'))}")
     dropped = ", ".join(printable(f"{reason} {n}") for reason, n in summary["dropped"].items())
     table.add_row("dropped", dropped or "none")
     table.add_row("bytes sent", _fmt_bytes(summary["bytes_sent"]))

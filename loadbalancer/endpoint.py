@@ -15,7 +15,8 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from loadbalancer import wire
-from loadbalancer.session import Address, Connection, Event
+from loadbalancer.paths import Address
+from loadbalancer.session import Connection, Event
 
 RECEIVE_BUFFER = 4 * 2**20
 # Linux's getsockopt names for a connected socket's path MTU (<linux/in.h>, <linux/in6.h>).

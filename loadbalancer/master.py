@@ -446,6 +446,9 @@ class Master(Node):
                       "to_master": self.moved_in},
             "bootstrap": self.bootstrapped,
             "retransmits": self.connection.retransmits + int(stats.get("retransmits", 0)),
+            "datagram": {"master": self.connection.datagram_size, "slave": stats.get("datagram")},
+            "datagram_steps": self.connection.datagram_steps
+            + int(stats.get("datagram_steps", 0)),
             "duplicates_suppressed": self.connection.suppressed + self.ledger.duplicates
             + int(stats.get("suppressed", 0)),
             "dropped": dropped, "refused": self.refused + int(stats.get("refused", 0)),

@@ -414,6 +414,8 @@ class Node:
             ("waiting" if self.remote is None else "left" if self.peer_left else "lost"),
             "moved_out": self.moved_out, "moved_in": self.moved_in,
             "retransmits": self.connection.retransmits,
+            "datagram": self.connection.datagram_size,
+            "datagram_steps": self.connection.datagram_steps,
             "dropped": self.connection.drops(), "suppressed": self.connection.suppressed,
             "bytes_sent": self.connection.bytes_sent, "refused": self.refused,
             "policy": self.config.policy, **self.progress(),

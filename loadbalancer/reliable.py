@@ -25,12 +25,27 @@ window at its floor, and a floor of two fragments would let only two small
 messages travel per round trip. The count of fragments in flight is capped too,
 at ``max_window``, which bounds the gaps a receiver must track.
 
+Datagram size. Fragments are cut to ``fragment_size``, at most ``max_fragment`` (what
+the peer agreed to take). A path can drop datagrams of that size silently (an MTU black
+hole: a smaller MTU somewhere that nobody reports), so, like packetization-layer path MTU
+discovery (RFC 8899), the sender watches its full-size fragments: when one is lost
+``BLACK_HOLE_LOSSES`` times in a row while the peer is heard (its acks or anything the
+glue reports through ``heard``) and no full-size fragment sent since it first went has
+been acknowledged, the size steps down to the next of ``smaller``. What is unacknowledged
+then goes again at once under its own seqs, each fragment cut into *parts* of the new size
+(one datagram each, acknowledged together as the fragment's seq), and new messages are cut
+to the new size. A size that has carried a full fragment needs ``PROVEN_LOSSES`` in a row:
+it worked, so a few losses are much more likely bad luck than a new route. Random loss
+does not step down: full-size fragments sent later keep being acknowledged.
+
 Receiver. One ``RangeSet`` of received seqs serves duplicate suppression and
 acks. Incomplete messages hold at most ``max_reassembly`` bytes; a fragment
 beyond that is refused (neither kept nor acked, so it comes again), except for
 the message holding the lowest missing seq: it always completes, so the buffer
 cannot fill with messages that all wait for refused fragments. Complete
-messages are delivered at once, in any order, each exactly once.
+messages are delivered at once, in any order, each exactly once. The parts of a fragment
+are held until all are in (a finer cut of it replaces a coarser one) and count towards the
+same budget.
 """
 
 from __future__ import annotations
@@ -49,6 +64,9 @@ MAX_COUNT = 65535  # fragments per message: the count travels in 16 bits
 PACKET_THRESHOLD = 3  # acked fragments sent after one that declare it lost
 TIME_THRESHOLD = 9 / 8  # or this many round trips older than an acked one (RFC 9002)
 MAX_BACKOFF_EXPONENT = 32  # keeps rto * 2**backoff finite; max_rto binds long before
+MAX_PARTS = 255  # parts of a fragment: the count travels in 8 bits
+BLACK_HOLE_LOSSES = 3  # losses in a row of one full-size fragment that step the size down
+PROVEN_LOSSES = 6  # the same, once a full-size fragment has been acknowledged
 
 
 @dataclass(slots=True)  # not frozen, though never changed: that would cost 5x per datagram
@@ -58,6 +76,8 @@ class Fragment:
     count: int  # fragments in the message, 1..65535
     kind: int  # message kind, 0..255, the same for all fragments of a message
     data: bytes | memoryview  # this fragment's slice of the payload (a view: no copy)
+    part: int = 0  # which part of the fragment this datagram carries, from 0
+    parts: int = 1  # the fragment was cut into this many, 1..255
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +112,11 @@ class _Sent:
     """One of our fragments, sent at least once and not acked yet."""
 
     fragment: Fragment
+    first_sent: float  # when it first went (again from a step down of the size)
     tx: int = 0  # number of its latest transmission; orders sends like a QUIC packet number
     time_sent: float = 0.0
+    size: int = 0  # payload bytes of the largest datagram of its latest transmission
+    losses: int = 0  # times declared lost since first_sent
     retransmitted: bool = False
     backoff: int = 0  # RTO expiries in silence: its timeout is rto * 2**backoff
     later_acked: int = 0  # fragments sent after this transmission and acked since
@@ -112,24 +135,48 @@ class _Partial:
     size: int = 0
 
 
+@dataclass(slots=True)
+class _Pieces:
+    """The parts of one fragment that travelled in several datagrams."""
+
+    first: Fragment  # the first part that came: seq, index, count, kind and parts
+    parts: dict[int, bytes | memoryview] = field(default_factory=dict)
+    size: int = 0
+
+
 class ReliableChannel:
     """One end of a channel; both ends are alike. Public attributes are read-only."""
 
-    def __init__(self, *, max_fragment: int, max_message: int = 64 * 2**20,
+    def __init__(self, *, max_fragment: int, smaller: Sequence[int] = (),
+                 max_message: int = 64 * 2**20,
                  max_reassembly: int = 128 * 2**20, initial_rtt: float = 0.1,
                  min_rto: float = 0.01, max_rto: float = 2.0,
                  initial_window: int = 32, max_window: int = 1024,
                  ack_delay: float = 0.002, ack_every: int = 8, max_ack_ranges: int = 64) -> None:
         if max_fragment < 1 or not 0 < min_rto <= max_rto or not 1 <= initial_window <= max_window:
             raise ValueError("bad reliable channel settings")
-        self.max_fragment = max_fragment
+        self.max_fragment = max_fragment  # the most either end sends in one fragment
+        self.fragment_size = max_fragment  # what this end cuts to now
+        # The sizes to step down to, largest first; the peer cuts to the same ones.
+        self._smaller = sorted({size for size in smaller if 0 < size < max_fragment},
+                               reverse=True)
+        smallest = self._smaller[-1] if self._smaller else max_fragment
+        self._min_part = smallest
+        self._max_parts = -(-max_fragment // smallest)
+        if self._max_parts > MAX_PARTS:
+            raise ValueError(f"fragments of {max_fragment} bytes need too many parts of "
+                             f"{smallest}")
+        self.steps_down = 0
+        self._proven_at = -math.inf  # latest send time of a full-size fragment acked
+        self._heard_at = -math.inf  # when the peer was last heard from
         # Capped so that every message fits the 16-bit fragment count.
         self.max_message = min(max_message, MAX_COUNT * max_fragment)
         self.max_reassembly = max_reassembly
         self.min_rto, self.max_rto = min_rto, max_rto
         self.max_window = max_window  # in full fragments; also caps fragments in flight
         self.ack_delay, self.ack_every, self.max_ack_ranges = ack_delay, ack_every, max_ack_ranges
-        self._max_count = max(1, -(-self.max_message // max_fragment))
+        # A peer that stepped down cuts messages into more, smaller fragments.
+        self._max_count = min(MAX_COUNT, max(1, -(-self.max_message // smallest)))
         # sender
         self._next_seq = 0  # what send() assigns next
         self._sent_upto = 0  # every seq below was transmitted at least once
@@ -162,7 +209,8 @@ class ReliableChannel:
         self._received = RangeSet(max_ranges=4 * max_window)
         self._largest_received = -1
         self._partials: dict[int, _Partial] = {}
-        self._buffered = 0  # payload bytes held in _partials
+        self._pieces: dict[int, _Pieces] = {}  # by seq: fragments not all of whose parts came
+        self._buffered = 0  # payload bytes held in _partials and _pieces
         self._ack_at: float | None = None
         self._unacked_received = 0  # fragments taken since the last ack
         self._oldest_duplicate: int | None = None  # since the last ack
@@ -178,7 +226,10 @@ class ReliableChannel:
             raise ValueError(f"message kind {kind} is not a byte")
         if len(payload) > self.max_message:
             raise MessageTooLarge(f"{len(payload)} bytes, at most {self.max_message}")
-        message_id, step = self._next_seq, self.max_fragment
+        # Past 65535 fragments of the current size a message is cut coarser, and its
+        # fragments travel in parts; max_message keeps that within max_fragment.
+        message_id = self._next_seq
+        step = max(self.fragment_size, -(-len(payload) // MAX_COUNT))
         count = max(1, -(-len(payload) // step))  # an empty message is one empty fragment
         view = memoryview(payload)
         for index in range(count):
@@ -197,19 +248,31 @@ class ReliableChannel:
                 sent.retransmitted = True
                 self.retransmits += 1
             elif self._queue:
-                sent = _Sent(self._queue.popleft())
+                sent = _Sent(self._queue.popleft(), first_sent=now)
                 self._sent_upto = sent.fragment.seq + 1
             else:
                 break
             self._transmit(sent, now)
-            out.append(sent.fragment)
+            if len(sent.fragment.data) <= self.fragment_size:
+                out.append(sent.fragment)
+            else:
+                out.extend(self._parts(sent.fragment))
         return out
+
+    def _parts(self, fragment: Fragment) -> list[Fragment]:
+        """A fragment cut larger than the current size, as datagrams of that size."""
+        size, data = self.fragment_size, fragment.data
+        parts = -(-len(data) // size)
+        return [Fragment(fragment.seq, fragment.index, fragment.count, fragment.kind,
+                         data[part * size:(part + 1) * size], part, parts)
+                for part in range(parts)]
 
     def _transmit(self, sent: _Sent, now: float) -> None:
         if not self._in_flight:
             self._delivered_time = now  # an idle spell is not slow delivery
         sent.tx, self._tx = self._tx, self._tx + 1
         sent.time_sent = now
+        sent.size = min(len(sent.fragment.data), self.fragment_size)
         sent.later_acked = 0
         sent.delivered, sent.delivered_time = self.bytes_acked, self._delivered_time
         sent.app_limited = not (self._queue or self._lost)
@@ -228,6 +291,7 @@ class ReliableChannel:
 
     def receive_ack(self, ranges: Sequence[tuple[int, int]], now: float) -> None:
         """Take the inclusive seq ranges the peer holds; unknown or old seqs are ignored."""
+        self._heard_at = now
         acked: list[_Sent] = []
         for lo, hi in ranges:
             for seq in self._outstanding(lo, hi):
@@ -271,6 +335,8 @@ class ReliableChannel:
 
     def _acked(self, sent: _Sent) -> None:
         self.bytes_acked += len(sent.fragment.data)
+        if sent.size >= self.fragment_size:
+            self._proven_at = max(self._proven_at, sent.time_sent)
         message_id = sent.fragment.seq - sent.fragment.index
         self._remaining[message_id] -= 1
         if not self._remaining[message_id]:
@@ -279,9 +345,13 @@ class ReliableChannel:
         if sent.time_sent > self._recovery_start:
             self._acked_since_growth += len(sent.fragment.data)
             if self._acked_since_growth >= self.window:
-                self.window = min(self.window + self.max_fragment,
-                                  self.max_window * self.max_fragment)
+                self.window = min(self.window + self.fragment_size,
+                                  self.max_window * self.fragment_size)
                 self._acked_since_growth = 0
+
+    def heard(self, now: float) -> None:
+        """Something came from the peer (a state message, say): small datagrams get through."""
+        self._heard_at = now
 
     def rtt_hint(self, rtt: float) -> None:
         """A round trip measured outside the channel (the handshake); it stands in
@@ -331,11 +401,34 @@ class ReliableChannel:
 
     def _declare_lost(self, lost: list[_Sent], now: float) -> None:
         for sent in lost:
+            sent.losses += 1
             self._lost[sent.fragment.seq] = sent
         if any(sent.time_sent > self._recovery_start for sent in lost):
-            self.window = max(2 * self.max_fragment, self.window // 2)
+            self.window = max(2 * self.fragment_size, self.window // 2)
             self._recovery_start = now
             self._acked_since_growth = 0
+        if self._smaller and any(self._black_holed(sent) for sent in lost):
+            self._step_down(now)
+
+    def _black_holed(self, sent: _Sent) -> bool:
+        """Whether this loss says the path drops datagrams of the current size."""
+        needed = BLACK_HOLE_LOSSES if self._proven_at == -math.inf else PROVEN_LOSSES
+        return (sent.size > self._smaller[0] and sent.losses >= needed
+                and self._proven_at < sent.first_sent < self._heard_at)
+
+    def _step_down(self, now: float) -> None:
+        self.fragment_size = self._smaller.pop(0)
+        self.steps_down += 1
+        # What is in flight at the old size went into the same hole: it goes again now,
+        # cut to the new size, rather than each after its timer. Its silence was the
+        # hole's, not the peer's: no backoff, and the count of losses starts again.
+        for seq in [seq for seq, sent in self._in_flight.items()
+                    if sent.size > self.fragment_size]:
+            self._lost[seq] = self._land(seq)
+        for sent in self._lost.values():
+            sent.first_sent, sent.losses, sent.backoff = now, 0, 0
+        self.window = min(max(self.window, 2 * self.fragment_size),
+                          self.max_window * self.fragment_size)
 
     # ---- receiving --------------------------------------------------------------
     def receive_fragment(self, fragment: Fragment, now: float) -> bool:
@@ -348,10 +441,13 @@ class ReliableChannel:
             raise ProtocolViolation(f"fragment {f.index} of {f.count} at seq {f.seq}")
         if not 0 <= f.kind <= 255 or len(f.data) > self.max_fragment:
             raise ProtocolViolation(f"kind {f.kind}, {len(f.data)} bytes at seq {f.seq}")
+        if not 0 <= f.part < f.parts <= self._max_parts:
+            raise ProtocolViolation(f"part {f.part} of {f.parts} at seq {f.seq}")
         if f.seq in self._received:
             # A copy, or a retransmission because our ack was lost: ack at once,
             # and include this seq even if its range is too old to be listed.
             self.duplicates += 1
+            self._heard_at = now
             if self._oldest_duplicate is None or f.seq < self._oldest_duplicate:
                 self._oldest_duplicate = f.seq
             self._ack_by(now)
@@ -365,8 +461,18 @@ class ReliableChannel:
         elif (partial.kind, partial.count) != (f.kind, f.count):
             raise ProtocolViolation(f"seq {f.seq} disagrees with message {message_id}")
         held, size = (0, 0) if partial is None else (len(partial.parts), partial.size)
-        if size + len(f.data) > self.max_message:
+        pieces = self._pieces.get(f.seq)
+        whole = len(f.data) if f.parts == 1 else self._check_part(f, pieces)
+        if size + whole > self.max_message:
             raise ProtocolViolation(f"message {message_id} exceeds {self.max_message} bytes")
+        self._heard_at = now
+        if f.parts > 1:
+            kept, assembled = self._take_part(f, pieces, message_id)
+            if assembled is None:
+                return kept
+            f = assembled
+        elif pieces is not None:  # the whole fragment came after all: its parts are moot
+            self._drop_pieces(f.seq)
         completes = held + 1 == f.count  # then nothing stays buffered
         over_budget = self._buffered + len(f.data) > self.max_reassembly
         if ((over_budget and not completes and not self._is_head(message_id, f.count))
@@ -390,6 +496,54 @@ class ReliableChannel:
         urgent = not in_order or self._unacked_received >= self.ack_every
         self._ack_by(now if urgent else now + self.ack_delay)
         return True
+
+    def _check_part(self, f: Fragment, pieces: _Pieces | None) -> int:
+        """Raise ProtocolViolation unless the part can be right; the size of its whole
+        fragment if it completes it, else 0."""
+        last = f.part == f.parts - 1
+        if not f.data or (not last and len(f.data) < self._min_part):
+            raise ProtocolViolation(f"part {f.part} of {f.parts}: {len(f.data)} bytes")
+        if pieces is None or f.parts != pieces.first.parts:
+            return 0  # alone, or of another cut: it completes nothing
+        first = pieces.first
+        if (first.index, first.count, first.kind) != (f.index, f.count, f.kind):
+            raise ProtocolViolation(f"part of seq {f.seq} disagrees with its others")
+        if f.part in pieces.parts:
+            return 0
+        if pieces.size + len(f.data) > self.max_fragment:
+            raise ProtocolViolation(f"parts of seq {f.seq} exceed {self.max_fragment} bytes")
+        return pieces.size + len(f.data) if len(pieces.parts) + 1 == f.parts else 0
+
+    def _take_part(self, f: Fragment, pieces: _Pieces | None,
+                   message_id: int) -> tuple[bool, Fragment | None]:
+        """Keep a part if it is news and within budget (the first), and once every part
+        is in, return the whole fragment (the second)."""
+        if pieces is not None and f.parts < pieces.first.parts:
+            return False, None  # of a coarser cut, sent before the finer one we hold
+        if pieces is not None and f.parts == pieces.first.parts and f.part in pieces.parts:
+            self.duplicates += 1
+            return False, None
+        over_budget = self._buffered + len(f.data) > self.max_reassembly
+        if (over_budget and not self._is_head(message_id, f.count)) or (
+                pieces is None and len(self._pieces) >= 4 * self.max_window):
+            self.refused += 1
+            return False, None
+        if pieces is not None and f.parts > pieces.first.parts:
+            self._drop_pieces(f.seq)  # a finer cut replaces the coarser one
+            pieces = None
+        if pieces is None:
+            pieces = self._pieces[f.seq] = _Pieces(f)
+        pieces.parts[f.part] = f.data
+        pieces.size += len(f.data)
+        self._buffered += len(f.data)
+        if len(pieces.parts) < f.parts:
+            return True, None
+        self._drop_pieces(f.seq)
+        data = b"".join(pieces.parts[part] for part in range(f.parts))
+        return True, Fragment(f.seq, f.index, f.count, f.kind, data)
+
+    def _drop_pieces(self, seq: int) -> None:
+        self._buffered -= self._pieces.pop(seq).size
 
     def _is_head(self, message_id: int, count: int) -> bool:
         """Whether the message holds the lowest seq not received yet."""

@@ -11,11 +11,27 @@ incarnation, which proves it is fresh, so the asker accepts the new session.
 The exchange also gives each side its first round-trip sample, so that a loss
 of the session's first message costs a timeout sized to the link, not a guess.
 Any other datagram that names our incarnation and carries a newer peer
-incarnation also opens a session. A HELLO alone never changes state (a
-replayed one only earns a rate-limited WELCOME). Once a peer incarnation is
-lost (timeout, BYE, or a newer one replaces it) it is never accepted again.
-After a timeout or BYE we take a new incarnation ourselves, so that a peer
-that still believes in the old session sees a newcomer and rejoins at once.
+incarnation also opens a session. A HELLO alone never changes the session. Once
+a peer incarnation is lost (timeout, BYE, or a newer one replaces it) it is never
+accepted again. After a timeout or BYE we take a new incarnation ourselves, so
+that a peer that still believes in the old session sees a newcomer and rejoins at
+once.
+
+Who gets a WELCOME. Anyone may replay HELLOs he captured, of any earlier
+incarnation, from any address, at any rate, but he cannot make new ones, and a
+peer that starts (or restarts) takes an incarnation newer than any before it. So
+the budget is per incarnation, not shared (:class:`Greeters`): the few newest
+incarnations that said HELLO are each answered at most every ``WELCOME_GAP``, a
+copy of a HELLO already seen is not answered, and a HELLO older than all of them
+is not answered at all. Replays cannot spend the real peer's budget, and what
+they earn is bounded by the table, not by their rate.
+
+Datagram size. HELLO and WELCOME state the largest datagram the sender takes
+(its route's MTU less headers, or its config's value); both ends send at most
+the smaller, and the reliable channel steps that down if the path drops it.
+
+Addresses. Replies go to the peer's address, which moves only when a new one
+answers a challenge (:mod:`paths`).
 
 Replay defence. Packet numbers grow per sender incarnation; a sliding window
 of the last 1,024 drops copies (``duplicate``, what a network duplicates) and
@@ -29,6 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from loadbalancer import wire
+from loadbalancer.paths import Address, PeerPath
 from loadbalancer.reliable import (
     MessageAcked,
     MessageReceived,
@@ -37,11 +54,14 @@ from loadbalancer.reliable import (
 )
 from loadbalancer.wire import Header, Kind, Rejected, Role
 
-Address = tuple[str, int]
 REPLAY_WINDOW = 1024
 # Partial messages held at once: the bound on what even a keyed peer can make us hold.
 MAX_REASSEMBLY = 32 * 2**20
-WELCOME_GAP = 0.05  # at most 20 WELCOMEs a second, so replayed HELLOs cannot be amplified
+# HELLOs are answered for this many incarnations, the newest heard, each at most every
+# WELCOME_GAP (a peer says HELLO every 0.25 s): at most 40 WELCOMEs a second, and one
+# for each incarnation newer than the table held when it came.
+HELLO_SENDERS = 4
+WELCOME_GAP = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +107,44 @@ class ReplayWindow:
         self.bits |= 1 << offset
 
 
+@dataclass(slots=True)
+class _Greeter:
+    highest: int  # the highest packet number of its HELLOs
+    welcomed: float  # when we last answered one
+    max_datagram: int  # the size its HELLOs state
+
+
+class Greeters:
+    """The newest incarnations that said HELLO, and whether the next HELLO is answered."""
+
+    def __init__(self, size: int = HELLO_SENDERS) -> None:
+        self.size = size
+        self._known: dict[int, _Greeter] = {}
+
+    def admit(self, incarnation: int, number: int, max_datagram: int, now: float) -> None:
+        """Return if this HELLO earns a WELCOME, else raise :class:`Rejected`."""
+        known = self._known.get(incarnation)
+        if known is None:
+            if len(self._known) >= self.size:
+                oldest = min(self._known)
+                if incarnation < oldest:
+                    raise Rejected("old_hello", "older than every incarnation answered")
+                # Evicted, it is older than the table from now on: one WELCOME at most.
+                del self._known[oldest]
+            self._known[incarnation] = _Greeter(number, now, max_datagram)
+            return
+        if number <= known.highest:
+            raise Rejected("replayed", f"hello {number}")
+        known.highest = number
+        if now - known.welcomed < WELCOME_GAP:
+            raise Rejected("rate_limited", "welcome")
+        known.welcomed = now
+
+    def max_datagram(self, incarnation: int) -> int | None:
+        known = self._known.get(incarnation)
+        return None if known is None else known.max_datagram
+
+
 class Connection:
     def __init__(self, role: Role, keys: wire.Keys, *, peer_address: Address,
                  new_incarnation: Callable[[], int], now: float,
@@ -94,8 +152,10 @@ class Connection:
                  heartbeat_timeout: float = 3.0, hello_interval: float = 0.25) -> None:
         self.role = role
         self.keys = keys
-        self.peer_address = peer_address
-        self.max_datagram = max_datagram
+        self.path = PeerPath(peer_address)
+        self.max_datagram = max_datagram  # the largest we take, as HELLO and WELCOME say
+        self._greeting = wire.encode_greeting(max_datagram)
+        self._greeters = Greeters()
         self.heartbeat_timeout = heartbeat_timeout
         self.hello_interval = hello_interval
         self._new_incarnation = new_incarnation
@@ -106,15 +166,16 @@ class Connection:
         self._replay = ReplayWindow()
         self._last_heard = now
         self._next_hello = now
-        self._last_welcome = -WELCOME_GAP
         self._greeted_at: float | None = None  # our latest HELLO or WELCOME to a HELLO
         self._outbox: list[tuple[bytearray, Address]] = []
         self._events: collections.deque[Event] = collections.deque()
-        self.channel = self._new_channel()
+        self.channel = self._new_channel(max_datagram)  # replaced, sized, when a peer joins
+        self._last_datagram: int | None = None  # the size in use when the last session ended
         self.dropped: collections.Counter[str] = collections.Counter()
         self.retransmits_closed = 0  # retransmits of channels of earlier sessions
         self.suppressed_closed = 0
         self.refused_closed = 0
+        self.steps_closed = 0
         self.bytes_sent = 0
         self.bytes_received = 0
 
@@ -126,6 +187,23 @@ class Connection:
     @property
     def retransmits(self) -> int:
         return self.retransmits_closed + self.channel.retransmits
+
+    @property
+    def peer_address(self) -> Address:
+        return self.path.address
+
+    @property
+    def datagram_size(self) -> int | None:
+        """The largest datagram we send the peer: agreed when it joined, lower if the path
+        dropped that; of the last session when there is none, None before the first."""
+        if self.peer is None:
+            return self._last_datagram
+        return wire.datagram_size(self.channel.fragment_size)
+
+    @property
+    def datagram_steps(self) -> int:
+        """Times the datagram size stepped down, in every session."""
+        return self.steps_closed + self.channel.steps_down
 
     def drops(self) -> dict[str, int]:
         """Datagrams and fragments dropped, by reason."""
@@ -187,7 +265,7 @@ class Connection:
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytearray, Address]]:
         if self.peer is None and now >= self._next_hello:
-            self._queue(Kind.HELLO)
+            self._queue(Kind.HELLO, body=self._greeting)
             self._next_hello = now + self.hello_interval
             self._greeted_at = now
         if self.peer is not None:
@@ -201,9 +279,11 @@ class Connection:
         return out
 
     # ---- inside -----------------------------------------------------------------
-    def _new_channel(self) -> ReliableChannel:
-        return ReliableChannel(max_fragment=wire.fragment_capacity(self.max_datagram),
-                               max_reassembly=MAX_REASSEMBLY)
+    @staticmethod
+    def _new_channel(max_datagram: int) -> ReliableChannel:
+        smaller = [wire.fragment_capacity(size) for size in wire.STEPS if size < max_datagram]
+        return ReliableChannel(max_fragment=wire.fragment_capacity(max_datagram),
+                               smaller=smaller, max_reassembly=MAX_REASSEMBLY)
 
     def _queue(self, kind: Kind, *, address: Address | None = None, dst: int | None = None,
                **parts: object) -> None:
@@ -212,27 +292,39 @@ class Connection:
         header = Header(kind, self.role, self.incarnation, dst, self._number)
         self._number += 1
         data = wire.encode(self.keys, header, **parts)  # type: ignore[arg-type]
-        self._outbox.append((data, address or self.peer_address))
+        self._outbox.append((data, address or self.path.address))
 
     def _accept(self, datagram: wire.Datagram, address: Address, now: float) -> None:
         header = datagram.header
         if header.role is not self.role.peer:
             raise Rejected("wrong_role")
         if header.kind is Kind.HELLO:
-            self._on_hello(header, address, now)
+            self._on_hello(header, datagram.body, address, now)
             return
         if header.dst != self.incarnation:
             raise Rejected("stale_session", "addressed to an earlier incarnation")
         if header.src != self.peer:
             if header.src <= max(self._floor, self.peer or 0):
                 raise Rejected("stale_session", "from an earlier peer incarnation")
-            self._join(header.src, now)
+            self._join(header.src, self._peer_max_datagram(datagram), now)
+        self.path.heard(address, now)  # a copy too: the old path is alive
         self._replay.check(header.number)
         self._last_heard = now
-        self.peer_address = address
-        self._dispatch(datagram, now)
+        self.channel.heard(now)
+        self._dispatch(datagram, address, now)
+        token = self.path.challenge(address, now)
+        if token is not None:
+            self._queue(Kind.PATH_CHALLENGE, address=address, body=token)
 
-    def _on_hello(self, header: Header, address: Address, now: float) -> None:
+    def _peer_max_datagram(self, datagram: wire.Datagram) -> int:
+        """The size a joining peer takes: its WELCOME says, or the HELLO we answered did
+        (when the WELCOME was lost and another datagram opens the session)."""
+        if datagram.header.kind is Kind.WELCOME:
+            return wire.decode_greeting(datagram.body)
+        known = self._greeters.max_datagram(datagram.header.src)
+        return wire.DEFAULT_MAX_DATAGRAM if known is None else known
+
+    def _on_hello(self, header: Header, body: bytes, address: Address, now: float) -> None:
         if header.src == self.peer:
             # A HELLO sent before the session opened, arriving late, or a
             # replay: the session is there already. (A peer that lost our
@@ -240,12 +332,12 @@ class Connection:
             raise Rejected("stale_hello")
         if header.src <= self._floor:
             raise Rejected("stale_session", "hello from an earlier peer incarnation")
-        if now - self._last_welcome < WELCOME_GAP:
-            raise Rejected("rate_limited", "welcome")
-        self._last_welcome = self._greeted_at = now
-        self._queue(Kind.WELCOME, address=address, dst=header.src)
+        self._greeters.admit(header.src, header.number, wire.decode_greeting(body), now)
+        self._greeted_at = now
+        # To the HELLO's source, proven or not: a peer behind a NAT is reachable only there.
+        self._queue(Kind.WELCOME, address=address, dst=header.src, body=self._greeting)
 
-    def _dispatch(self, datagram: wire.Datagram, now: float) -> None:
+    def _dispatch(self, datagram: wire.Datagram, address: Address, now: float) -> None:
         kind = datagram.header.kind
         if datagram.fragment is not None:
             self.channel.receive_fragment(datagram.fragment, now)
@@ -253,15 +345,23 @@ class Connection:
             self.channel.receive_ack(datagram.ranges, now)
         elif kind is Kind.STATE:
             self._events.append(StateReceived(datagram.body))
+        elif kind is Kind.PATH_CHALLENGE:
+            # Answered to the address we know: a challenge relayed from elsewhere
+            # earns its relay nothing.
+            self._queue(Kind.PATH_RESPONSE, body=datagram.body)
+        elif kind is Kind.PATH_RESPONSE:
+            self.path.answered(address, datagram.body, now)
         elif kind is Kind.BYE:
             self._lose("bye")
 
-    def _join(self, incarnation: int, now: float) -> None:
+    def _join(self, incarnation: int, max_datagram: int, now: float) -> None:
         if self.peer is not None:
             # Keep our incarnation: the newcomer knows it, and the old peer's
             # datagrams are stale by theirs.
             self._lose("replaced", renew=False)
         self.peer = incarnation
+        # Neither end sends more than the other takes.
+        self.channel = self._new_channel(min(self.max_datagram, max_datagram))
         self._replay = ReplayWindow()
         self._last_heard = now
         if self._greeted_at is not None and now - self._greeted_at < self.hello_interval:
@@ -272,18 +372,20 @@ class Connection:
         self._greeted_at = None
         self._events.append(PeerJoined(incarnation))
         # Confirm at once: the peer may be waiting for a datagram naming it.
-        self._queue(Kind.WELCOME)
+        self._queue(Kind.WELCOME, body=self._greeting)
 
     def _lose(self, reason: str, renew: bool = True) -> None:
         assert self.peer is not None
         while (event := self.channel.next_event()) is not None:
             self._events.append(event)  # what the old session delivered still counts
+        self._last_datagram = self.datagram_size
         self._floor = max(self._floor, self.peer)
         self.peer = None
         self.retransmits_closed += self.channel.retransmits
         self.suppressed_closed += self.channel.duplicates
         self.refused_closed += self.channel.refused
-        self.channel = self._new_channel()
+        self.steps_closed += self.channel.steps_down
+        self.channel = self._new_channel(self.max_datagram)
         if renew:
             # A peer that still thinks it has our session learns otherwise
             # from our next HELLO, which names an incarnation it has not seen.

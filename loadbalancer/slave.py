@@ -200,6 +200,8 @@ class Slave(Node):
         stats = {"executed": work["session_executed"], "failed": self.failed_runs,
                  "compute_seconds": work["session_compute"],
                  "retransmits": self.connection.retransmits,
+                 "datagram": self.connection.datagram_size,
+                 "datagram_steps": self.connection.datagram_steps,
                  "dropped": self.connection.drops(),
                  "suppressed": self.connection.suppressed, "bytes_sent": self.connection.bytes_sent,
                  "last_done": self.last_done, "refused": self.refused}

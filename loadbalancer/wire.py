@@ -39,9 +39,13 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # used as GMAC: 
 from loadbalancer.reliable import Fragment
 
 MAGIC = b"LB"
-VERSION = 3
+VERSION = 4
 HEADER = struct.Struct("!2sBBBBQQQH")
-FRAGMENT_HEADER = struct.Struct("!QHH")
+# seq, index and count in its message, and which part of the fragment this datagram
+# carries: a fragment cut before the datagram size stepped down goes in several parts.
+FRAGMENT_HEADER = struct.Struct("!QHHBB")
+GREETING = struct.Struct("!H")  # HELLO and WELCOME: the largest datagram the sender takes
+TOKEN_SIZE = 8  # PATH_CHALLENGE and PATH_RESPONSE: the challenge's random token
 ACK_RANGE = struct.Struct("!QQ")
 ACK_COUNT = struct.Struct("!H")
 NONCE = struct.Struct("!4xQ")  # GCM's 96 bits: the packet number, zero-padded
@@ -54,6 +58,10 @@ OVERHEAD = HEADER.size + TAG_SIZE
 DEFAULT_MAX_DATAGRAM = 1400
 MIN_DATAGRAM = 256
 MAX_DATAGRAM = 65507
+# Where a path that drops datagrams of the agreed size is tried next, largest first: the
+# UDP payload of a jumbo frame, of Ethernet (IPv4), of Ethernet under IPv6 or PPPoE, of
+# IPv6's minimum MTU, and of IPv4's minimum reassembly size, which every path carries.
+STEPS = (8972, 1472, 1452, 1232, 548)
 
 
 class Role(enum.IntEnum):
@@ -76,6 +84,8 @@ class Kind(enum.IntEnum):
     STATE = 3
     ACK = 4
     BYE = 5
+    PATH_CHALLENGE = 6
+    PATH_RESPONSE = 7
     JOBS = 16
     RESULTS = 17
     REQUEST = 18
@@ -89,6 +99,9 @@ class Kind(enum.IntEnum):
 
 # Kinds on the reliable channel; a set rather than a property, as every datagram asks.
 RELIABLE = frozenset(kind for kind in Kind if kind >= Kind.JOBS)
+# Bodies of a fixed size; STATE's is free (its JSON is checked above this layer).
+BODY_SIZES = {Kind.HELLO: GREETING.size, Kind.WELCOME: GREETING.size, Kind.BYE: 0,
+              Kind.PATH_CHALLENGE: TOKEN_SIZE, Kind.PATH_RESPONSE: TOKEN_SIZE}
 
 
 class Rejected(Exception):
@@ -116,7 +129,7 @@ class Datagram(NamedTuple):
     header: Header
     fragment: Fragment | None = None  # reliable kinds
     ranges: tuple[tuple[int, int], ...] = ()  # ACK
-    body: bytes = b""  # HELLO, WELCOME, STATE, BYE
+    body: bytes = b""  # HELLO, WELCOME, STATE, BYE, PATH_CHALLENGE, PATH_RESPONSE
 
 
 class Keys:
@@ -166,6 +179,23 @@ def fragment_capacity(max_datagram: int) -> int:
     return max_datagram - OVERHEAD - FRAGMENT_HEADER.size
 
 
+def datagram_size(capacity: int) -> int:
+    """The datagram that carries a fragment of ``capacity`` bytes: the inverse of the above."""
+    return capacity + OVERHEAD + FRAGMENT_HEADER.size
+
+
+def encode_greeting(max_datagram: int) -> bytes:
+    return GREETING.pack(max_datagram)
+
+
+def decode_greeting(body: bytes) -> int:
+    """The datagram size a HELLO or WELCOME states, or :class:`Rejected`."""
+    size: int = GREETING.unpack(body)[0]  # its length was checked by decode
+    if not MIN_DATAGRAM <= size <= MAX_DATAGRAM:
+        raise Rejected("malformed", f"datagram size {size}")
+    return size
+
+
 def encode(keys: Keys, header: Header, *, fragment: Fragment | None = None,
            ranges: tuple[tuple[int, int], ...] = (), body: Bytes = b"") -> bytearray:
     kind, role, src, dst, number = header
@@ -173,7 +203,8 @@ def encode(keys: Keys, header: Header, *, fragment: Fragment | None = None,
     if kind in RELIABLE:
         if fragment is None:
             raise ValueError(f"{kind.name} needs a fragment")
-        prefix = FRAGMENT_HEADER.pack(fragment.seq, fragment.index, fragment.count)
+        prefix = FRAGMENT_HEADER.pack(fragment.seq, fragment.index, fragment.count,
+                                      fragment.part, fragment.parts)
         body = fragment.data
     elif kind is Kind.ACK:
         body = ACK_COUNT.pack(len(ranges)) + b"".join(ACK_RANGE.pack(*r) for r in ranges)
@@ -213,11 +244,15 @@ def decode(keys: Keys, data: Bytes, max_datagram: int) -> Datagram:
     if known_kind in RELIABLE:
         if length < FRAGMENT_HEADER.size:
             raise Rejected("malformed", "short fragment header")
-        seq, index, count = FRAGMENT_HEADER.unpack_from(data, HEADER.size)
-        part = view[HEADER.size + FRAGMENT_HEADER.size:end]
-        return Datagram(header, fragment=Fragment(seq, index, count, known_kind, part))
+        seq, index, count, part, parts = FRAGMENT_HEADER.unpack_from(data, HEADER.size)
+        payload = view[HEADER.size + FRAGMENT_HEADER.size:end]
+        return Datagram(header, fragment=Fragment(seq, index, count, known_kind, payload,
+                                                  part, parts))
     if known_kind is Kind.ACK:
         return Datagram(header, ranges=_decode_ranges(view[HEADER.size:end]))
+    expected = BODY_SIZES.get(known_kind)
+    if expected is not None and length != expected:
+        raise Rejected("malformed", f"{known_kind.name} body of {length} bytes")
     return Datagram(header, body=bytes(view[HEADER.size:end]))
 
 

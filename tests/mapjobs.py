@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from pathlib import Path
@@ -42,3 +43,9 @@ def spin(seconds: float) -> float:
 
 def square(x: int) -> int:
     return x * x
+
+
+def digest(blob: bytes, seconds: float) -> str:
+    """Random bytes in, their hash out: job data no compression can shrink."""
+    time.sleep(seconds)
+    return hashlib.sha256(blob).hexdigest()

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
+import datetime
+import itertools
 import os
 import selectors
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,48 +23,73 @@ from loadbalancer import config as configuration
 from loadbalancer import messages, wire
 from loadbalancer.endpoint import Endpoint
 from loadbalancer.messages import Finish, Jobs, Needs, Refuse, Trace, Verdict, WorkloadSpec
+from loadbalancer.paths import CHALLENGE_GAP
 from loadbalancer.reliable import MessageReceived
-from loadbalancer.session import Connection, Event, PeerJoined
+from loadbalancer.session import HELLO_SENDERS, WELCOME_GAP, Connection, Event, PeerJoined
 from loadbalancer.wire import Kind, Role
 
 Address = tuple[str, int]
 SPEC = WorkloadSpec("vector", {"elements": 64, "jobs": 4, "iterations": 1})
 
 
+def udp_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
 class Tap:
-    """A transparent relay between the nodes that keeps a copy of what passes."""
+    """A transparent relay between the nodes that keeps a copy of what passes. It can
+    also move its port towards the master (``rebind``, as a NAT does), and let an attacker
+    who sees the slave's datagrams race a copy of each to the master (``race``)."""
 
     def __init__(self, master: Address, slave: Address) -> None:
-        self.front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # the master's "slave"
-        self.back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # the slave's "master"
-        self.front.bind(("127.0.0.1", 0))
-        self.back.bind(("127.0.0.1", 0))
+        self.front = udp_socket()  # the master's "slave"
+        self.back = udp_socket()  # the slave's "master"
+        self.attacker = udp_socket()
         self.master, self.slave = master, slave
         self.to_slave: list[bytes] = []
         self.to_master: list[bytes] = []
+        self.at_attacker: collections.Counter[Kind] = collections.Counter()
+        self.racing = False
+        self.rebound: socket.socket | None = None  # the new front, once asked for
+        self.via_rebound = 0  # datagrams from the master that came to the new front
         self._stop = False
         self._thread = threading.Thread(target=self._relay, daemon=True)
         self._thread.start()
 
+    def rebind(self) -> None:
+        self.rebound = udp_socket()
+
     def _relay(self) -> None:
         with selectors.DefaultSelector() as selector:
-            selector.register(self.front, selectors.EVENT_READ)
-            selector.register(self.back, selectors.EVENT_READ)
+            for sock in (self.front, self.back, self.attacker):
+                selector.register(sock, selectors.EVENT_READ)
             while not self._stop:
-                for key, _ in selector.select(timeout=0.1):
+                if self.rebound is not None and self.rebound is not self.front:
+                    selector.unregister(self.front)
+                    self.front.close()
+                    self.front = self.rebound
+                    selector.register(self.front, selectors.EVENT_READ)
+                for key, _ in selector.select(timeout=0.01):
                     data = key.fileobj.recv(70000)  # type: ignore[union-attr]
-                    if key.fileobj is self.front:
+                    if key.fileobj is self.attacker:
+                        self.at_attacker[Kind(data[3])] += 1
+                    elif key.fileobj is self.front:
+                        self.via_rebound += self.front is self.rebound
                         self.to_slave.append(data)
                         self.back.sendto(data, self.slave)
                     else:
                         self.to_master.append(data)
+                        if self.racing:
+                            self.attacker.sendto(data, self.master)
                         self.front.sendto(data, self.master)
 
     def close(self) -> None:
         self._stop = True
         self._thread.join()
-        self.front.close()
-        self.back.close()
+        for sock in (self.front, self.back, self.attacker):
+            sock.close()
 
 
 @pytest.fixture
@@ -125,6 +155,32 @@ def test_a_flood_of_junk_and_replays_is_counted_and_changes_nothing(
     replay_reasons = ("duplicate", "replayed", "stale_session", "stale_hello")
     assert sum(dropped.get(r, 0) for r in replay_reasons) >= \
         len(replay_to_slave) + len(replay_to_master)
+
+
+def test_a_copy_raced_from_another_address_gets_no_replies_beyond_challenges(
+        tapped: tuple[Cluster, Tap]) -> None:
+    cluster, tap = tapped
+    cluster.start_both()
+    cluster.wait_for("master", lambda s: s["local"]["finished"] >= 20)
+    tap.racing = True
+    started = time.monotonic()
+    assert cluster.wait() == {"slave": 0, "master": 0}, cluster.log("master")
+    seconds = time.monotonic() - started
+    print(f"{sum(tap.at_attacker.values())} datagrams to the attacker in {seconds:.1f}s: "
+          f"{dict(tap.at_attacker)}")
+    assert cluster.result()["verified"] is True
+    assert set(tap.at_attacker) <= {Kind.PATH_CHALLENGE}
+    assert tap.at_attacker[Kind.PATH_CHALLENGE] <= seconds / CHALLENGE_GAP + 1
+
+
+def test_a_peer_whose_port_changes_mid_run_is_followed(tapped: tuple[Cluster, Tap]) -> None:
+    cluster, tap = tapped
+    cluster.start_both()
+    cluster.wait_for("master", lambda s: s["local"]["finished"] >= 20)
+    tap.rebind()
+    assert cluster.wait() == {"slave": 0, "master": 0}, cluster.log("master")
+    assert cluster.result()["verified"] is True
+    assert tap.via_rebound > 0  # the master moved to the new port
 
 
 class FakePeer:
@@ -287,3 +343,109 @@ async def test_a_master_holding_the_secret_cannot_crash_the_slave(cluster: Clust
         beat.cancel()
         endpoint.close()
     assert codes == {"slave": 0}, cluster.log("slave")
+
+
+class Replayer:
+    """Replays HELLOs of earlier runs to each node's port from a socket of its own, at
+    ``rate`` a second each, and counts what comes back to it by type."""
+
+    def __init__(self, hellos: dict[Address, list[bytes]], rate: int = 5000) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.hellos, self.rate = hellos, rate
+        self.sent = 0
+        self.received: collections.Counter[Kind] = collections.Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        replays = {target: itertools.cycle(hellos) for target, hellos in self.hellos.items()}
+        start = time.monotonic()
+        while not self._stop.is_set():
+            due = int((time.monotonic() - start) * self.rate)
+            while self.sent < due:
+                for target, replay in replays.items():
+                    with contextlib.suppress(BlockingIOError):
+                        self.sock.sendto(next(replay), target)
+                self.sent += 1
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    self.received[Kind(self.sock.recv(70000)[3])] += 1
+            time.sleep(0.0002)  # smooth, as a real flood is: no gaps for a HELLO to slip in
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+
+def captured_hellos(secret: str, role: Role, incarnations: int = 50) -> list[bytes]:
+    """What a listener kept of earlier runs: 10 s of HELLOs of each of 50 incarnations,
+    the newest an hour old."""
+    hour_ago = (time.time_ns() // 1_000_000 - 3_600_000) << 20
+    hellos = []
+    for n in range(incarnations):
+        earlier = Connection(role, wire.Keys(secret), peer_address=("127.0.0.1", 9),
+                             new_incarnation=lambda n=n: hour_ago - ((incarnations - n) << 20),
+                             now=0.0)
+        for tick in range(40):
+            hellos += [data for data, _ in earlier.datagrams_to_send(tick * 0.25)]
+    return hellos
+
+
+def join_seconds(cluster: Cluster, flood: bool) -> tuple[float, Replayer | None]:
+    """From the master's start until it says the slave joined; the replayer if ``flood``."""
+    cluster.configure(**SMALL_RUN)
+    settings = cluster.settings
+    addresses = {role: configuration.parse_address(settings[role], role)
+                 for role in ("master", "slave")}
+    replayer = None
+    cluster.start("slave")
+    cluster.wait_until_up("slave")
+    if flood:  # to both nodes: each answers the other's HELLO, so the pair joins either way
+        replayer = Replayer({addresses[str(role)]: captured_hellos(settings["secret"], role.peer)
+                             for role in Role})
+        time.sleep(1.0)  # the flood is on before the master starts
+    cluster.start("master")
+    cluster.wait_for("master", lambda s: s["local"]["peer"] == "connected", timeout=10)
+    stamps = {}
+    for line in cluster.log("master").splitlines():
+        for event, marker in (("listening", "master listening on"), ("joined", "slave joined")):
+            if marker in line and event not in stamps:
+                clock = datetime.datetime.strptime(line.split()[0], "%H:%M:%S.%f")
+                stamps[event] = clock.timestamp()
+    return stamps["joined"] - stamps["listening"], replayer
+
+
+SMALL_RUN = {"jobs": 256, "elements_per_job": 8192, "iterations": 3000}
+
+
+def test_replayed_hellos_at_5000_a_second_do_not_keep_a_fresh_pair_from_joining(
+        tmp_path: Path) -> None:
+    quiet = Cluster(tmp_path / "quiet")
+    try:
+        usual, _ = join_seconds(quiet, flood=False)
+    finally:
+        quiet.stop()
+    flooded = Cluster(tmp_path / "flooded")
+    replayer = None
+    try:
+        joined, replayer = join_seconds(flooded, flood=True)
+        assert replayer is not None
+        assert flooded.wait() == {"slave": 0, "master": 0}, flooded.log("master")
+    finally:
+        if replayer is not None:
+            replayer.close()
+        flooded.stop()
+    welcomes, seconds = replayer.received[Kind.WELCOME], replayer.sent / replayer.rate
+    print(f"joined {usual * 1000:.0f} ms after the master started, {joined * 1000:.0f} ms under "
+          f"{replayer.sent} replays to each node; {welcomes} WELCOMEs to the replayer "
+          f"in {seconds:.1f} s")
+    assert joined <= usual + 2.0
+    assert set(replayer.received) <= {Kind.WELCOME}
+    # Per node: one for each incarnation newer than the table, then the table's newest
+    # few at most every WELCOME_GAP.
+    assert welcomes <= 2 * (50 + HELLO_SENDERS * seconds / WELCOME_GAP)
+    assert flooded.result()["dropped"].get("old_hello", 0) > 0

@@ -34,8 +34,13 @@ class Link:
 
     def __init__(self, *, rng: random.Random | None = None, loss: float = 0.0,
                  dup: float = 0.0, delay: float = 0.01, jitter: float = 0.0,
-                 drop: Callable[[], bool] | None = None, **settings: Any) -> None:
+                 drop: Callable[[], bool] | None = None, carries: int | None = None,
+                 heartbeat: float | None = None, **settings: Any) -> None:
         self.rng = rng or random.Random(0)
+        self.carries = carries  # fragments with more data vanish: an MTU black hole
+        # Every so often each end hears of the other (a state message, in a session).
+        self.heartbeat = heartbeat
+        self._next_beat = 0.0 if heartbeat else None
         self.loss, self.dup, self.delay, self.jitter = loss, dup, delay, jitter
         self.drop = drop or (lambda: self.rng.random() < self.loss)
         self.channels = (ReliableChannel(**settings), ReliableChannel(**settings))
@@ -50,6 +55,9 @@ class Link:
         return message_id
 
     def _emit(self, dest: int, item: Fragment | Ack) -> None:
+        if self.carries is not None and isinstance(item, Fragment) \
+                and len(item.data) > self.carries:
+            return
         if self.drop():
             return
         for _ in range(2 if self.rng.random() < self.dup else 1):
@@ -75,7 +83,13 @@ class Link:
         pending = [t for t in times if t is not None]
         if not pending:
             return False
+        if self._next_beat is not None:
+            pending.append(self._next_beat)
         self.now = max(self.now, min(pending))
+        if self.heartbeat and self._next_beat is not None and self._next_beat <= self.now:
+            for channel in self.channels:
+                channel.heard(self.now)
+            self._next_beat = self.now + self.heartbeat
         while self.wire and self.wire[0][0] <= self.now:
             _, _, dest, item = heapq.heappop(self.wire)
             if isinstance(item, Fragment):
@@ -461,3 +475,124 @@ def test_any_loss_pattern_delivers_exactly_once(drops: list[bool], sizes: list[i
         sent[link.send(0, size % 256, payload)] = (size % 256, payload)
     link.run()
     check_exactly_once(link, sent)
+
+
+# ---- the datagram size: black holes, parts ---------------------------------------------
+def test_a_full_size_fragment_lost_three_times_while_the_peer_is_heard_steps_down() -> None:
+    ch = ReliableChannel(max_fragment=1000, smaller=(500,))  # rto 0.3 until a sample
+    ch.send(1, bytes(range(250)) * 8, 0.0)  # two full fragments
+    assert [f.seq for f in ch.fragments_to_send(0.0)] == [0, 1]
+    for heard, expiry in ((0.1, 0.3), (0.5, 0.9)):
+        ch.heard(heard)  # a state message, say: small datagrams arrive
+        now = ch.next_deadline() or 0.0
+        assert now == pytest.approx(expiry)  # backed off: the peer acks nothing
+        ch.handle_timer(now)
+        assert [f.parts for f in ch.fragments_to_send(now)] == [1, 1]
+    assert ch.fragment_size == 1000 and ch.steps_down == 0
+    now = ch.next_deadline() or 0.0
+    ch.handle_timer(now)  # the third loss in a row, the peer heard since the first send
+    assert now == pytest.approx(2.1) and ch.fragment_size == 500 and ch.steps_down == 1
+    parts = ch.fragments_to_send(2.1)
+    assert [(f.seq, f.part, f.parts, len(f.data)) for f in parts] == [
+        (0, 0, 2, 500), (0, 1, 2, 500), (1, 0, 2, 500), (1, 1, 2, 500)]
+    assert ch.next_deadline() == pytest.approx(2.1 + 0.3)  # no backoff: the hole was silent
+    ch.receive_ack([(0, 1)], 2.2)
+    assert ch.bytes_acked == 2000 and list(events(ch)) == [MessageAcked(0)]
+    ch.send(2, bytes(1200), 2.2)  # new messages are cut to the new size
+    assert [len(f.data) for f in ch.fragments_to_send(2.2)] == [500, 500, 200]
+
+
+def test_losses_do_not_step_down_a_peer_that_is_not_heard_or_a_size_that_works() -> None:
+    silent = ReliableChannel(max_fragment=1000, smaller=(500,))
+    silent.send(1, bytes(1000), 0.0)
+    now = 0.0
+    for _ in range(8):  # a peer that is gone: nothing says small datagrams arrive
+        silent.fragments_to_send(now)
+        now = silent.next_deadline() or now
+        silent.handle_timer(now)
+    assert silent.fragment_size == 1000 and silent.retransmits == 7
+    working = ReliableChannel(max_fragment=1000, smaller=(500,))
+    working.send(1, bytes(3000), 0.0)
+    working.fragments_to_send(0.0)
+    working.receive_ack([(2, 2)], 0.05)  # a full-size fragment sent after seq 0 arrived
+    for _ in range(8):
+        now = working.next_deadline() or now
+        working.handle_timer(now)
+        working.heard(now)
+        working.fragments_to_send(now)
+    assert working.fragment_size == 1000 and working.retransmits >= 8
+
+
+def test_a_black_hole_is_found_and_every_message_still_arrives_once() -> None:
+    rng = random.Random(3)
+    link = Link(rng=rng, carries=400, heartbeat=0.5, max_fragment=1000, smaller=(600, 300),
+                jitter=0.005)
+    sent: tuple[dict[int, tuple[int, bytes]], dict[int, tuple[int, bytes]]] = ({}, {})
+    for i in range(60):
+        side = int(i % 4 == 0)  # the other side's small messages come back too
+        payload = rng.randbytes(rng.randrange(200) if side or i % 3 == 0 else
+                                rng.randrange(1000, 6000))
+        sent[side][link.send(side, 5, payload)] = (5, payload)
+    link.run()
+    check_exactly_once(link, sent[0], side=0)
+    check_exactly_once(link, sent[1], side=1)
+    sender = link.channels[0]
+    assert sender.steps_down == 2 and sender.fragment_size == 300
+    assert link.now < 5.0
+
+
+def test_random_loss_does_not_step_down() -> None:
+    for seed in range(5):
+        rng = random.Random(seed)
+        link = Link(rng=rng, loss=0.2, dup=0.05, jitter=0.01, max_fragment=200,
+                    smaller=(100,))
+        sent = {}
+        for _ in range(150):  # full fragments and lone ones: the case most like a hole
+            payload = rng.randbytes(rng.choice([200, 200, 150, 1000, 3000]))
+            sent[link.send(0, 1, payload)] = (1, payload)
+            for _ in range(rng.randrange(30)):
+                link.step()
+        link.run()
+        check_exactly_once(link, sent)
+        assert link.channels[0].steps_down == 0, seed
+
+
+def parts_of(seq: int, data: bytes, size: int, count: int = 1, index: int = 0) -> list[Fragment]:
+    n = -(-len(data) // size)
+    return [Fragment(seq, index, count, 1, data[p * size:(p + 1) * size], p, n)
+            for p in range(n)]
+
+
+def test_parts_assemble_in_any_order_and_a_finer_cut_replaces_a_coarser_one() -> None:
+    ch = ReliableChannel(max_fragment=1000, smaller=(500, 250))
+    data = bytes(range(200)) * 5
+    coarse, fine = parts_of(0, data, 500), parts_of(0, data, 250)
+    assert deliver(ch, [coarse[1], coarse[1]], 0.0) == [True, False]
+    assert ch.duplicates == 1 and ch.ack_to_send(1.0) is None  # no seq is complete
+    assert deliver(ch, [fine[3], coarse[0], fine[0], fine[2]], 0.0) == [True, False, True, True]
+    assert list(events(ch)) == []
+    assert ch.receive_fragment(fine[1], 0.0)
+    assert list(events(ch)) == [MessageReceived(0, 1, data)]
+    assert ch.ack_to_send(1.0) == [(0, 0)]
+    assert not ch.receive_fragment(coarse[0], 1.0)  # the seq is in: a duplicate
+    whole = ReliableChannel(max_fragment=1000, smaller=(500,))
+    assert whole.receive_fragment(coarse[0], 0.0)
+    assert whole.receive_fragment(Fragment(0, 0, 1, 1, data), 0.0)  # it came whole after all
+    assert whole._buffered == 0 and list(events(whole)) == [MessageReceived(0, 1, data)]
+
+
+@pytest.mark.parametrize("bad", [
+    pytest.param(Fragment(5, 0, 1, 1, bytes(100), 0, 2), id="a part short of the smallest size"),
+    pytest.param(Fragment(5, 0, 1, 1, b"", 1, 2), id="an empty last part"),
+    pytest.param(Fragment(5, 0, 1, 1, bytes(250), 0, 5), id="more parts than can be"),
+    pytest.param(Fragment(5, 0, 1, 1, bytes(250), 2, 2), id="part >= parts"),
+    pytest.param(Fragment(4, 0, 1, 2, bytes(250), 1, 3), id="kind disagrees with its parts"),
+    pytest.param(Fragment(4, 0, 1, 1, bytes(1000), 1, 3), id="parts beyond max_fragment"),
+])
+def test_a_bad_part_is_a_violation_and_changes_nothing(bad: Fragment) -> None:
+    ch = ReliableChannel(max_fragment=1000, smaller=(250,))
+    assert ch.receive_fragment(Fragment(4, 0, 1, 1, bytes(250), 0, 3), 0.0)
+    before = copy.deepcopy(vars(ch))
+    with pytest.raises(ProtocolViolation):
+        ch.receive_fragment(bad, 1.0)
+    assert vars(ch) == before

@@ -7,14 +7,19 @@ import itertools
 import random
 from collections.abc import Callable
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loadbalancer import wire
+from loadbalancer.paths import CHALLENGE_GAP
 from loadbalancer.reliable import MessageAcked, MessageReceived
 from loadbalancer.session import (
+    HELLO_SENDERS,
+    WELCOME_GAP,
     Connection,
     Event,
+    Greeters,
     PeerJoined,
     PeerLost,
     ReplayWindow,
@@ -25,6 +30,7 @@ from loadbalancer.wire import Kind, Rejected, Role
 KEY = wire.Keys("the shared secret of this test")
 MASTER_ADDRESS = ("10.0.0.1", 1)
 SLAVE_ADDRESS = ("10.0.0.2", 2)
+ATTACKER = ("10.6.6.6", 6)
 
 
 def counter(start: int) -> Callable[[], int]:
@@ -33,20 +39,29 @@ def counter(start: int) -> Callable[[], int]:
 
 
 class Pair:
-    """A master and a slave connection joined by a link that can lose datagrams."""
+    """A master and a slave connection joined by a link that can lose datagrams, and
+    drop those bigger than it carries. A datagram reaches a node only if it is sent to
+    the node's address; what goes elsewhere is kept in ``elsewhere``."""
 
-    def __init__(self, loss: float = 0.0, seed: int = 1) -> None:
+    def __init__(self, loss: float = 0.0, seed: int = 1,
+                 max_datagrams: tuple[int, int] = (wire.DEFAULT_MAX_DATAGRAM,) * 2) -> None:
         self.now = 0.0
         self.random = random.Random(seed)
         self.loss = loss
+        self.max_datagrams = dict(zip(Role, max_datagrams, strict=True))
         self.master = self.make(Role.MASTER, SLAVE_ADDRESS, 1000)
         self.slave = self.make(Role.SLAVE, MASTER_ADDRESS, 2000)
         self.events: dict[Role, list[Event]] = {Role.MASTER: [], Role.SLAVE: []}
         self.captured: list[tuple[Role, bytes]] = []
+        self.source = {Role.MASTER: MASTER_ADDRESS, Role.SLAVE: SLAVE_ADDRESS}
+        self.reaches = dict(self.source)  # the address at which each node receives
+        self.carries: dict[Role, int] = {}  # the largest datagram from each that arrives
+        self.elsewhere: list[tuple[tuple[str, int], bytes]] = []
 
     def make(self, role: Role, peer: tuple[str, int], start: int) -> Connection:
         return Connection(role, KEY, peer_address=peer, new_incarnation=counter(start),
-                          now=self.now, heartbeat_timeout=3.0)
+                          now=self.now, heartbeat_timeout=3.0,
+                          max_datagram=self.max_datagrams[role])
 
     def node(self, role: Role) -> Connection:
         return self.master if role is Role.MASTER else self.slave
@@ -58,19 +73,30 @@ class Pair:
         for role in (Role.MASTER, Role.SLAVE):
             sender, receiver = self.node(role), self.node(role.peer)
             sender.handle_timer(self.now)
-            for data, _ in sender.datagrams_to_send(self.now):
+            for data, address in sender.datagrams_to_send(self.now):
                 self.captured.append((role, data))
                 moved += 1
-                if self.random.random() >= self.loss:
-                    source = MASTER_ADDRESS if role is Role.MASTER else SLAVE_ADDRESS
-                    receiver.receive_datagram(data, source, self.now)
+                if address != self.reaches[role.peer]:
+                    self.elsewhere.append((address, data))
+                elif len(data) <= self.carries.get(role, wire.MAX_DATAGRAM) \
+                        and self.random.random() >= self.loss:
+                    self.deliver(role, data)
             while (event := receiver.next_event()) is not None:
                 self.events[role.peer].append(event)
         return moved
 
+    def deliver(self, role: Role, data: bytes) -> None:
+        """A datagram from ``role`` arrives at its peer."""
+        self.node(role.peer).receive_datagram(data, self.source[role], self.now)
+
     def run(self, seconds: float, dt: float = 0.001) -> None:
         for _ in range(round(seconds / dt)):
             self.step(dt)
+
+
+def kinds(datagrams: list[tuple[tuple[str, int], bytes]], to: tuple[str, int]) -> list[Kind]:
+    return [Kind(wire.HEADER.unpack_from(data)[2]) for address, data in datagrams
+            if address == to]
 
 
 def test_handshake_opens_one_session_on_each_side() -> None:
@@ -186,17 +212,82 @@ def test_a_replayed_hello_earns_a_welcome_and_changes_nothing() -> None:
     assert pair.master.datagrams_to_send(pair.now + 1) == []  # from the current peer: ignored
 
 
-def test_welcomes_are_rate_limited() -> None:
-    pair = Pair()
+def test_welcomes_are_limited_per_incarnation_and_to_the_newest_few() -> None:
+    greeters = Greeters(size=2)
+    greeters.admit(30, 0, 1400, 0.0)
+    greeters.admit(10, 0, 1400, 0.0)
+    for incarnation, number, now, reason in [
+            (30, 0, 1.0, "replayed"),  # a copy
+            (30, 1, 0.05, "rate_limited"),  # new, but too soon after the last answer
+            (5, 0, 1.0, "old_hello"),  # older than both the table holds
+    ]:
+        with pytest.raises(Rejected) as raised:
+            greeters.admit(incarnation, number, 1400, now)
+        assert raised.value.reason == reason
+    greeters.admit(30, 2, 1472, 0.2)
+    greeters.admit(20, 0, 1400, 0.2)  # newer than 10, which leaves for good
+    with pytest.raises(Rejected, match="old_hello"):
+        greeters.admit(10, 5, 1400, 9.0)
+    assert greeters.max_datagram(30) == 1400 and greeters.max_datagram(10) is None
+
+
+def captured_hellos(role: Role, incarnations: int, seconds: float) -> list[bytes]:
+    """HELLOs of earlier runs, as someone listening then kept them: oldest first."""
     hellos = []
-    for n in range(5):
-        slave = pair.make(Role.SLAVE, MASTER_ADDRESS, 3000 + n)
-        hellos.append(slave.datagrams_to_send(0.0)[0][0])
-    for data in hellos:
-        pair.master.receive_datagram(data, SLAVE_ADDRESS, 0.01)
-    sent = pair.master.datagrams_to_send(0.01)
-    assert [wire.HEADER.unpack_from(data)[2] for data, _ in sent].count(Kind.WELCOME) == 1
-    assert pair.master.dropped["rate_limited"] == 4
+    for n in range(incarnations):
+        earlier = Connection(role, KEY, peer_address=ATTACKER, new_incarnation=counter(100 + n),
+                             now=0.0)
+        for tick in range(round(seconds / earlier.hello_interval)):
+            hellos += [data for data, _ in earlier.datagrams_to_send(tick * 0.25)]
+    return hellos
+
+
+def join_time(flood: bool, rate: int = 5000, dt: float = 0.0002) -> tuple[float, Pair]:
+    """How long after they start talking both ends hold the session, with captured HELLOs
+    replayed to both at ``rate`` if ``flood``: from a second before, one every 0.2 ms,
+    each just before the pair's own datagrams."""
+    pair = Pair()
+    replays = {role: itertools.cycle(captured_hellos(role.peer, 50, 10.0)) for role in Role}
+    per_step = round(rate * dt) if flood else 0
+
+    def replay() -> None:
+        for role in Role:
+            for _ in range(per_step):
+                pair.node(role).receive_datagram(next(replays[role]), ATTACKER, pair.now)
+
+    while pair.now < 1.0:  # the nodes listen, and say nothing yet
+        replay()
+        pair.now += dt
+    start = pair.now
+    while not (pair.master.connected and pair.slave.connected) and pair.now < start + 10.0:
+        replay()
+        pair.step(dt)
+    return pair.now - start, pair
+
+
+def test_replayed_hellos_at_5000_a_second_neither_delay_the_join_nor_earn_many_welcomes() -> None:
+    usual, _ = join_time(flood=False)
+    flooded, pair = join_time(flood=True)
+    welcomes = kinds(pair.elsewhere, ATTACKER).count(Kind.WELCOME)
+    print(f"joined after {usual * 1000:.1f} ms, {flooded * 1000:.1f} ms under the flood; "
+          f"{welcomes} WELCOMEs to the replayer")
+    assert pair.master.connected and pair.slave.connected
+    assert flooded <= usual + 2.0
+    assert flooded <= usual + 0.01  # in fact at once: the replays spend no budget of the pair's
+    # Both nodes: the table's newest few, each at most every WELCOME_GAP, and one for each
+    # incarnation that came newer than the table.
+    assert welcomes <= 2 * (50 + HELLO_SENDERS * (1.0 + flooded) / WELCOME_GAP)
+    assert pair.master.dropped["old_hello"] + pair.master.dropped["replayed"] > 0
+
+
+def test_a_flood_that_outlasts_the_join_stays_bounded() -> None:
+    pair = Pair()
+    replays = itertools.cycle(captured_hellos(Role.SLAVE, 50, 10.0))
+    for _ in range(5000):  # one second at 5,000 a second, into a session
+        pair.master.receive_datagram(next(replays), ATTACKER, pair.now)
+        pair.step(0.0002)
+    welcomes = kinds(pair.elsewhere, ATTACKER).count(Kind.WELCOME)
+    assert pair.master.connected and welcomes <= 50 + HELLO_SENDERS / WELCOME_GAP
 
 
 def test_replay_window_accepts_late_but_new_numbers() -> None:
@@ -249,3 +340,95 @@ def test_mutated_datagrams_never_crash_or_change_the_session(data: st.DataObject
         pair.master.receive_datagram(data.draw(st.binary(max_size=200)), SLAVE_ADDRESS, pair.now)
     assert (pair.master.peer, pair.master.incarnation) == (peer, incarnation)
     assert sum(pair.master.dropped.values()) == 20
+
+
+# ---- the datagram size -----------------------------------------------------------------
+def test_the_ends_agree_on_the_smaller_datagram_size() -> None:
+    pair = Pair(max_datagrams=(8972, 1472))
+    pair.run(0.05)
+    assert pair.master.datagram_size == pair.slave.datagram_size == 1472
+    pair.master.send(Kind.JOBS, random.Random(1).randbytes(20000), pair.now)
+    pair.run(0.05)
+    assert max(len(data) for role, data in pair.captured if role is Role.MASTER) == 1472
+    assert any(isinstance(e, MessageReceived) for e in pair.events[Role.SLAVE])
+    assert pair.slave.dropped["oversized"] == 0
+
+
+def test_a_path_that_drops_full_size_datagrams_is_stepped_down_to_what_it_carries() -> None:
+    pair = Pair(max_datagrams=(8972, 8972))
+    pair.carries[Role.MASTER] = 1500  # what the configs do not know: a narrower link
+    pair.run(0.05)
+    payloads = [random.Random(n).randbytes(30000) for n in range(4)]
+    for payload in payloads:
+        pair.master.send(Kind.JOBS, payload, pair.now)
+    for _ in range(10):  # five seconds, each end's state every half second
+        pair.slave.send_state(b"state")
+        pair.master.send_state(b"state")
+        pair.run(0.5)
+    received = [e.payload for e in pair.events[Role.SLAVE] if isinstance(e, MessageReceived)]
+    assert sorted(received) == sorted(payloads)
+    assert pair.master.datagram_size == 1472 and pair.master.datagram_steps == 1
+    assert pair.slave.datagram_size == 8972 and pair.slave.datagram_steps == 0
+    assert pair.master.connected and pair.slave.connected
+
+
+# ---- addresses ---------------------------------------------------------------------------
+def test_a_copy_raced_from_another_address_earns_that_address_only_challenges() -> None:
+    pair = Pair()
+    pair.run(0.05)
+    original = pair.deliver
+
+    def race(role: Role, data: bytes) -> None:
+        if role is Role.SLAVE:  # the attacker sees the slave's datagram, and is faster
+            pair.master.receive_datagram(data, ATTACKER, pair.now)
+        original(role, data)
+
+    pair.deliver = race  # type: ignore[method-assign]
+    for n in range(30):
+        pair.slave.send(Kind.RESULTS, bytes([n]) * 3000, pair.now)
+        pair.master.send(Kind.JOBS, bytes([n]) * 3000, pair.now)
+        pair.slave.send_state(b"state")
+        pair.run(0.1)
+    to_attacker = kinds(pair.elsewhere, ATTACKER)
+    print(f"{len(to_attacker)} datagrams to the attacker: {set(to_attacker)}")
+    assert set(to_attacker) == {Kind.PATH_CHALLENGE}
+    assert len(to_attacker) <= 3.0 / CHALLENGE_GAP + 1
+    assert pair.master.peer_address == SLAVE_ADDRESS and pair.master.path.moves == 0
+    assert len([e for e in pair.events[Role.SLAVE] if isinstance(e, MessageReceived)]) == 30
+    assert len([e for e in pair.events[Role.MASTER] if isinstance(e, MessageReceived)]) == 30
+
+
+def test_a_relayed_challenge_and_a_copied_answer_move_nothing_while_the_old_path_lives() -> None:
+    pair = Pair()
+    pair.run(0.05)
+    pair.master.receive_datagram(pair.captured[-1][1], ATTACKER, pair.now)  # nothing new
+    pair.slave.send_state(b"fresh")
+    [(state, _)] = pair.slave.datagrams_to_send(pair.now)
+    pair.master.receive_datagram(state, ATTACKER, pair.now)  # the copy wins the race
+    [(challenge, address)] = pair.master.datagrams_to_send(pair.now)
+    assert address == ATTACKER and pair.master.path.challenges == 1
+    pair.master.receive_datagram(state, SLAVE_ADDRESS, pair.now)  # the original: a duplicate
+    pair.slave.receive_datagram(challenge, ATTACKER, pair.now)  # relayed to the slave
+    answer = [data for data, address in pair.slave.datagrams_to_send(pair.now)
+              if wire.HEADER.unpack_from(data)[2] == Kind.PATH_RESPONSE]
+    assert len(answer) == 1  # sent to the master's address, not back to the relay
+    pair.master.receive_datagram(answer[0], ATTACKER, pair.now + 0.01)  # and copied
+    assert pair.master.peer_address == SLAVE_ADDRESS and pair.master.path.refused == 1
+
+
+def test_a_peer_whose_address_really_changed_is_followed_after_one_challenge() -> None:
+    pair = Pair()
+    pair.run(0.05)
+    moved = ("192.0.2.7", 40000)
+    pair.source[Role.SLAVE] = pair.reaches[Role.SLAVE] = moved  # a NAT rebinding
+    pair.slave.send(Kind.RESULTS, b"r" * 5000, pair.now)
+    pair.master.send(Kind.JOBS, b"j" * 5000, pair.now)
+    pair.run(0.5)
+    assert pair.master.peer_address == moved
+    assert (pair.master.path.challenges, pair.master.path.moves) == (1, 1)
+    assert {e.payload for e in pair.events[Role.SLAVE] if isinstance(e, MessageReceived)} \
+        == {b"j" * 5000}
+    assert {e.payload for e in pair.events[Role.MASTER] if isinstance(e, MessageReceived)} \
+        == {b"r" * 5000}
+    lost = kinds(pair.elsewhere, SLAVE_ADDRESS)  # sent to the old address meanwhile
+    assert len(lost) == 4  # the fragments sent before the peer was heard from its new address

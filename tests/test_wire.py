@@ -33,9 +33,29 @@ def test_fragment_and_ack_round_trip() -> None:
     fragment_of_a_view = dataclasses.replace(fragment, data=memoryview(b"y" + b"x" * 100)[1:])
     data = wire.encode(KEY, header, fragment=fragment_of_a_view)
     assert wire.decode(KEY, data, 1400).fragment == fragment
+    part = Fragment(seq=9, index=0, count=1, kind=Kind.JOBS, data=b"p" * 50, part=2, parts=3)
+    data = wire.encode(KEY, header, fragment=part)
+    assert wire.decode(KEY, data, 1400).fragment == part
     ranges = ((10, 20), (1, 5))
     ack = wire.encode(KEY, Header(Kind.ACK, Role.SLAVE, 1, 2, 6), ranges=ranges)
     assert wire.decode(KEY, ack, 1400).ranges == ranges
+
+
+def test_hello_and_welcome_state_the_datagram_size_their_sender_takes() -> None:
+    hello = wire.encode(KEY, Header(Kind.HELLO, Role.SLAVE, 1, 0, 0),
+                        body=wire.encode_greeting(8972))
+    assert wire.decode_greeting(wire.decode(KEY, hello, 1400).body) == 8972
+    for size in (wire.MIN_DATAGRAM - 1, wire.MAX_DATAGRAM + 1):
+        with pytest.raises(Rejected, match="malformed"):
+            wire.decode_greeting(wire.encode_greeting(size))
+
+
+@pytest.mark.parametrize(("kind", "body"), [
+    (Kind.HELLO, b""), (Kind.WELCOME, b"\x05\xdc!"), (Kind.BYE, b"x"),
+    (Kind.PATH_CHALLENGE, bytes(7)), (Kind.PATH_RESPONSE, bytes(9)),
+])
+def test_a_body_of_the_wrong_size_is_malformed(kind: Kind, body: bytes) -> None:
+    assert reason(sealed(kind, 0, body)) == "malformed"
 
 
 def test_a_full_fragment_fits_the_datagram() -> None:
