@@ -92,7 +92,10 @@ class Params:
 class Decision:
     action: Action
     count: int  # jobs to send or request, 0 for hold
-    reason: str  # the numbers that led to the decision
+    reason: str  # the numbers that led to the decision (the debug log)
+    # The same in words, for people, "{peer}" standing for the peer's role: "the {peer}
+    # would finish 1.6s after this node; both about 11.0s then".
+    why: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +240,8 @@ def _drain_rule(snap: Snapshot, local: _Side, remote: _Side) -> Decision | None:
         queued = snap.local.queued
         if queued == 0:
             return Decision("hold", 0, "stopped, nothing queued")
-        return Decision("send", queued, f"stopped: send all {queued}")
+        return Decision("send", queued, f"stopped: send all {queued}",
+                        "this node is stopped (throttle 0)")
     if remote.rate == 0:
         return Decision("hold", 0, "peer stopped: it drains to us, never send to it")
     return None
@@ -251,7 +255,9 @@ def _seed(snap: Snapshot, params: Params) -> Decision:
     if mine - theirs <= params.seed_threshold:
         return Decision("hold", 0, f"{queues}: within {params.seed_threshold}")
     count = min((mine - theirs) // 2, snap.local.queued)
-    return Decision("send", count, f"{queues}: send {count}")
+    return Decision("send", count, f"{queues}: send {count}",
+                    f"the queues differ by {mine - theirs} jobs, more than "
+                    f"{params.seed_threshold}")
 
 
 def _balance(
@@ -272,7 +278,11 @@ def _balance(
             after = (move.src_after, move.dst_after)
             mine, theirs = after if action == "send" else after[::-1]
             reason = f"{action} {move.count} (after: {mine:.2f}s/{theirs:.2f}s)"
-            return Decision(action, move.count, reason)
+            late = move.src_before - move.dst_before
+            why = (f"this node would finish {late:.1f}s after the {{peer}}" if action == "send"
+                   else f"the {{peer}} would finish {late:.1f}s after this node")
+            return Decision(action, move.count, reason, f"{why}; both about {theirs:.1f}s then"
+                            if action == "request" else f"{why}; both about {mine:.1f}s then")
         notes.append(
             f"{action} {move.count} would save {move.gain:.2f}s,"
             f" needs >{margin:.2f}s and >={params.min_batch} jobs"
@@ -291,7 +301,8 @@ def decide(policy: Policy, snap: Snapshot, params: Params = Params()) -> Decisio
     if decision is None:
         decision = _balance(policy, snap, params, local, remote)
     head = f"T_local={local.drain:.2f}s T_remote={remote.drain:.2f}s"
-    return Decision(decision.action, decision.count, f"{head}: {decision.reason}")
+    return Decision(decision.action, decision.count, f"{head}: {decision.reason}",
+                    decision.why)
 
 
 def grant(snap: Snapshot, asked: int, params: Params = Params()) -> int:

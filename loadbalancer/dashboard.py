@@ -214,7 +214,8 @@ def _node_panel(role: str, label: str, status: dict[str, Any] | None) -> Panel:
         "throttle", _fmt(status["throttle"], ".2f"), "CPU", _fmt(status["cpu"], ".1f", "%")
     )
     grid.add_row("speed", _fmt(status["speed"], ".1f", "/s"), "ETA", _fmt_duration(status["eta"]))
-    grid.add_row("moved out", _fmt(status["moved_out"]), "in", _fmt(status["moved_in"]))
+    grid.add_row("bootstrap", _fmt(status.get("bootstrap")), "moved",
+                 f"{_fmt(status['moved_out'])} out · {_fmt(status['moved_in'])} in")
     grid.add_row(
         "retrans",
         _fmt(status["retransmits"]),
@@ -264,7 +265,7 @@ def summary_table(summary: dict[str, Any]) -> Table:
 
 
 # (label, how to show a status) for `lb status`: what a person asks of a running pair.
-_STATUS_ROWS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
+STATUS_ROWS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
     ("phase", lambda s: printable(s["phase"])),
     ("queued · running", lambda s: f"{_fmt(s['queued'])} · {_fmt(s['running'])}"),
     ("executed · failed", lambda s: f"{_fmt(s['executed'])} · {_fmt(s.get('failed'))}"),
@@ -275,6 +276,10 @@ _STATUS_ROWS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
      f"{_fmt(s['finished'])} of {s['total']}" + (
          f" ({100 * (s['finished'] or 0) // s['total']}%)" if s["total"] else "")),
     ("peer", lambda s: printable(s["peer"])),
+    ("datagram", lambda s: DASH if s.get("datagram") is None else
+     f"{s['datagram']} B" + (f" (stepped down {s['datagram_steps']}x)"
+                             if s.get("datagram_steps") else "")),
+    ("bootstrap", lambda s: _fmt(s.get("bootstrap"))),
     ("moved out · in", lambda s: f"{_fmt(s['moved_out'])} · {_fmt(s['moved_in'])}"),
     ("retransmits", lambda s: _fmt(s["retransmits"])),
     ("dropped", lambda s: ", ".join(printable(f"{reason} {count}")
@@ -289,6 +294,6 @@ def status_table(local: dict[str, Any], remote: dict[str, Any] | None) -> Table:
     table.add_column("")
     table.add_column(f"{role} (this node)", justify="right")
     table.add_column(f"{_other(role)} (its peer)", justify="right")
-    for label, shown in _STATUS_ROWS:
+    for label, shown in STATUS_ROWS:
         table.add_row(label, shown(local), DASH if remote is None else shown(remote))
     return table

@@ -49,6 +49,11 @@ def printable(value: object, limit: int = MAX_SHOWN) -> str:
     return f"{text}… ({rest} more characters)" if rest > 0 else text
 
 
+def jobs(count: int) -> str:
+    """'1 job', '12 jobs'."""
+    return f"{count} job" if count == 1 else f"{count} jobs"
+
+
 def duration(seconds: float) -> str:
     """Seconds as people read them: 4.2s, 38s, 3m05s, 2h10m."""
     whole = round(seconds)

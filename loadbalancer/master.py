@@ -78,7 +78,6 @@ class Master(Node):
                 Journal.check_free(self.config.journal)
             for job in range(batch.count):
                 self.queue.push(job, batch.task(job))
-        self.bootstrapped = 0
         self.start = time.time()
         self.slave_trace: Trace | None = None
         self.peer_history = PeerHistory()
@@ -232,7 +231,8 @@ class Master(Node):
         if newly and self.phase == "processing" and self._bootstrap_due:
             # Nothing is known of the new slave's speed yet: half, then the adaptor corrects.
             self._bootstrap_due = False
-            self.bootstrapped += self.send_jobs(len(self.queue) // 2, reason="bootstrap")
+            self.send_jobs(len(self.queue) // 2, reason="half of the queue, to start with",
+                           bootstrap=True)
         self.adapt()
 
     def peer_lost(self, reason: str) -> None:
@@ -442,8 +442,7 @@ class Master(Node):
             "executed": executed,
             "failed": {"count": self.batch.failures.count, "first": self.batch.failures.first,
                        "attempts_failed": self.failed_runs + int(stats.get("failed", 0))},
-            "moved": {"to_slave": self.moved_out - self.bootstrapped,
-                      "to_master": self.moved_in},
+            "moved": {"to_slave": self.moved_out, "to_master": self.moved_in},
             "bootstrap": self.bootstrapped,
             "retransmits": self.connection.retransmits + int(stats.get("retransmits", 0)),
             "datagram": {"master": self.connection.datagram_size, "slave": stats.get("datagram")},

@@ -182,11 +182,13 @@ class WorkloadSpec:
 
 @dataclass(frozen=True, slots=True)
 class Jobs:
-    """Jobs moving to the peer, all of one workload; ``request`` answers a Request."""
+    """Jobs moving to the peer, all of one workload; ``request`` answers a Request;
+    ``bootstrap``: the master's handover when a session opens, not a balancing move."""
 
     workload: WorkloadSpec
     jobs: list[tuple[int, bytes]]
     request: int | None = None
+    bootstrap: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,8 +259,9 @@ def _spec(spec: WorkloadSpec) -> dict[str, Any]:
 
 def encode(message: Message) -> tuple[Kind, bytes]:
     match message:
-        case Jobs(workload, jobs, request):
-            meta = {"workload": _spec(workload), "ids": [i for i, _ in jobs], "request": request}
+        case Jobs(workload, jobs, request, bootstrap):
+            meta = {"workload": _spec(workload), "ids": [i for i, _ in jobs], "request": request,
+                    "bootstrap": bootstrap}
             return Kind.JOBS, pack(meta, [d for _, d in jobs])
         case Results(results, failures):
             failed = [[job, f.type, f.message, f.traceback] for job, f in failures]
@@ -283,7 +286,8 @@ def encode(message: Message) -> tuple[Kind, bytes]:
 
 
 def job_messages(workload: WorkloadSpec, jobs: Iterable[tuple[int, bytes]],
-                 request: int | None = None) -> Iterator[tuple[bytes, int]]:
+                 request: int | None = None,
+                 bootstrap: bool = False) -> Iterator[tuple[bytes, int]]:
     """JOBS payloads carrying ``jobs`` in order, each with its number of jobs; one empty
     message if there are none (it still answers a request). Once a message
     compresses to an eighth or less, the next carry MAX_BATCH: a message then
@@ -293,20 +297,23 @@ def job_messages(workload: WorkloadSpec, jobs: Iterable[tuple[int, bytes]],
         batch.append(job)
         size += len(job[1])
         if size >= limit or len(batch) >= MESSAGE_JOBS:
-            payload = encode(Jobs(workload, batch, request))[1]
+            payload = encode(Jobs(workload, batch, request, bootstrap))[1]
             yield payload, len(batch)
             if len(payload) * 8 <= size:
                 limit = MAX_BATCH
             batch, size, sent = [], 0, True
     if batch or not sent:
-        yield encode(Jobs(workload, batch, request))[1], len(batch)
+        yield encode(Jobs(workload, batch, request, bootstrap))[1], len(batch)
 
 
 def decode(kind: Kind, payload: bytes) -> Message:
     meta, blobs = unpack(payload)
     if kind is Kind.JOBS:
         request = None if meta.get("request") is None else _integer(meta, "request")
-        return Jobs(_decode_spec(meta.get("workload")), _pair(meta, blobs), request)
+        bootstrap = meta.get("bootstrap", False)
+        if not isinstance(bootstrap, bool):
+            raise _malformed("field 'bootstrap'")
+        return Jobs(_decode_spec(meta.get("workload")), _pair(meta, blobs), request, bootstrap)
     if kind is Kind.RESULTS:
         return Results(_pair(meta, blobs), _failures(_field(meta, "failed", list)))
     if kind is Kind.REQUEST:

@@ -52,6 +52,8 @@ COUNTERS = (
     ("lb_jobs_finished", "finished",
      "Results the master holds; on the slave, results the master acknowledged."),
     ("lb_jobs_refused", "refused", "Jobs or results refused as invalid."),
+    ("lb_jobs_bootstrap", "bootstrap", "Jobs handed over when a session opened: sent by the "
+     "master, received by the slave (not counted in lb_jobs_moved_total)."),
     ("lb_bytes_sent", "bytes_sent", "Bytes of UDP datagrams sent."),
     ("lb_retransmits", "retransmits", "Datagrams sent again after a loss."),
     ("lb_duplicates_suppressed", "suppressed", "Duplicate datagrams or messages ignored."),

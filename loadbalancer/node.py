@@ -26,6 +26,7 @@ from loadbalancer import adaptor, control, messages
 from loadbalancer.config import Config
 from loadbalancer.endpoint import Endpoint, path_max_datagram, resolve
 from loadbalancer.jobs import JobQueue, Queued
+from loadbalancer.logs import jobs
 from loadbalancer.messages import Jobs, Message, Request, WorkloadSpec
 from loadbalancer.monitor import Monitor
 from loadbalancer.outcome import Outcome
@@ -78,7 +79,9 @@ class Node:
         self.peer_left = False  # the peer said goodbye after the run was over
         self.remote_at = 0.0
         self.refused = 0
-        self.moved_out = self.moved_in = 0
+        # Balancing moves each way, and the bootstrap's jobs (sent by the master, received by
+        # the slave) apart from them: the same numbers on the screen, in status and summary.
+        self.moved_out = self.moved_in = self.bootstrapped = 0
         self._reset_session_counters()
         self._job_bytes = 0.0
         self._ready = asyncio.Event()
@@ -313,7 +316,7 @@ class Node:
                 self.requested = None
         elif isinstance(message, Request):
             self.send_jobs(self._grant(message.count), request=message.request,
-                           reason=f"{self.role.peer} asked for {message.count}")
+                           reason=f"it asked for {message.count}")
             return
         self.handle(message)
         self.wake()
@@ -354,7 +357,8 @@ class Node:
         self.endpoint.flush()
         return message_id
 
-    def send_jobs(self, count: int, *, request: int | None = None, reason: str = "") -> int:
+    def send_jobs(self, count: int, *, request: int | None = None, reason: str = "",
+                  bootstrap: bool = False) -> int:
         """Move up to ``count`` jobs from the tail of the queue to the peer."""
         if not self.connection.connected:
             return 0
@@ -363,21 +367,26 @@ class Node:
         if taken:
             self.recorder.event("sent", jobs=len(taken))
             why = f": {reason}" if reason else ""
-            self.say(f"sent {len(taken)} jobs to {self.role.peer}{why}")
-        self.ship(taken, request)
-        return len(taken)
+            self.say(f"sent {jobs(len(taken))} to the {self.role.peer}{why}")
+        return self.ship(taken, request, bootstrap)
 
-    def ship(self, jobs: list[Queued], request: int | None = None) -> None:
-        """Send these jobs to the peer (and answer ``request``, even with none)."""
+    def ship(self, jobs: list[Queued], request: int | None = None,
+             bootstrap: bool = False) -> int:
+        """Send these jobs to the peer (and answer ``request``, even with none); how many."""
         jobs = [entry for entry in jobs if self.claim(entry[0], here=False)]
         if not jobs and request is None:
-            return
+            return 0
         self.sent_jobs += len(jobs)
-        self.moved_out += len(jobs)
+        if bootstrap:
+            self.bootstrapped += len(jobs)
+        else:
+            self.moved_out += len(jobs)
         self.jobs_sent([job for job, _, _ in jobs])
-        self.spawn(self._transmit(jobs, request))
+        self.spawn(self._transmit(jobs, request, bootstrap))
+        return len(jobs)
 
-    async def _transmit(self, jobs: list[Queued], request: int | None) -> None:
+    async def _transmit(self, jobs: list[Queued], request: int | None,
+                        bootstrap: bool) -> None:
         """Encode and send jobs a message at a time, yielding in between: the
         peer starts on the first message while the rest are made, and the
         event loop stays responsive. If the session ends meanwhile, the
@@ -388,7 +397,7 @@ class Node:
             spec = NO_JOBS if task is None else task.spec
             data = ((job, blob if blob is not None else self.job_data(job))
                     for job, _, blob in group)
-            for payload, count in messages.job_messages(spec, data, request):
+            for payload, count in messages.job_messages(spec, data, request, bootstrap):
                 if self.connection.send(Kind.JOBS, payload, self.loop.time()) is None:
                     return
                 if count:
@@ -413,6 +422,7 @@ class Node:
             "peer": "connected" if self.connection.connected else
             ("waiting" if self.remote is None else "left" if self.peer_left else "lost"),
             "moved_out": self.moved_out, "moved_in": self.moved_in,
+            "bootstrap": self.bootstrapped,
             "retransmits": self.connection.retransmits,
             "datagram": self.connection.datagram_size,
             "datagram_steps": self.connection.datagram_steps,
@@ -507,14 +517,18 @@ class Node:
         if decision.action == "send" and decision.count > 0:
             if self.requested is not None:
                 return  # we asked for work ourselves: wait for the answer before giving any
-            self.send_jobs(decision.count, reason=decision.reason)
+            self.send_jobs(decision.count, reason=self._words(decision))
         elif decision.action == "request" and decision.count > 0:
             request = self._next_request
             self._next_request += 1
             self.requested = (request, decision.count, self.loop.time())
             self.send(Request(request, decision.count))
-            self.say(f"asked {self.role.peer} for {decision.count} jobs: {decision.reason}")
+            self.say(f"asked the {self.role.peer} for {jobs(decision.count)}: "
+                     f"{self._words(decision)}")
         log.debug("%s adaptor: %s", self.role, decision.reason)
+
+    def _words(self, decision: adaptor.Decision) -> str:
+        return decision.why.format(peer=self.role.peer)
 
     async def _adapt_periodically(self) -> None:
         while True:

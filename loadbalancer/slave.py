@@ -184,7 +184,10 @@ class Slave(Node):
                 reason = str(error)
                 continue
             self.queue.push(job, task, data)
-        self.moved_in += len(message.jobs) - len(bad)
+        if message.bootstrap:
+            self.bootstrapped += len(message.jobs) - len(bad)
+        else:
+            self.moved_in += len(message.jobs) - len(bad)
         if bad:
             self._refuse(bad, reason)
 

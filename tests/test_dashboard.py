@@ -216,6 +216,9 @@ def test_status_for_people_is_both_nodes_side_by_side_rounded() -> None:
     assert "7.1 jobs/s" in line_with(out, "speed") and "17s" in line_with(out, "ETA")
     assert "512 of 1024 (50%)" in line_with(out, "progress")
     assert "bad_tag 2" in line_with(out, "dropped")
+    assert "—" in line_with(out, "datagram")  # not in this status
+    sized = text_of(status_table(status(datagram=1472, datagram_steps=1), None))
+    assert "1472 B (stepped down 1x)" in line_with(sized, "datagram")
     alone = text_of(status_table(status(peer="waiting"), None))
     assert line_with(alone, "phase").split()[-1] == "—"
 

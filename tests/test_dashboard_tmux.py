@@ -73,7 +73,7 @@ def test_the_demo_dashboard_in_a_terminal(tmux: list[str], tmp_path: Path) -> No
     assert re.search(r"results ━+ 64/64 100%", end), end
     events = end[end.index("events"):end.index("lb run summary")]
     assert "slave joined" in events
-    assert re.search(r"sent \d+ jobs to slave: bootstrap", events), events
+    assert re.search(r"sent \d+ jobs to the slave: half of the queue", events), events
     assert "verified" in events
     assert re.search(r"verified\s+│ yes", end), end
     # The panel and the summary count the same jobs.

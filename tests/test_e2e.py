@@ -133,3 +133,29 @@ def test_without_a_terminal_the_log_says_how_far_the_run_is(cluster: Cluster) ->
     assert len(done) == 1 and "x the ideal" in done[0] and "0 failed" in done[0]
     slave = [line for line in cluster.log("slave").splitlines() if "progress: " in line]
     assert slave and re.search(r"progress: \d+ jobs done here \([\d.]+/s\), \d+ queued", slave[0])
+
+
+def test_the_log_says_in_words_why_jobs_moved(cluster: Cluster) -> None:
+    # The slave at 0.3: the master runs dry first and asks it for jobs.
+    cluster.configure(policy="receiver", jobs=128, elements_per_job=32768, iterations=4000)
+    cluster.start_both("--throttle", "0.3")
+    assert cluster.wait() == {"slave": 0, "master": 0}
+    log = cluster.log("master")
+    assert re.search(r"INFO master: sent \d+ jobs to the slave: half of the queue, to start "
+                     r"with", log), log
+    assert re.search(r"INFO master: asked the slave for \d+ jobs?: the slave would finish "
+                     r"[\d.]+s after this node; both about [\d.]+s then", log), log
+    assert "T_local" not in log and " 1 jobs" not in log  # the numbers are for debug
+
+
+def test_the_bootstrap_is_its_own_count_everywhere(cluster: Cluster) -> None:
+    cluster.configure(policy="symmetric", jobs=128, elements_per_job=32768, iterations=4000)
+    cluster.start_both()
+    seen = cluster.wait_for("master", lambda s: s["remote"] is not None
+                            and s["remote"].get("bootstrap"))
+    assert cluster.wait() == {"slave": 0, "master": 0}
+    result = cluster.result()
+    # What the master sent at the start, what the slave says it got, what the summary says.
+    assert seen["local"]["bootstrap"] == seen["remote"]["bootstrap"] == result["bootstrap"]
+    assert 60 <= result["bootstrap"] <= 64
+    assert seen["local"]["moved_out"] <= result["moved"]["to_slave"]  # moves only

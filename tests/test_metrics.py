@@ -42,7 +42,7 @@ def tcp_port() -> int:
 
 STATUS: dict[str, Any] = {
     "role": "master", "phase": "processing", "queued": 120, "running": 1, "executed": 300,
-    "failed": 2,
+    "failed": 2, "bootstrap": 500,
     "throttle": 0.7, "workers": 2, "cpu": 63.5, "speed": 7.1, "eta": None, "job_seconds": 0.2,
     "peer": "connected", "moved_out": 40, "moved_in": 12, "retransmits": 3,
     "dropped": {"bad_tag": 2, "stale_session": 5}, "suppressed": 4, "bytes_sent": 123456,
@@ -65,6 +65,7 @@ def test_every_status_figure_becomes_a_metric() -> None:
                       ("lb_cpu_percent", "cpu"), ("lb_speed_jobs_per_second", "speed"),
                       ("lb_job_seconds", "job_seconds"), ("lb_workload_jobs", "total"),
                       ("lb_jobs_executed_total", "executed"), ("lb_jobs_failed_total", "failed"),
+                      ("lb_jobs_bootstrap_total", "bootstrap"),
                       ("lb_jobs_finished_total", "finished"), ("lb_jobs_refused_total", "refused"),
                       ("lb_bytes_sent_total", "bytes_sent"),
                       ("lb_retransmits_total", "retransmits"),

@@ -14,6 +14,7 @@ from conftest import Cluster
 
 from loadbalancer import config as configuration
 from loadbalancer import messages, wire
+from loadbalancer.dashboard import STATUS_ROWS
 from loadbalancer.endpoint import Endpoint
 from loadbalancer.messages import Jobs, Needs, Refuse, Verdict
 from loadbalancer.reliable import MessageReceived
@@ -112,5 +113,6 @@ async def test_a_peer_s_reason_and_status_are_escaped_in_the_log_and_lb_status(
     assert status.returncode == 0, status.stderr
     assert "\x1b" not in status.stdout
     rows = {line.split("  ")[0]: line for line in status.stdout.splitlines()}
-    assert len(status.stdout.splitlines()) == 12  # the header and a row a figure, whatever
+    # The header and a row a figure, whatever the peer said.
+    assert len(status.stdout.splitlines()) == 1 + len(STATUS_ROWS)
     assert ESCAPED in rows["phase"] and ESCAPED in rows["peer"]  # the peer said
