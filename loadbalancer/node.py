@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from loadbalancer import adaptor, control, messages
-from loadbalancer.config import Config
+from loadbalancer.config import Config, format_address
 from loadbalancer.endpoint import Endpoint, path_max_datagram, resolve
 from loadbalancer.jobs import JobQueue, Queued
 from loadbalancer.logs import jobs
@@ -33,7 +33,15 @@ from loadbalancer.outcome import Outcome
 from loadbalancer.peerstate import PeerState
 from loadbalancer.pool import Call, WorkerProcess
 from loadbalancer.reliable import MessageAcked, MessageReceived
-from loadbalancer.session import Connection, Event, PeerJoined, PeerLost, StateReceived
+from loadbalancer.session import (
+    AuthenticationFailing,
+    Connection,
+    Event,
+    NewcomerRefused,
+    PeerJoined,
+    PeerLost,
+    StateReceived,
+)
 from loadbalancer.tasks import FunctionTask, Task, Tasks
 from loadbalancer.trace import Recorder
 from loadbalancer.wire import Keys, Kind, Rejected, Role
@@ -297,6 +305,13 @@ class Node:
                 self.say(f"{self.role.peer} left" if self.peer_left
                          else f"{self.role.peer} lost ({reason})")
                 self.peer_lost(reason)
+            case NewcomerRefused(address):
+                self.say(f"another {self.role.peer} at {format_address(address)} asked to join "
+                         f"while this one is connected: refused (two {self.role.peer}s with "
+                         "one config?)")
+            case AuthenticationFailing(address):
+                self.say(f"datagrams from {format_address(address)} fail authentication: do "
+                         "both nodes use the same secret?")
             case StateReceived(body):
                 self._on_state(body)
             case MessageReceived(_, kind, payload):

@@ -79,7 +79,26 @@ class StateReceived:
     body: bytes
 
 
-Event = PeerJoined | PeerLost | StateReceived | MessageReceived | MessageAcked
+@dataclass(frozen=True, slots=True)
+class NewcomerRefused:
+    """Another peer with the secret asked to join while ours is alive (said once each)."""
+
+    address: Address
+
+
+@dataclass(frozen=True, slots=True)
+class AuthenticationFailing:
+    """Datagrams from the configured peer's address fail the tag (said once): the two
+    nodes most likely use different secrets."""
+
+    address: Address
+
+
+Event = (PeerJoined | PeerLost | StateReceived | MessageReceived | MessageAcked
+         | NewcomerRefused | AuthenticationFailing)
+# Incarnations refused while a live peer held the place, remembered so each is said once.
+MAX_REFUSED = 16
+BAD_TAGS_SAID = 3  # datagrams from the peer's address that fail the tag before we say so
 
 
 class ReplayWindow:
@@ -172,6 +191,10 @@ class Connection:
         self.channel = self._new_channel(max_datagram)  # replaced, sized, when a peer joins
         self._last_datagram: int | None = None  # the size in use when the last session ended
         self.dropped: collections.Counter[str] = collections.Counter()
+        self._refused: collections.OrderedDict[int, None] = collections.OrderedDict()
+        self._configured_peer = peer_address  # where a wrong secret is worth a word
+        self._said_bad_tag = False
+        self._bad_tags_from_peer = 0
         self.retransmits_closed = 0  # retransmits of channels of earlier sessions
         self.suppressed_closed = 0
         self.refused_closed = 0
@@ -225,6 +248,8 @@ class Connection:
             self._accept(datagram, address, now)
         except Rejected as error:
             self.dropped[error.reason] += 1
+            if error.reason == "bad_tag":
+                self._failed_tag(address)
         except ProtocolViolation:
             self.dropped["malformed"] += 1
 
@@ -306,6 +331,7 @@ class Connection:
         if header.src != self.peer:
             if header.src <= max(self._floor, self.peer or 0):
                 raise Rejected("stale_session", "from an earlier peer incarnation")
+            self._check_place(header.src, address, now)
             self._join(header.src, self._peer_max_datagram(datagram), now)
         self.path.heard(address, now)  # a copy too: the old path is alive
         self._replay.check(header.number)
@@ -315,6 +341,30 @@ class Connection:
         token = self.path.challenge(address, now)
         if token is not None:
             self._queue(Kind.PATH_CHALLENGE, address=address, body=token)
+
+    def _failed_tag(self, address: Address) -> None:
+        """Said once, while no session is open: forged datagrams cost nothing else, but a
+        peer whose every datagram fails is one with another secret, and both ends should
+        say so instead of waiting in silence."""
+        self._bad_tags_from_peer += address == self._configured_peer
+        if (self.peer is None and not self._said_bad_tag
+                and self._bad_tags_from_peer >= BAD_TAGS_SAID):
+            self._said_bad_tag = True
+            self._events.append(AuthenticationFailing(address))
+
+    def _check_place(self, incarnation: int, address: Address, now: float) -> None:
+        """A peer we still hear from keeps its place: a second slave with the same secret
+        is refused (it gives up in time), where the two used to replace each other, one
+        heartbeat timeout after the other, for ever. A peer that stopped (a restart) has
+        been silent half a heartbeat timeout first: a live one sends state more often."""
+        if self.peer is None or now - self._last_heard >= self.heartbeat_timeout / 2:
+            return
+        if incarnation not in self._refused:
+            self._refused[incarnation] = None
+            if len(self._refused) > MAX_REFUSED:
+                self._refused.popitem(last=False)
+            self._events.append(NewcomerRefused(address))
+        raise Rejected("peer_busy", "a live peer holds the session")
 
     def _peer_max_datagram(self, datagram: wire.Datagram) -> int:
         """The size a joining peer takes: its WELCOME says, or the HELLO we answered did
@@ -332,6 +382,7 @@ class Connection:
             raise Rejected("stale_hello")
         if header.src <= self._floor:
             raise Rejected("stale_session", "hello from an earlier peer incarnation")
+        self._check_place(header.src, address, now)
         self._greeters.admit(header.src, header.number, wire.decode_greeting(body), now)
         self._greeted_at = now
         # To the HELLO's source, proven or not: a peer behind a NAT is reachable only there.

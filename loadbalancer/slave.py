@@ -71,7 +71,7 @@ class Slave(Node):
             await asyncio.sleep(min(1.0, limit / 4))
             if self._alone_since is not None and self.loop.time() - self._alone_since > limit:
                 self.say(f"no master for {limit:g}s (is it running, with this config's "
-                         "secret and address?): giving up")
+                         "secret and address, and no other slave?): giving up")
                 self.stop(EXIT_FAILURE)
                 return
 

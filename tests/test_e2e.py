@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import secrets
 import socket
 import stat
 import time
@@ -11,7 +13,7 @@ import pytest
 from conftest import Cluster
 
 from loadbalancer import config as configuration
-from loadbalancer import control, wire
+from loadbalancer import control, local, wire
 
 # 256 jobs of about 10 ms each: a run takes a few seconds.
 SMALL = {"jobs": 256, "elements_per_job": 8192, "iterations": 3000}
@@ -159,3 +161,37 @@ def test_the_bootstrap_is_its_own_count_everywhere(cluster: Cluster) -> None:
     assert seen["local"]["bootstrap"] == seen["remote"]["bootstrap"] == result["bootstrap"]
     assert 60 <= result["bootstrap"] <= 64
     assert seen["local"]["moved_out"] <= result["moved"]["to_slave"]  # moves only
+
+
+def test_a_wrong_secret_is_said_on_both_sides(cluster: Cluster) -> None:
+    cluster.configure(policy="symmetric", jobs=64, elements_per_job=32768, iterations=4000,
+                      master_timeout=3)
+    other = dict(cluster.settings, secret=secrets.token_urlsafe(32))
+    cluster.configs["slave"] = cluster.directory / "lb-slave.json"
+    cluster.configs["slave"].write_text(json.dumps(other))
+    cluster.start_both()
+    assert cluster.wait(timeout=60) == {"slave": 1, "master": 0}
+    for role, peer in (("master", "slave"), ("slave", "master")):
+        address = cluster.settings[peer]
+        said = [line for line in cluster.log(role).splitlines() if "fail authentication" in line]
+        assert len(said) == 1, cluster.log(role)
+        assert f"datagrams from {address} fail authentication: do both nodes use the same " \
+               "secret?" in said[0]
+    assert cluster.result()["executed"]["slave"] == 0
+
+
+def test_a_second_slave_with_the_same_config_is_refused_and_gives_up(cluster: Cluster) -> None:
+    cluster.configure(policy="symmetric", jobs=256, elements_per_job=32768, iterations=4000,
+                      master_timeout=2)
+    cluster.start_both()
+    cluster.wait_for("master", lambda s: s["local"]["peer"] == "connected")
+    second = dict(cluster.settings, slave=f"127.0.0.1:{local.free_port()}")
+    path = cluster.directory / "lb-second.json"
+    path.write_text(json.dumps(second))
+    intruder = local.launch(path, "slave", log=cluster.directory / "second.log")
+    assert intruder.wait(timeout=30) == 1
+    assert "no master for 2s" in (cluster.directory / "second.log").read_text()
+    assert cluster.wait(timeout=60) == {"slave": 0, "master": 0}
+    told = [line for line in cluster.log("master").splitlines() if "asked to join" in line]
+    assert len(told) == 1 and f"another slave at {second['slave']} asked to join" in told[0]
+    assert cluster.log("master").count("slave joined") == 1  # the first one kept its place

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import itertools
 import random
+import secrets
 from collections.abc import Callable
 
 import pytest
@@ -17,9 +18,11 @@ from loadbalancer.reliable import MessageAcked, MessageReceived
 from loadbalancer.session import (
     HELLO_SENDERS,
     WELCOME_GAP,
+    AuthenticationFailing,
     Connection,
     Event,
     Greeters,
+    NewcomerRefused,
     PeerJoined,
     PeerLost,
     ReplayWindow,
@@ -193,12 +196,52 @@ def test_a_restarted_slave_replaces_the_old_one_whose_datagrams_then_go_stale() 
     pair.slave.send_state(b"from the old slave")
     stale = pair.slave.datagrams_to_send(pair.now)[0][0]
     pair.slave = pair.make(Role.SLAVE, MASTER_ADDRESS, 5000)  # a new process
-    pair.run(0.6)
+    pair.run(1.0)
+    assert pair.master.peer == 2000  # the old one was heard too lately: not yet
+    pair.run(1.0)  # once it has been silent half a heartbeat timeout
     assert pair.master.peer == 5000
     assert PeerLost("replaced") in pair.events[Role.MASTER]
     pair.master.receive_datagram(stale, SLAVE_ADDRESS, pair.now)
     assert pair.master.dropped["stale_session"] == 1
     assert pair.master.peer == 5000
+
+
+def test_a_second_live_slave_is_refused_and_said_once() -> None:
+    pair = Pair()
+    pair.run(0.05)
+    intruder = pair.make(Role.SLAVE, MASTER_ADDRESS, 7000)  # same secret, still running
+    elsewhere = ("10.0.0.9", 7700)
+    for _ in range(40):  # 4 s: the real slave keeps sending state, the other says HELLO
+        pair.slave.send_state(b"alive")
+        pair.master.send_state(b"alive")
+        pair.run(0.1)
+        intruder.handle_timer(pair.now)
+        for data, _ in intruder.datagrams_to_send(pair.now):
+            pair.master.receive_datagram(data, elsewhere, pair.now)
+    assert pair.master.peer == 2000 and intruder.peer is None
+    assert kinds(pair.elsewhere, elsewhere) == []  # not even a WELCOME
+    assert pair.master.dropped["peer_busy"] >= 10
+    said = [e for e in pair.events[Role.MASTER] if isinstance(e, NewcomerRefused)]
+    while (event := pair.master.next_event()) is not None:
+        said += [event] if isinstance(event, NewcomerRefused) else []
+    assert said == [NewcomerRefused(elsewhere)]
+
+
+def test_every_datagram_of_the_peer_failing_its_tag_is_said_once() -> None:
+    ours = Connection(Role.MASTER, KEY, peer_address=SLAVE_ADDRESS, new_incarnation=counter(1),
+                      now=0.0)
+    theirs = Connection(Role.SLAVE, wire.Keys(secrets.token_urlsafe(32)),
+                        peer_address=MASTER_ADDRESS, new_incarnation=counter(9), now=0.0)
+    for step in range(8):
+        theirs.handle_timer(step * 0.3)
+        for data, _ in theirs.datagrams_to_send(step * 0.3):
+            ours.receive_datagram(data, SLAVE_ADDRESS, step * 0.3)
+            ours.receive_datagram(data, ("10.0.0.9", 1), step * 0.3)  # not the peer's address
+    events = []
+    while (event := ours.next_event()) is not None:
+        events.append(event)
+    assert events == [AuthenticationFailing(SLAVE_ADDRESS)]
+    assert ours.dropped["bad_tag"] == 16
 
 
 def test_a_replayed_hello_earns_a_welcome_and_changes_nothing() -> None:
