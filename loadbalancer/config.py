@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from loadbalancer import adaptor, wire
+from loadbalancer import adaptor, fields, wire
 from loadbalancer.messages import WorkloadSpec
 
 Address = tuple[str, int]
@@ -93,19 +93,21 @@ def parse_address(text: object, key: str) -> Address:
 def _number(raw: dict[str, Any], key: str, low: float, high: float, *,
             low_open: bool = False) -> float:
     value = raw[key]
-    # json reads NaN and Infinity; NaN would pass every bound below, as no comparison holds.
-    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
-        raise ConfigError(f"{key} must be a number, not {value!r}")
-    if value < low or value > high or (low_open and value == low):
+    # json reads NaN and Infinity: not numbers a setting can be.
+    if not isinstance(value, int | float) or isinstance(value, bool) or (
+            isinstance(value, float) and not math.isfinite(value)):
+        raise ConfigError(f"{key} must be a number, not {value!r:.40}")
+    if not fields.number(value, low, high) or (low_open and value == low):
         bound = f"above {low}" if low_open else f"at least {low}"
-        raise ConfigError(f"{key} must be {bound} and at most {high}, not {value!r}")
+        raise ConfigError(f"{key} must be {bound} and at most {high}, not {value!r:.40}")
     return float(value)
 
 
 def _integer(raw: dict[str, Any], key: str, low: int, high: int) -> int:
     value = raw[key]
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise ConfigError(f"{key} must be a whole number from {low} to {high}, not {value!r}")
+    if not fields.integer(value, low, high):
+        raise ConfigError(f"{key} must be a whole number from {low} to {high}, "
+                          f"not {value!r:.40}")
     return value
 
 
@@ -242,7 +244,7 @@ def load(path: Path) -> Config:
         raise ConfigError(f"config file {path}: {error.strerror}") from None
     try:
         raw = json.loads(text)
-    except json.JSONDecodeError as error:
+    except ValueError as error:  # not JSON, or an integer past Python's 4,300 digits
         raise ConfigError(f"config file {path} is not valid JSON: {error}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a JSON object")

@@ -55,6 +55,12 @@ def test_ipv6_address() -> None:
     ({"heartbeat_timeout": math.nan}, "heartbeat_timeout"),
     ({"heartbeat_timeout": math.inf}, "heartbeat_timeout"),
     ({"slave": "127.0.0.1:7001"}, "master and slave are both 127.0.0.1:7001"),
+    ({"heartbeat_timeout": 10**400}, "heartbeat_timeout"),
+    ({"workers": 10**400}, "workers"),
+    ({"retries": -1}, "retries"),
+    ({"workload_modules": "m.py"}, "workload_modules"),
+    ({"master_timeout": 0}, "master_timeout"),
+    ({"progress_interval": math.inf}, "progress_interval"),
 ])
 def test_bad_values_name_their_key(change: dict[str, object], named: str) -> None:
     with pytest.raises(ConfigError, match=named):
@@ -169,3 +175,11 @@ def test_the_example_config_is_refused_as_it_stands() -> None:
     raw = json.loads(EXAMPLE.read_text())
     assert "lb init" in raw["secret"]  # the placeholder itself says how to make one
     config.from_dict({**raw, "secret": secrets.token_urlsafe(32)})  # and the rest is good
+
+
+def test_an_integer_json_cannot_hold_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "lb.json"
+    path.write_text('{"master": "127.0.0.1:1", "slave": "127.0.0.1:2", "workers": ' +
+                    "9" * 5000 + "}")
+    with pytest.raises(ConfigError, match="is not valid JSON"):
+        config.load(path)

@@ -112,6 +112,30 @@ def test_a_wrong_result_in_the_journal_is_computed_again_not_failed_for_ever(
     assert not path.exists()
 
 
+def test_a_flipped_byte_in_the_journal_costs_one_result_said_with_its_offset(
+        cluster: Cluster) -> None:
+    cluster.configure(policy="symmetric", **MEDIUM)
+    cluster.start("master")
+    cluster.wait_for("master", lambda s: s["local"]["finished"] >= 80)
+    time.sleep(1.2)  # a journal sync
+    kill(cluster, "master")
+    path = cluster.directory / "master.journal"
+    data = bytearray(path.read_bytes())
+    records = journal._scan(bytes(data)).records
+    offset, body = next((o, b) for o, kind, b in records if kind == journal.RESULT)
+    data[offset + journal.RECORD.size + len(body) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    cluster.start("master", "--resume")
+    assert cluster.wait() == {"master": 0}, cluster.log("master")
+    result = cluster.result()
+    assert result["verified"] is True
+    results = sum(kind == journal.RESULT for _, kind, _ in records)
+    assert result["recovered"] == results - 1  # that one, not the ones after it
+    said = [line for line in cluster.log("master").splitlines() if "damaged" in line]
+    assert len(said) == 1 and f"bytes {offset}.." in said[0] and "computed again" in said[0]
+    assert path.with_name("master.journal.damaged").read_bytes() == bytes(data)
+
+
 def test_a_journal_of_another_workload_is_refused(cluster: Cluster) -> None:
     cluster.configure(policy="symmetric", **MEDIUM)
     cluster.start("master")
