@@ -27,6 +27,7 @@ from loadbalancer.functions import Catalog, split_target
 from loadbalancer.journal import JournalError
 from loadbalancer.jsonlines import STDOUT, InputError, Inputs, Output
 from loadbalancer.messages import WorkloadSpec
+from loadbalancer.report import KINDS as REPORT_KINDS
 from loadbalancer.tasks import TaskError, Tasks
 from loadbalancer.wire import Role
 
@@ -449,7 +450,11 @@ def completion(shell: str | None) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="The image; its extension picks the format (png, svg, pdf...).  "
                    "[default: TRACE with .png]")
-def report(trace_path: Path, output: Path | None) -> None:
+@click.option("--kind", type=click.Choice(REPORT_KINDS), default="load",
+              show_default=True,
+              help="load: pending jobs and jobs/s per node; timeline: where each job ended, "
+                   "moves and copies marked.")
+def report(trace_path: Path, output: Path | None, kind: str) -> None:
     """Plot a finished run's trace.
 
     TRACE is the master's --trace file; the plot shows each node's pending jobs over time,
@@ -457,7 +462,7 @@ def report(trace_path: Path, output: Path | None) -> None:
     from loadbalancer import report as reporting
     output = output or trace_path.with_suffix(".png")
     try:
-        reporting.write_report(reporting.load_trace(trace_path), output)
+        reporting.write_report(reporting.load_trace(trace_path), output, kind)
     except reporting.ReportError as error:
         raise _fail_usage(str(error)) from None
     except reporting.PlotUnavailable as error:

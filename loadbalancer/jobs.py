@@ -87,6 +87,7 @@ class Ledger:
         self.job_count = 0
         self._owner = bytearray()
         self._done = bytearray()
+        self._moved = bytearray()  # moved between the nodes after the bootstrap (the plot's)
         self.finished = 0
         self.failed_attempts: dict[int, int] = {}  # failed attempts of jobs not yet final
         self.duplicates = 0  # outcomes that arrived again and were not counted
@@ -97,6 +98,7 @@ class Ledger:
         jobs = range(self.job_count, self.job_count + count)
         self._owner.extend(bytes([Role.MASTER]) * count)
         self._done.extend(bytes(count))
+        self._moved.extend(bytes(count))
         self.job_count += count
         return jobs
 
@@ -112,6 +114,13 @@ class Ledger:
 
     def owner(self, job: int) -> Role:
         return Role(self._owner[job])
+
+    def mark_moved(self, jobs: Iterable[int]) -> None:
+        for job in jobs:
+            self._moved[job] = 1
+
+    def moved(self, job: int) -> bool:
+        return bool(self._moved[job])
 
     def assign(self, jobs: Iterable[int], role: Role) -> None:
         for job in jobs:

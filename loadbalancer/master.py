@@ -252,7 +252,9 @@ class Master(Node):
             self.say(f"{why} {len(jobs)} jobs")
         self.wake()
 
-    def jobs_sent(self, jobs: list[int]) -> None:
+    def jobs_sent(self, jobs: list[int], bootstrap: bool) -> None:
+        if not bootstrap:
+            self.ledger.mark_moved(jobs)
         self.ledger.assign(jobs, Role.SLAVE)
         if self.journal is not None:
             self.journal.owners(jobs, Role.SLAVE)
@@ -300,6 +302,7 @@ class Master(Node):
             if self.journal is not None:
                 self.journal.owners([job], Role.MASTER)
             self.moved_in += 1
+            self.ledger.mark_moved([job])
 
     def job_finished(self, outcome: Outcome) -> None:
         self.last_done = time.time()
@@ -310,6 +313,9 @@ class Master(Node):
         if job not in self.ledger:
             self.connection.dropped["bad_result"] += 1
             return
+        kind = "copy" if self.ledger.is_done(job) else "ok" if outcome.failure is None \
+            else "failed"
+        self.recorder.run(job, str(on), kind, self.ledger.moved(job))
         if self.ledger.is_done(job):
             self.ledger.duplicates += 1
             return
@@ -481,7 +487,8 @@ class Master(Node):
                 if self.peer_history.sessions:
                     nodes["slave"] = self._slave_trace()
                 _write_json(self.trace_path, {"start": self.start, "policy": self.config.policy,
-                                              "summary": self.summary, "nodes": nodes})
+                                              "summary": self.summary, "nodes": nodes,
+                                              "runs": self.recorder.runs})
         except OSError as error:
             self.say(f"cannot write {error.filename}: {error.strerror}; the journal is kept, "
                      "so --resume writes it again")

@@ -396,7 +396,7 @@ class Node:
             self.bootstrapped += len(jobs)
         else:
             self.moved_out += len(jobs)
-        self.jobs_sent([job for job, _, _ in jobs])
+        self.jobs_sent([job for job, _, _ in jobs], bootstrap)
         self.spawn(self._transmit(jobs, request, bootstrap))
         return len(jobs)
 
@@ -420,7 +420,7 @@ class Node:
                 self.endpoint.flush()
                 await asyncio.sleep(0)
 
-    def jobs_sent(self, jobs: list[int]) -> None: ...
+    def jobs_sent(self, jobs: list[int], bootstrap: bool) -> None: ...
 
     # ---- state manager --------------------------------------------------------------
     def status(self) -> dict[str, Any]:

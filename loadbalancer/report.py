@@ -190,9 +190,50 @@ def plot_throughput(trace: dict[str, Any], ax: Any) -> None:
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
 
 
-def write_report(trace: dict[str, Any], path: Path) -> None:
-    """Write the plot of one run to ``path``, in the format its extension names (png, svg,
-    pdf...). Raises PlotUnavailable without matplotlib, ReportError for an unknown format,
+KINDS = ("load", "timeline")
+NODE_COLORS = {"master": "tab:blue", "slave": "tab:orange"}
+
+
+def runs_of(trace: dict[str, Any]) -> list[dict[str, Any]]:
+    """The trace's job runs that a timeline can draw (older traces have none)."""
+    runs = trace.get("runs")
+    if not isinstance(runs, list):
+        return []
+    return [run for run in runs if isinstance(run, dict) and _is_number(run.get("t"))
+            and _is_number(run.get("job")) and run.get("node") in NODE_COLORS]
+
+
+def plot_timeline(trace: dict[str, Any], ax: Any) -> None:
+    """Which job ended where and when, into the matplotlib Axes ``ax``: a dot a job in its
+    node's colour; jobs that moved between the nodes after the start as crosses; a copy
+    (a job that ended again, its outcome already in) or a failed attempt ringed in red."""
+    start = float(trace["start"])
+    runs = runs_of(trace)
+    for node, color in NODE_COLORS.items():
+        for moved, marker in ((False, "."), (True, "x")):
+            points = [r for r in runs if r["node"] == node and bool(r.get("moved")) is moved
+                      and r.get("kind") == "ok"]
+            if points:
+                ax.scatter([r["t"] - start for r in points], [r["job"] for r in points],
+                           s=6 if marker == "." else 14, marker=marker, color=color,
+                           linewidths=0.8,
+                           label=f"{node}{' (moved)' if moved else ''} · {len(points)}")
+    again = [r for r in runs if r.get("kind") in ("copy", "failed")]
+    if again:
+        ax.scatter([r["t"] - start for r in again], [r["job"] for r in again], s=40,
+                   facecolors="none", edgecolors="red", linewidths=0.8,
+                   label=f"copy or failed attempt · {len(again)}")
+    ax.set_xlabel("seconds since start")
+    ax.set_ylabel("job")
+    ax.set_title(f"{title(trace)} · where each job ended")
+    ax.set_ylim(bottom=0)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+
+
+def write_report(trace: dict[str, Any], path: Path, kind: str = "load") -> None:
+    """Write a plot of one run to ``path``, in the format its extension names (png, svg,
+    pdf...): ``kind`` "load" (pending jobs over throughput) or "timeline" (where each job
+    ended). Raises PlotUnavailable without matplotlib, ReportError for an unknown format,
     OSError when the file cannot be written."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -203,12 +244,18 @@ def write_report(trace: dict[str, Any], path: Path) -> None:
     figure = Figure(figsize=(10, 8), layout="constrained")
     canvas = FigureCanvasAgg(figure)
     formats = canvas.get_supported_filetypes()
-    kind = path.suffix.removeprefix(".").lower()
-    if kind not in formats:
+    suffix = path.suffix.removeprefix(".").lower()
+    if suffix not in formats:
         raise ReportError(f"cannot write {path}: name it with one of the extensions "
                           f"{', '.join('.' + name for name in sorted(formats))}")
-    pending, rates = figure.subplots(2, 1, sharex=True, height_ratios=(3, 2))
-    plot_trace(trace, pending)
-    pending.set_xlabel("")  # the panel below has the time axis
-    plot_throughput(trace, rates)
-    figure.savefig(path, format=kind)
+    if kind == "timeline":
+        if not runs_of(trace):
+            raise ReportError("this trace records no job runs (it is older than the timeline)")
+        figure.set_size_inches(10, 6)
+        plot_timeline(trace, figure.subplots())
+    else:
+        pending, rates = figure.subplots(2, 1, sharex=True, height_ratios=(3, 2))
+        plot_trace(trace, pending)
+        pending.set_xlabel("")  # the panel below has the time axis
+        plot_throughput(trace, rates)
+    figure.savefig(path, format=suffix)

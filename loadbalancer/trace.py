@@ -19,6 +19,12 @@ class Recorder:
     def __init__(self) -> None:
         self.samples: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
+        # Where and when each job ended (the master's record of both nodes): every job of
+        # a run up to MAX_SAMPLES, then every second one, every fourth... (a long map's
+        # timeline thins out evenly rather than stopping).
+        self.runs: list[dict[str, Any]] = []
+        self._stride = 1
+        self._seen = 0
 
     def sample(self, **values: Any) -> None:
         if len(self.samples) < MAX_SAMPLES:
@@ -27,6 +33,18 @@ class Recorder:
     def event(self, kind: str, **values: Any) -> None:
         if len(self.events) < MAX_SAMPLES:
             self.events.append({"t": time.time(), "type": kind, **values})
+
+    def run(self, job: int, node: str, kind: str, moved: bool) -> None:
+        """A job's outcome came: ``kind`` "ok", "failed" (to be retried, or for good) or
+        "copy" (it had one already); ``moved``: it moved between the nodes after the start."""
+        self._seen += 1
+        if self._seen % self._stride:
+            return
+        self.runs.append({"t": time.time(), "job": job, "node": node, "kind": kind,
+                          "moved": moved})
+        if len(self.runs) >= MAX_SAMPLES:
+            self.runs = self.runs[::2]
+            self._stride *= 2
 
     def capacity_steps(self) -> list[tuple[float, float]]:
         """(time, workers * throttle) from each throttle event on, for the ideal makespan."""

@@ -85,6 +85,37 @@ def test_every_session_is_a_line_of_its_own_and_throughput_follows_done() -> Non
     assert [rate for _, rate in rates] == [[0, 4, 4, 2], [0, 6, 6]]  # jobs/s over 1 s
 
 
+RUNS = [{"t": START + 0.1 * i, "job": i, "node": "master" if i < 6 else "slave",
+         "kind": "ok", "moved": i in (4, 7)} for i in range(10)] + [
+    {"t": START + 1.2, "job": 3, "node": "slave", "kind": "copy", "moved": False},
+    {"t": START + 1.3, "job": 8, "node": "slave", "kind": "failed", "moved": False}]
+
+
+def test_the_timeline_puts_each_job_where_it_ended_moves_and_copies_marked() -> None:
+    ax = Figure().subplots()
+    report.plot_timeline({**TRACE, "runs": RUNS}, ax)
+    drawn = {c.get_label(): [(round(x, 2), y) for x, y in c.get_offsets()]
+             for c in ax.collections}
+    assert drawn == {
+        "master · 5": [(0.0, 0), (0.1, 1), (0.2, 2), (0.3, 3), (0.5, 5)],
+        "master (moved) · 1": [(0.4, 4)],
+        "slave · 3": [(0.6, 6), (0.8, 8), (0.9, 9)],
+        "slave (moved) · 1": [(0.7, 7)],
+        "copy or failed attempt · 2": [(1.2, 3), (1.3, 8)]}
+    assert ax.get_ylabel() == "job"
+
+
+def test_lb_report_kind_timeline_writes_its_image(tmp_path: Path) -> None:
+    from matplotlib.image import imread
+    path = write_trace(tmp_path, {**TRACE, "runs": RUNS})
+    result = invoke("report", str(path), "--kind", "timeline", "-o", str(tmp_path / "t.png"))
+    assert result.exit_code == 0, result.output
+    height, width, _ = imread(tmp_path / "t.png").shape
+    assert (width, height) == (1000, 600)
+    one_error(invoke("report", str(write_trace(tmp_path, TRACE)), "--kind", "timeline"), 2,
+              "records no job runs")
+
+
 def test_a_trace_without_a_ratio_is_titled_with_its_policy_alone() -> None:
     ax = Figure().subplots()
     report.plot_trace({**TRACE, "summary": None}, ax)
@@ -177,3 +208,12 @@ def test_a_real_runs_trace_plots(cluster: Cluster, tmp_path: Path) -> None:
         "master (throttle 1)", "slave (throttle 0.5 → 0.2)", "ideal end"}
     assert "slave throttle 0.2" in [text.get_text() for text in ax.texts]
     assert ax.get_title().startswith("lb run · policy symmetric · makespan / ideal ")
+    # Every job's outcome is in the runs, on the node that computed it.
+    runs = report.runs_of(trace)
+    ended = {run["job"] for run in runs if run["kind"] == "ok"}
+    assert ended == set(range(128))
+    summary = trace["summary"]
+    assert sum(run["node"] == "slave" and run["kind"] == "ok" for run in runs) \
+        <= summary["executed"]["slave"]
+    if summary["moved"]["to_slave"] + summary["moved"]["to_master"]:
+        assert any(run["moved"] for run in runs)
