@@ -87,3 +87,25 @@ def test_the_demo_dashboard_in_a_terminal(tmux: list[str], tmp_path: Path) -> No
     text = log.read_text()
     assert " INFO master: slave joined" in text and " INFO master: verified" in text
     assert " INFO slave: master joined" in text
+
+
+def test_ctrl_c_leaves_the_screen_restored_and_says_so(tmux: list[str], tmp_path: Path) -> None:
+    # Long jobs: the run is well under way when Ctrl-C comes.
+    demo = [sys.executable, "-m", "loadbalancer", "demo", "--jobs", "64", "--iterations",
+            "40000"]
+    shell = f"{shlex.join(demo)}; echo lb exited $?; sleep 60"
+    subprocess.run([*tmux, "new-session", "-d", "-x", "100", "-y", "30", "-s", "demo", shell],
+                   check=True, timeout=10, cwd=tmp_path)
+    watch(tmux, lambda text: "SLAVE · peer · processing" in text, timeout=30)
+    subprocess.run([*tmux, "send-keys", "-t", "demo", "C-c"], check=True, timeout=10)
+    frames = watch(tmux, lambda text: "lb exited" in text, timeout=30)
+    end = screen(tmux, history=True)
+    assert "interrupted (Ctrl-C): stopping" in end
+    assert "lb exited 130" in frames[-1]
+    # The live view stopped (the screen no longer changes) and the cursor is back.
+    before = screen(tmux)
+    time.sleep(1)
+    assert screen(tmux) == before
+    cursor = subprocess.run([*tmux, "display", "-p", "-t", "demo", "#{cursor_flag}"],
+                            capture_output=True, text=True, timeout=10).stdout.strip()
+    assert cursor == "1"
