@@ -392,7 +392,9 @@ def demo(jobs: int | None, policy: str, slave_throttle: float, workers: int | No
                 slave.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 slave.kill()
-        if code not in (EXIT_OK, EXIT_JOBS_FAILED) or slave.returncode != EXIT_OK:
+        # Ctrl-C stops both (the slave is in the terminal's process group): no news there.
+        if code not in (EXIT_OK, EXIT_JOBS_FAILED, EXIT_INTERRUPTED) or \
+                slave.returncode not in (EXIT_OK, EXIT_INTERRUPTED):
             click.echo(f"slave exited {slave.returncode}; its log:", err=True)
             click.echo(log_path.read_text()[-4000:], err=True)
         sys.exit(code)

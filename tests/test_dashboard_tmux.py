@@ -102,6 +102,7 @@ def test_ctrl_c_leaves_the_screen_restored_and_says_so(tmux: list[str], tmp_path
     end = screen(tmux, history=True)
     assert "interrupted (Ctrl-C): stopping" in end
     assert "lb exited 130" in frames[-1]
+    assert "its log" not in end  # the slave stopped too: not shown as a failure
     # The live view stopped (the screen no longer changes) and the cursor is back.
     before = screen(tmux)
     time.sleep(1)
