@@ -32,6 +32,7 @@ import psutil
 from benchmarks.cluster import NodePair
 from loadbalancer import config as configuration
 from loadbalancer import local, wire
+from loadbalancer.addresses import Address
 from loadbalancer.endpoint import Endpoint
 from loadbalancer.faultproxy import Faults
 from loadbalancer.node import new_incarnation
@@ -111,7 +112,7 @@ async def keyed_flood(settings: dict[str, object], seconds: float) -> int:
     return sent
 
 
-def junk_flood(address: tuple[str, int], seconds: float) -> int:
+def junk_flood(address: Address, seconds: float) -> int:
     forged_key = wire.Keys("not the secret")
     sent = 0
     deadline = time.monotonic() + seconds

@@ -19,9 +19,10 @@ import click
 
 from loadbalancer import __version__, adaptor, control, local, logs, newconfig, workload
 from loadbalancer import config as configuration
+from loadbalancer.addresses import Address
 from loadbalancer.app import run_node
 from loadbalancer.batch import Batch, MapBatch, WorkloadBatch
-from loadbalancer.config import Address, Config, ConfigError
+from loadbalancer.config import Config, ConfigError
 from loadbalancer.exits import EXIT_INTERRUPTED, EXIT_JOBS_FAILED, EXIT_OK
 from loadbalancer.functions import Catalog, split_target
 from loadbalancer.journal import JournalError

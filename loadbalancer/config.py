@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from loadbalancer import adaptor, fields, wire
+from loadbalancer.addresses import Address
 from loadbalancer.messages import WorkloadSpec
-
-Address = tuple[str, int]
 
 # A secret is random symbols in one of these formats: its entropy is its length times the bits
 # each symbol of the format's alphabet carries. `lb init` writes secrets.token_urlsafe(32):

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from loadbalancer import wire
-from loadbalancer.paths import Address
+from loadbalancer.addresses import Address
 from loadbalancer.session import Connection, Event
 
 RECEIVE_BUFFER = 4 * 2**20

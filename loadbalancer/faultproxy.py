@@ -24,9 +24,8 @@ from typing import Any
 
 import click
 
+from loadbalancer.addresses import Address
 from loadbalancer.app import loop_factory
-
-Address = tuple[str, int]
 
 _PROBABILITIES = ("loss", "duplicate", "reorder")
 

@@ -22,8 +22,8 @@ import math
 import os
 
 from loadbalancer import wire
+from loadbalancer.addresses import Address
 
-Address = tuple[str, int]
 # At most one challenge per this many seconds, whatever the addresses: all an address that
 # is not the peer's can get out of us. Answers come a round trip later.
 CHALLENGE_GAP = 0.2

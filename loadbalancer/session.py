@@ -45,7 +45,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from loadbalancer import wire
-from loadbalancer.paths import Address, PeerPath
+from loadbalancer.addresses import Address
+from loadbalancer.paths import PeerPath
 from loadbalancer.reliable import (
     MessageAcked,
     MessageReceived,

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from loadbalancer.faultproxy import Address, FaultModel, Faults, Proxy, start_proxy
+from loadbalancer.addresses import Address
+from loadbalancer.faultproxy import FaultModel, Faults, Proxy, start_proxy
 
 REPO = Path(__file__).resolve().parent.parent
 LOCAL = ("127.0.0.1", 0)

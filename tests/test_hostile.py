@@ -21,6 +21,7 @@ from conftest import ISSUE_STATES, Cluster, payload_of
 
 from loadbalancer import config as configuration
 from loadbalancer import messages, wire
+from loadbalancer.addresses import Address
 from loadbalancer.endpoint import Endpoint
 from loadbalancer.messages import Finish, Jobs, Needs, Refuse, Trace, Verdict, WorkloadSpec
 from loadbalancer.paths import CHALLENGE_GAP
@@ -28,7 +29,6 @@ from loadbalancer.reliable import MessageReceived
 from loadbalancer.session import HELLO_SENDERS, WELCOME_GAP, Connection, Event, PeerJoined
 from loadbalancer.wire import Kind, Role
 
-Address = tuple[str, int]
 SPEC = WorkloadSpec("vector", {"elements": 64, "jobs": 4, "iterations": 1})
 
 
