@@ -30,9 +30,8 @@ from pathlib import Path
 import psutil
 
 from benchmarks.cluster import NodePair
-from loadbalancer import config as configuration
 from loadbalancer import local, wire
-from loadbalancer.addresses import Address
+from loadbalancer.addresses import Address, parse_address
 from loadbalancer.endpoint import Endpoint
 from loadbalancer.faultproxy import Faults
 from loadbalancer.node import new_incarnation
@@ -88,10 +87,10 @@ async def keyed_flood(settings: dict[str, object], seconds: float) -> int:
     key = wire.Keys(str(settings["secret"]))
     joined = asyncio.Event()
     connection = Connection(Role.MASTER, key, new_incarnation=new_incarnation,
-                            peer_address=configuration.parse_address(settings["slave"], "slave"),
+                            peer_address=parse_address(settings["slave"], "slave"),
                             now=loop.time())
     endpoint = Endpoint(connection, lambda e: joined.set() if isinstance(e, PeerJoined) else None)
-    await endpoint.bind(configuration.parse_address(settings["master"], "master"))
+    await endpoint.bind(parse_address(settings["master"], "master"))
     await asyncio.wait_for(joined.wait(), 10)
     # Packet numbers far above the connection's own; the fragments, being
     # authenticated, are also what keeps the session alive at the slave.
@@ -138,7 +137,7 @@ def flood(seconds: float) -> None:
             local.wait_until_listening(config, "slave", slave)
             time.sleep(1.0)
             before = rss_mib(slave.pid)
-            address = configuration.parse_address(settings["slave"], "slave")
+            address = parse_address(settings["slave"], "slave")
             junk = junk_flood(address, seconds / 2)
             middle = rss_mib(slave.pid)
             keyed = asyncio.run(keyed_flood(settings, seconds / 2))

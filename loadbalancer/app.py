@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from loadbalancer.addresses import Address
-from loadbalancer.config import Config, format_address
+from loadbalancer.addresses import Address, format_address
+from loadbalancer.config import Config
 from loadbalancer.exits import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_TERMINATED
 from loadbalancer.node import Node
 from loadbalancer.tasks import Tasks

@@ -19,7 +19,7 @@ import click
 
 from loadbalancer import __version__, adaptor, control, local, logs, newconfig, workload
 from loadbalancer import config as configuration
-from loadbalancer.addresses import Address
+from loadbalancer.addresses import Address, parse_address
 from loadbalancer.app import run_node
 from loadbalancer.batch import Batch, MapBatch, WorkloadBatch
 from loadbalancer.config import Config, ConfigError
@@ -55,8 +55,8 @@ class AddressType(click.ParamType):  # type: ignore[type-arg]  # generic only in
         if isinstance(value, tuple):  # click may hand back a value it converted already
             return value
         try:
-            return configuration.parse_address(value, "the address")
-        except ConfigError as error:
+            return parse_address(value, "the address")
+        except ValueError as error:
             self.fail(str(error), param, ctx)
 
 

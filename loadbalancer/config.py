@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from loadbalancer import adaptor, fields, wire
-from loadbalancer.addresses import Address
+from loadbalancer.addresses import Address, format_address, parse_address
 from loadbalancer.messages import WorkloadSpec
 
 # A secret is random symbols in one of these formats: its entropy is its length times the bits
@@ -74,19 +74,11 @@ class Config:
         return self.master if role is wire.Role.MASTER else self.slave
 
 
-def format_address(address: Address) -> str:
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def parse_address(text: object, key: str) -> Address:
-    if not isinstance(text, str) or ":" not in text:
-        raise ConfigError(f"{key} must be HOST:PORT, not {text!r}")
-    host, _, port = text.rpartition(":")
-    host = host.strip("[]")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"{key} must be HOST:PORT with a port from 1 to 65535, not {text!r}")
-    return host, int(port)
+def _address(raw: dict[str, Any], key: str) -> Address:
+    try:
+        return parse_address(raw[key], key)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def _number(raw: dict[str, Any], key: str, low: float, high: float, *,
@@ -178,8 +170,7 @@ def from_dict(raw: dict[str, Any]) -> Config:
     for key in ("master", "slave", "secret"):
         if key not in raw:
             raise ConfigError(f"missing key {key!r}")
-    config = Config(parse_address(raw["master"], "master"), parse_address(raw["slave"], "slave"),
-                    check_secret(raw["secret"]))
+    config = Config(_address(raw, "master"), _address(raw, "slave"), check_secret(raw["secret"]))
     if config.master == config.slave:
         raise ConfigError(f"master and slave are both {format_address(config.master)}: "
                           "each node binds its own address, so they must differ")

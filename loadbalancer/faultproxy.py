@@ -24,7 +24,7 @@ from typing import Any
 
 import click
 
-from loadbalancer.addresses import Address
+from loadbalancer.addresses import Address, parse_address
 from loadbalancer.app import loop_factory
 
 _PROBABILITIES = ("loss", "duplicate", "reorder")
@@ -217,16 +217,13 @@ async def start_proxy(
 
 def _address_option(name: str, min_port: int, help_text: str) -> Callable[[Any], Any]:
     def parse(ctx: click.Context, param: click.Parameter, value: str) -> Address:
-        host, _, port = value.rpartition(":")
-        host = host.removeprefix("[").removesuffix("]")
         try:
+            host, port = parse_address(value, "the address", lowest_port=min_port)
             # An IP literal, so that sending a datagram never waits on a name lookup.
             ipaddress.ip_address(host)
-        except ValueError:
-            raise click.BadParameter(f"expected IP:PORT, got {value!r}") from None
-        if not port.isdigit() or not min_port <= int(port) <= 65535:
-            raise click.BadParameter(f"port must be {min_port}..65535, got {value!r}")
-        return host, int(port)
+        except ValueError as error:
+            raise click.BadParameter(f"expected IP:PORT ({error})") from None
+        return host, port
 
     return click.option(
         f"--{name}", required=True, callback=parse, metavar="IP:PORT", help=help_text

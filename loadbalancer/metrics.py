@@ -23,8 +23,7 @@ from prometheus_client.core import (
 )
 
 from loadbalancer import __version__
-from loadbalancer.addresses import Address
-from loadbalancer.config import format_address
+from loadbalancer.addresses import Address, format_address
 
 StatusSource = Callable[[], dict[str, Any] | None]
 PHASES = ("waiting", "processing", "aggregating", "done")

@@ -9,8 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from loadbalancer.addresses import Address
-from loadbalancer.config import format_address
+from loadbalancer.addresses import Address, format_address
 
 # Both on this machine: a config that works as written, to try lb before the second machine.
 DEFAULT_MASTER = "127.0.0.1:7700"

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from loadbalancer import adaptor, control, messages
-from loadbalancer.config import Config, format_address
+from loadbalancer.addresses import format_address
+from loadbalancer.config import Config
 from loadbalancer.endpoint import Endpoint, path_max_datagram, resolve
 from loadbalancer.jobs import JobQueue, Queued
 from loadbalancer.logs import jobs

@@ -15,6 +15,7 @@ import pytest
 from test_control import Impostor
 
 from loadbalancer import local
+from loadbalancer.addresses import parse_address
 
 
 def lb(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -89,10 +90,9 @@ def test_unreachable_node_exits_1(config: Path) -> None:
 
 def test_a_port_in_use_exits_1_and_leaves_no_journal(config: Path) -> None:
     import socket
-    address = json.loads(config.read_text())["master"]
-    host, port = address.split(":")
+    address = parse_address(json.loads(config.read_text())["master"], "master")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((host, int(port)))
+        sock.bind(address)
         one_line_error(lb("launch", "--role", "master", "--config", str(config)), 1,
                        "cannot start the master")
     assert not (config.parent / "master.journal").exists()  # the next start is a fresh one

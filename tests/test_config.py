@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from loadbalancer import config, endpoint
+from loadbalancer.addresses import parse_address
 from loadbalancer.config import ConfigError
 from loadbalancer.endpoint import path_max_datagram
 
@@ -29,7 +30,7 @@ def test_minimal_config_gets_the_defaults() -> None:
 
 
 def test_ipv6_address() -> None:
-    assert config.parse_address("[::1]:9000", "master") == ("::1", 9000)
+    assert parse_address("[::1]:9000", "master") == ("::1", 9000)
 
 
 @pytest.mark.parametrize(("change", "named"), [

@@ -12,8 +12,8 @@ import time
 import pytest
 from conftest import Cluster
 
-from loadbalancer import config as configuration
 from loadbalancer import control, local, wire
+from loadbalancer.addresses import parse_address
 
 # 256 jobs of about 10 ms each: a run takes a few seconds.
 SMALL = {"jobs": 256, "elements_per_job": 8192, "iterations": 3000}
@@ -98,7 +98,7 @@ def test_datagrams_with_a_bad_tag_are_dropped_and_counted(cluster: Cluster) -> N
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         for _ in range(50):
             for role in ("master", "slave"):
-                sock.sendto(forged, configuration.parse_address(settings[role], role))
+                sock.sendto(forged, parse_address(settings[role], role))
     assert cluster.wait() == {"slave": 0, "master": 0}
     result = cluster.result()
     assert result["verified"] is True

@@ -19,9 +19,8 @@ from typing import Any
 import pytest
 from conftest import ISSUE_STATES, Cluster, payload_of
 
-from loadbalancer import config as configuration
 from loadbalancer import messages, wire
-from loadbalancer.addresses import Address
+from loadbalancer.addresses import Address, parse_address
 from loadbalancer.endpoint import Endpoint
 from loadbalancer.messages import Finish, Jobs, Needs, Refuse, Trace, Verdict, WorkloadSpec
 from loadbalancer.paths import CHALLENGE_GAP
@@ -98,8 +97,8 @@ def tapped(cluster: Cluster) -> Iterator[tuple[Cluster, Tap]]:
     cluster.configure(policy="symmetric", jobs=256, elements_per_job=32768, iterations=2000,
                       max_datagram=1400)
     settings = cluster.settings
-    tap = Tap(configuration.parse_address(settings["master"], "master"),
-              configuration.parse_address(settings["slave"], "slave"))
+    tap = Tap(parse_address(settings["master"], "master"),
+              parse_address(settings["slave"], "slave"))
     master_view = dict(settings, slave=f"127.0.0.1:{tap.front.getsockname()[1]}")
     slave_view = dict(settings, master=f"127.0.0.1:{tap.back.getsockname()[1]}")
     for role, view in (("master", master_view), ("slave", slave_view)):
@@ -136,8 +135,8 @@ def test_a_flood_of_junk_and_replays_is_counted_and_changes_nothing(
     settings = cluster.settings
     kinds = hostile(wire.Keys("not the secret at all"), tap.to_slave[-1])
     replay_to_slave, replay_to_master = list(tap.to_slave), list(tap.to_master)
-    targets = {"master": configuration.parse_address(settings["master"], "master"),
-               "slave": configuration.parse_address(settings["slave"], "slave")}
+    targets = {"master": parse_address(settings["master"], "master"),
+               "slave": parse_address(settings["slave"], "slave")}
     flood = [(data, target) for datagrams in kinds.values() for data in datagrams
              for target in targets.values()]
     flood += [(data, targets["slave"]) for data in replay_to_slave]
@@ -197,10 +196,10 @@ class FakePeer:
         other = str(self.role.peer)
         connection = Connection(
             self.role, wire.Keys(str(self.settings["secret"])),
-            peer_address=configuration.parse_address(self.settings[other], other),
+            peer_address=parse_address(self.settings[other], other),
             new_incarnation=lambda: 10**15, now=loop.time())
         endpoint = Endpoint(connection, self.events.put_nowait)
-        await endpoint.bind(configuration.parse_address(self.settings[str(self.role)],
+        await endpoint.bind(parse_address(self.settings[str(self.role)],
                                                         str(self.role)))
         return endpoint
 
@@ -399,7 +398,7 @@ def join_seconds(cluster: Cluster, flood: bool) -> tuple[float, Replayer | None]
     """From the master's start until it says the slave joined; the replayer if ``flood``."""
     cluster.configure(**SMALL_RUN)
     settings = cluster.settings
-    addresses = {role: configuration.parse_address(settings[role], role)
+    addresses = {role: parse_address(settings[role], role)
                  for role in ("master", "slave")}
     replayer = None
     cluster.start("slave")

@@ -12,8 +12,8 @@ import time
 import pytest
 from conftest import Cluster
 
-from loadbalancer import config as configuration
 from loadbalancer import messages, wire
+from loadbalancer.addresses import parse_address
 from loadbalancer.dashboard import STATUS_ROWS
 from loadbalancer.endpoint import Endpoint
 from loadbalancer.messages import Jobs, Needs, Refuse, Verdict
@@ -38,10 +38,10 @@ class FakeSlave:
         loop = asyncio.get_running_loop()
         connection = Connection(
             Role.SLAVE, wire.Keys(str(self.settings["secret"])),
-            peer_address=configuration.parse_address(self.settings["master"], "master"),
+            peer_address=parse_address(self.settings["master"], "master"),
             new_incarnation=lambda: 10**15, now=loop.time())
         endpoint = Endpoint(connection, self.events.put_nowait)
-        await endpoint.bind(configuration.parse_address(self.settings["slave"], "slave"))
+        await endpoint.bind(parse_address(self.settings["slave"], "slave"))
         return endpoint
 
     async def refuse_jobs(self, endpoint: Endpoint) -> None:
