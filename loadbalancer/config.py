@@ -84,9 +84,7 @@ def _address(raw: dict[str, Any], key: str) -> Address:
 def _number(raw: dict[str, Any], key: str, low: float, high: float, *,
             low_open: bool = False) -> float:
     value = raw[key]
-    # json reads NaN and Infinity: not numbers a setting can be.
-    if not isinstance(value, int | float) or isinstance(value, bool) or (
-            isinstance(value, float) and not math.isfinite(value)):
+    if not fields.finite(value):  # json reads NaN and Infinity: not numbers a setting can be
         raise ConfigError(f"{key} must be a number, not {value!r:.40}")
     if not fields.number(value, low, high) or (low_open and value == low):
         bound = f"above {low}" if low_open else f"at least {low}"

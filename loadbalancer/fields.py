@@ -1,4 +1,5 @@
-"""Checks of values that came off the network: the fields of the peer's messages and STATE.
+"""Checks of values read from outside: the fields of the peer's messages and STATE, the
+config's settings, a control request, a trace file.
 
 JSON gives ``True`` where a number is expected, and a number of any size. Each check here
 refuses bools and takes only what lies within explicit bounds, so that arithmetic on an
@@ -8,6 +9,7 @@ NaN lies within no bounds.
 
 from __future__ import annotations
 
+import math
 from typing import Any, TypeGuard
 
 MAX_ID = 2**63 - 1  # a job's or a request's id: a signed 64-bit integer in any language
@@ -20,6 +22,11 @@ def number(value: object, low: float, high: float) -> TypeGuard[float]:
     """An int or a float from ``low`` to ``high``."""
     return isinstance(value, int | float) and not isinstance(value, bool) \
         and low <= value <= high
+
+
+def finite(value: object) -> TypeGuard[float]:
+    """An int of any size or a finite float: a number, whatever bounds it is held to next."""
+    return number(value, -math.inf, math.inf) and value not in (-math.inf, math.inf)
 
 
 def integer(value: object, low: int, high: int) -> TypeGuard[int]:

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from loadbalancer import adaptor, control, messages
+from loadbalancer import adaptor, control, fields, messages
 from loadbalancer.addresses import format_address
 from loadbalancer.config import Config
 from loadbalancer.endpoint import Endpoint, path_max_datagram, resolve
@@ -559,9 +559,9 @@ class Node:
                     "remote": None if self.remote is None else self.remote.status}
         if command == "throttle":
             value = request.get("value")
-            if not isinstance(value, int | float) or isinstance(value, bool):
+            if not fields.finite(value):
                 return {"error": f"throttle must be a number, not {value!r}"}
-            if not 0 <= value <= 1:
+            if not fields.number(value, 0, 1):
                 return {"error": f"throttle must be between 0 and 1, not {value}"}
             self.set_throttle(float(value))
             return {"throttle": self.throttle.value}

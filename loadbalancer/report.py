@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from loadbalancer import fields
+
 INSTALL_HINT = "matplotlib is not installed: pip install 'lb[plot]'"
 
 
@@ -27,10 +29,6 @@ class PlotUnavailable(RuntimeError):
     """matplotlib is not installed."""
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def _check_records(records: object, where: str, keys: Sequence[str]) -> None:
     if not isinstance(records, list):
         raise ReportError(f"{where} must be a list")
@@ -38,7 +36,7 @@ def _check_records(records: object, where: str, keys: Sequence[str]) -> None:
         if not isinstance(record, dict):
             raise ReportError(f"{where}[{index}] must be an object")
         for key in keys:
-            if not _is_number(record.get(key)):
+            if not fields.finite(record.get(key)):
                 raise ReportError(f"{where}[{index}] has no number {key!r}")
 
 
@@ -46,7 +44,7 @@ def check_trace(trace: object) -> dict[str, Any]:
     """The trace itself if it has what a plot needs, else ReportError naming the first flaw."""
     if not isinstance(trace, dict):
         raise ReportError("a trace is a JSON object")
-    if not _is_number(trace.get("start")):
+    if not fields.finite(trace.get("start")):
         raise ReportError("the trace has no number 'start'")
     nodes = trace.get("nodes")
     if not isinstance(nodes, dict) or not nodes:
@@ -57,7 +55,7 @@ def check_trace(trace: object) -> dict[str, Any]:
         _check_records(node.get("samples"), f"nodes.{role}.samples", ("t", "pending"))
         _check_records(node.get("events"), f"nodes.{role}.events", ("t",))
         for index, event in enumerate(node["events"]):
-            if event.get("type") == "throttle" and not _is_number(event.get("throttle")):
+            if event.get("type") == "throttle" and not fields.finite(event.get("throttle")):
                 raise ReportError(f"nodes.{role}.events[{index}] is a throttle event "
                                   "without a number 'throttle'")
     return trace
@@ -86,7 +84,7 @@ def load_trace(path: Path) -> dict[str, Any]:
 def title(trace: dict[str, Any]) -> str:
     parts = [f"lb run · policy {trace.get('policy', '?')}"]
     summary = trace.get("summary")
-    if isinstance(summary, dict) and _is_number(summary.get("ratio")):
+    if isinstance(summary, dict) and fields.finite(summary.get("ratio")):
         parts.append(f"makespan / ideal {summary['ratio']:.2f}")
     return " · ".join(parts)
 
@@ -144,7 +142,7 @@ def plot_trace(trace: dict[str, Any], ax: Any) -> None:
                         xycoords=("data", "axes fraction"), rotation=90, ha="right", va="top",
                         fontsize=8, color=color)
     summary = trace.get("summary")
-    if isinstance(summary, dict) and _is_number(summary.get("ideal_s")):
+    if isinstance(summary, dict) and fields.finite(summary.get("ideal_s")):
         ax.axvline(summary["ideal_s"], color="black", linestyle="--", linewidth=1,
                    label="ideal end")
     ax.set_xlabel("seconds since start")
@@ -162,7 +160,7 @@ def throughput(samples: list[dict[str, Any]], start: float) -> list[tuple[list[f
     trailing RATE_WINDOW, from the cumulative ``done`` of its samples."""
     lines = []
     for session in _sessions({"samples": samples}):
-        counted = [sample for sample in session if _is_number(sample.get("done"))]
+        counted = [sample for sample in session if fields.finite(sample.get("done"))]
         seconds, rates = [], []
         first = 0
         for sample in counted:
@@ -199,8 +197,8 @@ def runs_of(trace: dict[str, Any]) -> list[dict[str, Any]]:
     runs = trace.get("runs")
     if not isinstance(runs, list):
         return []
-    return [run for run in runs if isinstance(run, dict) and _is_number(run.get("t"))
-            and _is_number(run.get("job")) and run.get("node") in NODE_COLORS]
+    return [run for run in runs if isinstance(run, dict) and fields.finite(run.get("t"))
+            and fields.finite(run.get("job")) and run.get("node") in NODE_COLORS]
 
 
 def plot_timeline(trace: dict[str, Any], ax: Any) -> None:
