@@ -20,7 +20,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +44,8 @@ from loadbalancer.messages import (
 )
 from loadbalancer.node import Node
 from loadbalancer.outcome import Failure, Outcome
-from loadbalancer.peerstate import MAX_WORKERS
 from loadbalancer.tasks import Task, describe
-from loadbalancer.trace import PeerHistory
+from loadbalancer.trace import COUNT, SAMPLE, PeerHistory, event_flaw, sample_flaw
 from loadbalancer.wire import Role
 from loadbalancer.workload import WorkloadError
 
@@ -506,26 +505,16 @@ def _summary_line(summary: dict[str, Any]) -> str:
             f"then moved {moved['to_slave']} to the slave and {moved['to_master']} back")
 
 
-# What the summary and the plots take from the slave's trace records, and their bounds.
-_TIME = (0, fields.MAX_COUNT)
-_SAMPLE = {"t": _TIME, "pending": (0, fields.MAX_COUNT), "throttle": (0, 1),
-           "done": (0, fields.MAX_COUNT)}
-_EVENT = {"t": _TIME}
-_THROTTLE_EVENT = {"t": _TIME, "throttle": (0, 1), "workers": (1, MAX_WORKERS)}
-
-
-def _within(record: dict[str, Any], bounds: Mapping[str, tuple[float, float]]) -> bool:
-    return all(fields.number(record.get(key), low, high) for key, (low, high) in bounds.items())
+# The slave's own samples carry its throttle and its jobs done, besides what every sample has.
+_SLAVE_SAMPLE = {**SAMPLE, "throttle": (0, 1), "done": COUNT}
 
 
 def checked_trace(trace: Trace) -> Trace:
     """The slave's trace with what the summary and the plots rely on checked:
     records lacking a number they need, or with one out of bounds, are left out;
     counters must be numbers within bounds."""
-    samples = [s for s in trace.samples if isinstance(s, dict) and _within(s, _SAMPLE)]
-    events = [e for e in trace.events if isinstance(e, dict)
-              and fields.text(e.get("type"), fields.MAX_NAME)
-              and _within(e, _THROTTLE_EVENT if e["type"] == "throttle" else _EVENT)]
+    samples = [s for s in trace.samples if sample_flaw(s, _SLAVE_SAMPLE) is None]
+    events = [e for e in trace.events if event_flaw(e) is None]
     stats: dict[str, Any] = {k: v for k, v in trace.stats.items()
                              if fields.number(v, 0, fields.MAX_COUNT)}
     if "dropped" in trace.stats:

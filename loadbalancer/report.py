@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from loadbalancer import fields
+from loadbalancer.trace import event_flaw, sample_flaw
 
 INSTALL_HINT = "matplotlib is not installed: pip install 'lb[plot]'"
 
@@ -29,15 +30,13 @@ class PlotUnavailable(RuntimeError):
     """matplotlib is not installed."""
 
 
-def _check_records(records: object, where: str, keys: Sequence[str]) -> None:
+def _check_records(records: object, where: str, flaw: Callable[[object], str | None]) -> None:
     if not isinstance(records, list):
         raise ReportError(f"{where} must be a list")
     for index, record in enumerate(records):
-        if not isinstance(record, dict):
-            raise ReportError(f"{where}[{index}] must be an object")
-        for key in keys:
-            if not fields.finite(record.get(key)):
-                raise ReportError(f"{where}[{index}] has no number {key!r}")
+        problem = flaw(record)
+        if problem is not None:
+            raise ReportError(f"{where}[{index}] {problem}")
 
 
 def check_trace(trace: object) -> dict[str, Any]:
@@ -52,12 +51,8 @@ def check_trace(trace: object) -> dict[str, Any]:
     for role, node in nodes.items():
         if not isinstance(node, dict):
             raise ReportError(f"nodes.{role} must be an object")
-        _check_records(node.get("samples"), f"nodes.{role}.samples", ("t", "pending"))
-        _check_records(node.get("events"), f"nodes.{role}.events", ("t",))
-        for index, event in enumerate(node["events"]):
-            if event.get("type") == "throttle" and not fields.finite(event.get("throttle")):
-                raise ReportError(f"nodes.{role}.events[{index}] is a throttle event "
-                                  "without a number 'throttle'")
+        _check_records(node.get("samples"), f"nodes.{role}.samples", sample_flaw)
+        _check_records(node.get("events"), f"nodes.{role}.events", event_flaw)
     return trace
 
 

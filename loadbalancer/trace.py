@@ -4,15 +4,60 @@ Times are wall-clock seconds (``time.time()``) so that the master can put
 both nodes' traces on one axis; on two machines that assumes their clocks are
 synchronised (NTP keeps them within milliseconds, far below the sampling
 period).
+
+A trace that comes from elsewhere (the slave's TRACE message, a file given to ``lb report``)
+is read with :func:`sample_flaw` and :func:`event_flaw`, which say what the records lack of
+what its readers take from them.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from loadbalancer import fields
+from loadbalancer.peerstate import MAX_WORKERS
+
 MAX_SAMPLES = 100_000  # a day at five samples a second: bounded however long a run takes
+
+Bounds = Mapping[str, tuple[float, float]]
+# The numbers that the summary and the plots take from a record, and their bounds.
+TIME = (0, fields.MAX_COUNT)
+COUNT = (0, fields.MAX_COUNT)
+SAMPLE: Bounds = {"t": TIME, "pending": COUNT}
+EVENT: Bounds = {"t": TIME}
+THROTTLE_EVENT: Bounds = {"t": TIME, "throttle": (0, 1), "workers": (1, MAX_WORKERS)}
+
+
+def sample_flaw(sample: object, needs: Bounds = SAMPLE) -> str | None:
+    """What makes ``sample`` unfit for the readers of a trace, in words; None if nothing."""
+    if not isinstance(sample, dict):
+        return "must be an object"
+    return _numbers_flaw(sample, needs)
+
+
+def event_flaw(event: object) -> str | None:
+    """What makes ``event`` unfit for the readers of a trace, in words; None if nothing."""
+    if not isinstance(event, dict):
+        return "must be an object"
+    if not fields.text(event.get("type"), fields.MAX_NAME):
+        return "has no type"
+    if event["type"] != "throttle":
+        return _numbers_flaw(event, EVENT)
+    flaw = _numbers_flaw(event, THROTTLE_EVENT)
+    return None if flaw is None else f"is a throttle event that {flaw}"
+
+
+def _numbers_flaw(record: dict[str, Any], needs: Bounds) -> str | None:
+    for key, (low, high) in needs.items():
+        value = record.get(key)
+        if not fields.finite(value):
+            return f"has no number {key!r}"
+        if not fields.number(value, low, high):
+            return f"has {key!r} out of {low} to {high}: {value!r:.40}"
+    return None
 
 
 class Recorder:

@@ -159,6 +159,8 @@ def test_lb_report_writes_the_plot_next_to_the_trace(tmp_path: Path) -> None:
     ({"start": START, "nodes": {"master": {"samples": [], "events": [{"t": 1,
                                                                        "type": "throttle"}]}}},
      ["nodes.master.events[0]", "throttle event"]),
+    ({"start": START, "nodes": {"master": {"samples": [], "events": [{"t": 1}]}}},
+     ["nodes.master.events[0]", "no type"]),
     ([1, 2], ["not an lb trace", "JSON object"]),
 ])
 def test_a_bad_trace_exits_2(tmp_path: Path, trace: object, words: list[str]) -> None:
