@@ -21,7 +21,8 @@ from types import TracebackType
 from typing import Any
 
 from loadbalancer import control, local
-from loadbalancer.faultproxy import Faults
+from loadbalancer.testing import loopback
+from loadbalancer.testing.faultproxy import Faults
 
 ROLES = ("master", "slave")
 START_TIMEOUT = 30.0
@@ -95,7 +96,7 @@ class NodePair:
         self.proxy_stats: dict[str, Any] | None = None
         if faults is not None:
             seeded = [] if seed is None else ["--seed", str(seed)]
-            self.proxy, self.configs = local.start_proxy(config, *proxy_flags(faults), *seeded)
+            self.proxy, self.configs = loopback.start_proxy(config, *proxy_flags(faults), *seeded)
 
     # ---- nodes -----------------------------------------------------------------------
     @property

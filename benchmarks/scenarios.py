@@ -16,7 +16,7 @@ from typing import Any
 from benchmarks import simulate
 from benchmarks.cluster import Armed, ClusterError, NodePair
 from benchmarks.results import Row, lb_row
-from loadbalancer.faultproxy import Faults
+from loadbalancer.testing.faultproxy import Faults
 from loadbalancer.worker import DutyCycle, Throttle
 from loadbalancer.workload import Vector
 

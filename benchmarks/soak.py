@@ -33,10 +33,10 @@ from benchmarks.cluster import NodePair
 from loadbalancer import local, wire
 from loadbalancer.addresses import Address, parse_address
 from loadbalancer.endpoint import Endpoint
-from loadbalancer.faultproxy import Faults
 from loadbalancer.node import new_incarnation
 from loadbalancer.reliable import Fragment
 from loadbalancer.session import Connection, PeerJoined
+from loadbalancer.testing.faultproxy import Faults
 from loadbalancer.wire import Header, Kind, Role
 
 POLICIES = ("symmetric", "sender", "receiver", "none")

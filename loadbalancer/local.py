@@ -1,7 +1,7 @@
 """Both nodes on one machine: a loopback config and node processes.
 
-Used by ``lb demo``, the end-to-end tests and the benchmark harness, so that
-they all start nodes the same way a user would.
+Used by ``lb demo`` and by :mod:`loadbalancer.testing.loopback` (the tests and the
+benchmark harness), so that they all start nodes the same way a user would.
 """
 
 from __future__ import annotations
@@ -66,30 +66,3 @@ def wait_until_listening(config: Path, role: str, process: subprocess.Popen[byte
         if time.monotonic() > deadline:
             raise RuntimeError(f"the {role} was not listening after {timeout:.0f}s")
         time.sleep(0.02)
-
-
-def start_proxy(config: Path, *fault_args: str,
-                log: Path | None = None) -> tuple[subprocess.Popen[bytes], dict[str, Path]]:
-    """Put the fault proxy between the nodes of ``config``.
-
-    Returns the proxy process and a config per role: the master's names the
-    proxy's front as the slave, the slave's names its back as the master.
-    """
-    raw = json.loads(config.read_text())
-    front, back = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
-    command = [sys.executable, "-m", "loadbalancer.faultproxy", "--front", front, "--back", back,
-               "--master", raw["master"], "--slave", raw["slave"], *fault_args]
-    proxy = subprocess.Popen(command, stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL if log is None else log.open("wb"))
-    assert proxy.stdout is not None
-    ready = proxy.stdout.readline().decode()
-    if not ready.startswith("ready"):
-        proxy.kill()
-        raise RuntimeError(f"the fault proxy did not start: {ready!r}")
-    configs = {}
-    for role, peer, via in (("master", "slave", front), ("slave", "master", back)):
-        path = config.with_name(f"lb-{role}.json")
-        path.write_text(json.dumps({**raw, peer: via}, indent=1))
-        os.chmod(path, 0o600)
-        configs[role] = path
-    return proxy, configs

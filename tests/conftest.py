@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from loadbalancer import local, messages
+from loadbalancer.testing import loopback
 
 RUN_TIMEOUT = 60
 
@@ -36,7 +37,7 @@ class Cluster:
 
     def add_proxy(self, *fault_args: str) -> None:
         """Route both directions through the fault proxy."""
-        self.proxy, self.configs = local.start_proxy(self.config, *fault_args)
+        self.proxy, self.configs = loopback.start_proxy(self.config, *fault_args)
 
     def proxy_stats(self) -> dict[str, Any]:
         """Stop the proxy and return its counters."""

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from loadbalancer.addresses import Address
-from loadbalancer.faultproxy import FaultModel, Faults, Proxy, start_proxy
+from loadbalancer.testing.faultproxy import FaultModel, Faults, Proxy, start_proxy
 
 REPO = Path(__file__).resolve().parent.parent
 LOCAL = ("127.0.0.1", 0)
@@ -268,7 +268,7 @@ async def test_close_discards_datagrams_in_flight(peers: tuple[Peer, Peer]) -> N
 
 
 def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "loadbalancer.faultproxy", *args]
+    return [sys.executable, "-m", "loadbalancer.testing.faultproxy", *args]
 
 
 # Without PYTHONUNBUFFERED, as a harness may run it: the ready line must be flushed explicitly.

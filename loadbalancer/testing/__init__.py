@@ -1,0 +1,7 @@
+"""Tools for lb's tests and benchmarks, not for running lb: ``lb`` itself imports nothing here.
+
+- ``faultproxy``: a UDP proxy between the nodes that loses, duplicates, reorders, delays and
+  rate-limits datagrams (``python -m loadbalancer.testing.faultproxy``);
+- ``loopback``: a master and a slave on loopback, started as a user starts them, optionally
+  through the fault proxy.
+"""
