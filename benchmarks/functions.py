@@ -38,9 +38,9 @@ from typing import Any
 import psutil
 
 from benchmarks import dask_peer, jobs
-from benchmarks.cluster import NodePair
 from benchmarks.overheads import Measure, _scratch
 from benchmarks.results import write_json
+from loadbalancer.testing.loopback import SLAVE_GRACE, Cluster
 
 JOBS_MODULE = Path(jobs.__file__)
 TINY_JOBS = 100_000
@@ -63,7 +63,8 @@ def run_map(function: str, calls: Iterator[object], *, slave: bool = True,
             master_args: Sequence[str] = (), watch: Callable[[int], None] | None = None,
             ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One map on real nodes: the master's summary and the output lines."""
-    with _scratch() as directory, NodePair(directory) as pair:
+    with _scratch() as directory, Cluster(directory) as pair:
+        pair.configure()
         inputs = write_inputs(directory / "in.jsonl", calls)
         output = directory / "out.jsonl"
         if slave:
@@ -73,8 +74,8 @@ def run_map(function: str, calls: Iterator[object], *, slave: bool = True,
                    "--output", str(output), *master_args)
         if watch is not None:
             watch(pair.processes["master"].pid)
-        codes = pair.wait(timeout=RUN_TIMEOUT)
-        summary = pair.read_json(pair.result_path) or {}
+        codes = pair.wait(timeout=RUN_TIMEOUT, slave_grace=SLAVE_GRACE)
+        summary = pair.result() or {}
         if codes.get("master") != 0:
             raise RuntimeError(f"the map failed ({codes}): {pair.log_tail('master')}")
         lines = [json.loads(line) for line in output.read_text().splitlines()]

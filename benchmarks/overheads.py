@@ -37,7 +37,6 @@ from typing import Any, TypeVar
 import numpy as np
 import psutil
 
-from benchmarks.cluster import NodePair
 from benchmarks.results import write_json
 from benchmarks.scenarios import calibrate
 from loadbalancer import app, config, local, messages
@@ -50,6 +49,7 @@ from loadbalancer.node import new_incarnation
 from loadbalancer.reliable import MessageReceived
 from loadbalancer.session import Connection, Event, PeerJoined
 from loadbalancer.tasks import Tasks
+from loadbalancer.testing.loopback import Cluster
 from loadbalancer.wire import Keys, Kind, Role
 from loadbalancer.workload import Vector
 
@@ -96,11 +96,11 @@ def _run(coroutine: Coroutine[Any, Any, T]) -> T:
 
 # ---- (a) the local path ------------------------------------------------------------------
 def local_path(jobs: int = LOCAL_JOBS) -> Measure:
-    with _scratch() as directory, NodePair(directory, jobs=jobs, elements_per_job=1,
-                                           iterations=1) as pair:
+    with _scratch() as directory, Cluster(directory) as pair:
+        pair.configure(jobs=jobs, elements_per_job=1, iterations=1)
         pair.start("master")
         codes = pair.wait(timeout=300)
-        summary = pair.read_json(pair.result_path) or {}
+        summary = pair.result() or {}
     makespan = float(summary.get("makespan_s") or "nan")
     per_job = makespan / jobs * 1e6
     return Measure("local path per job", round(per_job, 1), "µs", "<= 100 µs",
@@ -297,9 +297,9 @@ def _cpu_seconds(process: psutil.Process) -> float:
 
 
 def idle_cpu(seconds: float = IDLE_SECONDS) -> Measure:
-    with _scratch() as directory, NodePair(directory, policy="none", jobs=8,
-                                           elements_per_job=1024, iterations=1000) as pair:
-        pair.start_both({"master": 0.0, "slave": 0.0})
+    with _scratch() as directory, Cluster(directory) as pair:
+        pair.configure(policy="none", jobs=8, elements_per_job=1024, iterations=1000)
+        pair.start_both("--throttle", "0.0", master_args=["--throttle", "0.0"])
         pair.wait_for_phase("slave", "processing")  # connected and holding its half
         time.sleep(1.0)  # let the join's bursts settle
         nodes = {role: psutil.Process(p.pid) for role, p in pair.processes.items()}

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import simulate
-from benchmarks.cluster import Armed, ClusterError, NodePair
 from benchmarks.results import Row, lb_row
 from loadbalancer.testing.faultproxy import Faults
+from loadbalancer.testing.loopback import SLAVE_GRACE, Armed, Cluster, ClusterError
 from loadbalancer.worker import DutyCycle, Throttle
 from loadbalancer.workload import Vector
 
@@ -122,14 +122,17 @@ def run_one(scenario: str | Bench, policy: str, size: Size) -> Run:
     directory = Path(tempfile.mkdtemp(prefix="lb-bench-"))
     started = time.monotonic()
     try:
-        with NodePair(directory, faults=bench.faults, **settings) as pair:
+        with Cluster(directory) as pair:
+            pair.configure(**settings)
+            if bench.faults is not None:
+                pair.add_proxy(bench.faults)
             note = _drive(pair, changes, run_timeout(bench, size), record)
             # The nodes' own account (each move with its reason): what explains a ratio.
-            record["logs"] = {role: pair.log_path(role).read_text(errors="replace")
+            record["logs"] = {role: pair.log(role)
                               for role in pair.processes if pair.log_path(role).exists()}
         record["proxy"] = pair.proxy_stats  # known once the proxy has stopped
-        summary = pair.read_json(pair.result_path)
-        trace = pair.read_json(pair.trace_path)
+        summary = pair.result()
+        trace = pair.trace()
     except ClusterError as error:
         note, summary, trace = str(error), None, None
     finally:
@@ -140,7 +143,7 @@ def run_one(scenario: str | Bench, policy: str, size: Size) -> Run:
     return Run(lb_row(bench.name, policy, summary, note), record)
 
 
-def _drive(pair: NodePair, changes: list[simulate.ThrottleChange], timeout: float,
+def _drive(pair: Cluster, changes: list[simulate.ThrottleChange], timeout: float,
            record: dict[str, Any]) -> str:
     """Start both nodes, apply the throttle changes on time, wait for the end; a note if
     something went wrong."""
@@ -159,14 +162,14 @@ def _drive(pair: NodePair, changes: list[simulate.ThrottleChange], timeout: floa
     finally:
         for _, command in armed:
             command.cancel()
-    codes = pair.wait(timeout)
+    codes = pair.wait(timeout, slave_grace=SLAVE_GRACE)
     record["exit_codes"] = codes
     notes = [f"{role} exited {code}: {pair.log_tail(role)[-300:]}"
              for role, code in codes.items() if code]
     return "; ".join(notes)
 
 
-def _apply(pair: NodePair, armed: list[tuple[float, Armed]]) -> list[tuple[float, str]]:
+def _apply(pair: Cluster, armed: list[tuple[float, Armed]]) -> list[tuple[float, str]]:
     """Fire each armed `lb throttle` at its time; (seconds after the join, command)."""
     # The clock starts when the slave has joined and holds its half: the run is under way.
     pair.wait_for_phase("slave", "processing")

@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,14 +27,14 @@ from pathlib import Path
 
 import psutil
 
-from benchmarks.cluster import NodePair
-from loadbalancer import local, wire
+from loadbalancer import wire
 from loadbalancer.addresses import Address, parse_address
 from loadbalancer.endpoint import Endpoint
 from loadbalancer.node import new_incarnation
 from loadbalancer.reliable import Fragment
 from loadbalancer.session import Connection, PeerJoined
 from loadbalancer.testing.faultproxy import Faults
+from loadbalancer.testing.loopback import Cluster
 from loadbalancer.wire import Header, Kind, Role
 
 POLICIES = ("symmetric", "sender", "receiver", "none")
@@ -45,10 +43,12 @@ RUN = {"jobs": 128, "elements_per_job": 8192, "iterations": 2000}
 
 
 def lossy_run(directory: Path, policy: str, seed: int) -> dict[str, object]:
-    with NodePair(directory, faults=BAD_NETWORK, seed=seed, policy=policy, **RUN) as pair:
-        pair.start_both({"master": 1.0, "slave": 1.0})
+    with Cluster(directory) as pair:
+        pair.configure(policy=policy, **RUN)
+        pair.add_proxy(BAD_NETWORK, seed)
+        pair.start_both()  # both at throttle 1, the config's
         codes = pair.wait(timeout=300, slave_grace=60)
-        result = pair.read_json(pair.result_path)
+        result = pair.result()
     if codes != {"master": 0, "slave": 0} or result is None:
         return {"verified": False, "jobs": RUN["jobs"], "error": f"exit codes {codes}"}
     return result
@@ -129,29 +129,22 @@ def junk_flood(address: Address, seconds: float) -> int:
 
 
 def flood(seconds: float) -> None:
-    with tempfile.TemporaryDirectory(prefix="lb-flood-") as tmp:
-        config = local.write_config(Path(tmp), jobs=4, elements_per_job=16, iterations=1)
-        settings = json.loads(config.read_text())
-        slave = local.launch(config, "slave", log=Path(tmp) / "slave.log")
-        try:
-            local.wait_until_listening(config, "slave", slave)
-            time.sleep(1.0)
-            before = rss_mib(slave.pid)
-            address = parse_address(settings["slave"], "slave")
-            junk = junk_flood(address, seconds / 2)
-            middle = rss_mib(slave.pid)
-            keyed = asyncio.run(keyed_flood(settings, seconds / 2))
-            after = rss_mib(slave.pid)
-            status = subprocess.run(
-                [sys.executable, "-m", "loadbalancer", "status", "--role", "slave",
-                 "--config", str(config), "--json"], capture_output=True, text=True)
-            if slave.poll() is not None:
-                log = (Path(tmp) / "slave.log").read_text()
-                sys.exit(f"the slave died under the flood:\n{log}")
-            dropped = json.loads(status.stdout)["local"]["dropped"]
-        finally:
-            slave.kill()
-            slave.wait()
+    with tempfile.TemporaryDirectory(prefix="lb-flood-") as tmp, Cluster(Path(tmp)) as cluster:
+        cluster.configure(jobs=4, elements_per_job=16, iterations=1)
+        settings = cluster.settings
+        slave = cluster.start("slave")
+        cluster.wait_until_up("slave")
+        time.sleep(1.0)
+        before = rss_mib(slave.pid)
+        address = parse_address(settings["slave"], "slave")
+        junk = junk_flood(address, seconds / 2)
+        middle = rss_mib(slave.pid)
+        keyed = asyncio.run(keyed_flood(settings, seconds / 2))
+        after = rss_mib(slave.pid)
+        status = cluster.status("slave")
+        if slave.poll() is not None or status is None:
+            sys.exit(f"the slave died under the flood:\n{cluster.log('slave')}")
+        dropped = status["local"]["dropped"]
     print(f"flood: {junk} junk datagrams then {keyed} keyed never-completing fragments "
           f"over {seconds:.0f}s")
     print(f"slave RSS: before {before:.1f} MiB, after junk {middle:.1f} MiB, "

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Cluster
 
 from loadbalancer import app, exits
+from loadbalancer.testing.loopback import Cluster
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",

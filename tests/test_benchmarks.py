@@ -11,11 +11,11 @@ import pytest
 # `benchmarks` is not part of the installed package (see tests/test_simulate.py).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.cluster import proxy_flags
 from benchmarks.plot import plot_scenario
 from benchmarks.results import Row
 from benchmarks.scenarios import LOSSY, Size, run_one, schedule
 from benchmarks.targets import check
+from loadbalancer.testing.loopback import proxy_flags
 
 TINY = Size(jobs=32, elements_per_job=1024, iterations=2000, job_seconds=0.01)
 # Through the proxy the slave joins later (a lost HELLO costs 0.25 s): a run long enough that

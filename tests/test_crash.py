@@ -9,9 +9,9 @@ import time
 import zlib
 
 import pytest
-from conftest import Cluster
 
 from loadbalancer import journal
+from loadbalancer.testing.loopback import Cluster
 
 # 256 jobs of ~20 ms; a short heartbeat timeout keeps the tests quick.
 MEDIUM = {"jobs": 256, "elements_per_job": 16384, "iterations": 4000,

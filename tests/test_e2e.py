@@ -10,10 +10,10 @@ import stat
 import time
 
 import pytest
-from conftest import Cluster
 
 from loadbalancer import control, local, wire
 from loadbalancer.addresses import parse_address
+from loadbalancer.testing.loopback import Cluster
 
 # 256 jobs of about 10 ms each: a run takes a few seconds.
 SMALL = {"jobs": 256, "elements_per_job": 8192, "iterations": 3000}

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Cluster
 
 import loadbalancer
 from loadbalancer.functions import import_spec
+from loadbalancer.testing.loopback import Cluster
 
 JOBS = Path(__file__).with_name("mapjobs.py")
 jobs: Any = import_spec(str(JOBS))

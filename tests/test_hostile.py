@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ISSUE_STATES, Cluster, payload_of
+from conftest import ISSUE_STATES, payload_of
 
 from loadbalancer import messages, wire
 from loadbalancer.addresses import Address, parse_address
@@ -26,6 +26,7 @@ from loadbalancer.messages import Finish, Jobs, Needs, Refuse, Trace, Verdict, W
 from loadbalancer.paths import CHALLENGE_GAP
 from loadbalancer.reliable import MessageReceived
 from loadbalancer.session import HELLO_SENDERS, WELCOME_GAP, Connection, Event, PeerJoined
+from loadbalancer.testing.loopback import Cluster
 from loadbalancer.wire import Kind, Role
 
 SPEC = WorkloadSpec("vector", {"elements": 64, "jobs": 4, "iterations": 1})
@@ -99,12 +100,7 @@ def tapped(cluster: Cluster) -> Iterator[tuple[Cluster, Tap]]:
     settings = cluster.settings
     tap = Tap(parse_address(settings["master"], "master"),
               parse_address(settings["slave"], "slave"))
-    master_view = dict(settings, slave=f"127.0.0.1:{tap.front.getsockname()[1]}")
-    slave_view = dict(settings, master=f"127.0.0.1:{tap.back.getsockname()[1]}")
-    for role, view in (("master", master_view), ("slave", slave_view)):
-        path = cluster.directory / f"lb-{role}.json"
-        path.write_text(__import__("json").dumps(view))
-        cluster.configs[role] = path
+    cluster.route(tap.front.getsockname(), tap.back.getsockname())
     yield cluster, tap
     tap.close()
 

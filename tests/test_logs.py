@@ -11,12 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Cluster
 from rich.console import Console
 from test_init import invoke, one_error
 
 from loadbalancer import logs
 from loadbalancer.dashboard import Dashboard
+from loadbalancer.testing.loopback import Cluster
 
 log = logging.getLogger("lb")
 

@@ -8,11 +8,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from conftest import Cluster
 
 from loadbalancer import codec
 from loadbalancer.exits import EXIT_JOBS_FAILED
 from loadbalancer.functions import import_spec
+from loadbalancer.testing.loopback import Cluster
 
 JOBS = Path(__file__).with_name("mapjobs.py")
 

@@ -9,13 +9,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import Cluster
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from test_cli import lb, one_line_error
 from test_init import invoke, one_error
 
 from loadbalancer import control, metrics
+from loadbalancer.testing.loopback import Cluster
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -10,7 +10,6 @@ import sys
 import time
 
 import pytest
-from conftest import Cluster
 
 from loadbalancer import messages, wire
 from loadbalancer.addresses import parse_address
@@ -19,6 +18,7 @@ from loadbalancer.endpoint import Endpoint
 from loadbalancer.messages import Jobs, Needs, Refuse, Verdict
 from loadbalancer.reliable import MessageReceived
 from loadbalancer.session import Connection, Event
+from loadbalancer.testing.loopback import Cluster
 from loadbalancer.wire import Kind, Role
 
 # A line break, then what a forged log line would look like, and a terminal's clear-screen.

@@ -9,12 +9,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import Cluster
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from test_init import invoke, one_error
 
 from loadbalancer import report
+from loadbalancer.testing.loopback import Cluster
 
 START = 1_700_000_000.0
 
