@@ -1,0 +1,210 @@
+"""The receiving half of the channel: reassembly, duplicate suppression, acknowledgements.
+
+One ``RangeSet`` of received seqs serves duplicate suppression and acks. Incomplete
+messages hold at most ``max_reassembly`` bytes; a fragment beyond that is refused
+(neither kept nor acked, so it comes again), except for the message holding the lowest
+missing seq: it always completes, so the buffer cannot fill with messages that all wait
+for refused fragments. Complete messages are delivered at once, in any order, each exactly
+once. The parts of a fragment are held until all are in (a finer cut of it replaces a
+coarser one) and count towards the same budget.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from itertools import islice
+
+from loadbalancer.rangeset import RangeSet
+from loadbalancer.reliable.fragment import Event, Fragment, MessageReceived, ProtocolViolation
+
+
+@dataclass(slots=True)
+class _Partial:
+    """A message being reassembled."""
+
+    kind: int
+    count: int
+    parts: dict[int, bytes | memoryview] = field(default_factory=dict)
+    size: int = 0
+
+
+@dataclass(slots=True)
+class _Pieces:
+    """The parts of one fragment that travelled in several datagrams."""
+
+    first: Fragment  # the first part that came: seq, index, count, kind and parts
+    parts: dict[int, bytes | memoryview] = field(default_factory=dict)
+    size: int = 0
+
+
+@dataclass(slots=True)
+class AckState:
+    """When the next ack is due, and what it lists. An ack waits up to ``ack_delay`` for
+    more to acknowledge, unless ``ack_every`` fragments came or the news is urgent."""
+
+    ack_delay: float
+    ack_every: int
+    max_ack_ranges: int
+    ack_at: float | None = None
+    unacked: int = 0  # fragments taken since the last ack
+    oldest_duplicate: int | None = None  # since the last ack
+
+    def received(self, now: float, urgent: bool) -> None:
+        """A new fragment was kept."""
+        self.unacked += 1
+        self._by(now if urgent or self.unacked >= self.ack_every else now + self.ack_delay)
+
+    def duplicate(self, seq: int, now: float) -> None:
+        """A copy, or a retransmission because our ack was lost: ack at once, and include
+        this seq even if its range is too old to be listed."""
+        if self.oldest_duplicate is None or seq < self.oldest_duplicate:
+            self.oldest_duplicate = seq
+        self._by(now)
+
+    def _by(self, deadline: float) -> None:
+        self.ack_at = deadline if self.ack_at is None else min(self.ack_at, deadline)
+
+    def to_send(self, now: float, received: RangeSet) -> list[tuple[int, int]] | None:
+        """The ranges to acknowledge, most recent first, if an ack is due by ``now``."""
+        if self.ack_at is None or now < self.ack_at:
+            return None
+        ranges = list(islice(received, self.max_ack_ranges))
+        old = self.oldest_duplicate
+        if old is not None and old < ranges[-1][0] and (found := received.find(old)):
+            ranges[-1] = found  # still older than all the others, so the order holds
+        self.ack_at, self.unacked, self.oldest_duplicate = None, 0, None
+        return ranges
+
+
+@dataclass(slots=True)
+class Receiver:
+    acks: AckState
+    events: deque[Event]  # shared with the sender: the channel's
+    max_fragment: int
+    max_message: int
+    max_reassembly: int
+    max_count: int  # fragments a message of the peer's may have
+    min_part: int  # bytes of a part that is not its fragment's last
+    max_parts: int
+    received: RangeSet  # an honest peer leaves at most about a window of gaps
+    max_pieces: int  # fragments held in parts at once: as many as the ranges
+    largest_received: int = -1
+    partials: dict[int, _Partial] = field(default_factory=dict)
+    pieces: dict[int, _Pieces] = field(default_factory=dict)  # by seq: not all parts came
+    buffered: int = 0  # payload bytes held in partials and pieces
+    duplicates: int = 0  # fragments received again and suppressed
+    refused: int = 0  # fragments neither kept nor acked: no budget or no range left
+
+    def receive(self, fragment: Fragment, now: float) -> bool:
+        """True if the fragment was new and kept, False if a duplicate or refused.
+
+        Raises ProtocolViolation, having changed nothing, if it cannot be right.
+        """
+        f, message_id = fragment, fragment.seq - fragment.index
+        if not 0 <= f.index < f.count <= self.max_count or message_id < 0:
+            raise ProtocolViolation(f"fragment {f.index} of {f.count} at seq {f.seq}")
+        if not 0 <= f.kind <= 255 or len(f.data) > self.max_fragment:
+            raise ProtocolViolation(f"kind {f.kind}, {len(f.data)} bytes at seq {f.seq}")
+        if not 0 <= f.part < f.parts <= self.max_parts:
+            raise ProtocolViolation(f"part {f.part} of {f.parts} at seq {f.seq}")
+        if f.seq in self.received:
+            self.duplicates += 1
+            self.acks.duplicate(f.seq, now)
+            return False
+        partial = self.partials.get(message_id)
+        if partial is None:
+            # Seqs of a message are all held or none are until its first fragment
+            # is kept, and its partial lives until the last one is.
+            if self.received.intersects(message_id, message_id + f.count - 1):
+                raise ProtocolViolation(f"seq {f.seq} overlaps a message already received")
+        elif (partial.kind, partial.count) != (f.kind, f.count):
+            raise ProtocolViolation(f"seq {f.seq} disagrees with message {message_id}")
+        held, size = (0, 0) if partial is None else (len(partial.parts), partial.size)
+        pieces = self.pieces.get(f.seq)
+        whole = len(f.data) if f.parts == 1 else self._check_part(f, pieces)
+        if size + whole > self.max_message:
+            raise ProtocolViolation(f"message {message_id} exceeds {self.max_message} bytes")
+        if f.parts > 1:
+            kept, assembled = self._take_part(f, pieces, message_id)
+            if assembled is None:
+                return kept
+            f = assembled
+        elif pieces is not None:  # the whole fragment came after all: its parts are moot
+            self._drop_pieces(f.seq)
+        completes = held + 1 == f.count  # then nothing stays buffered
+        over_budget = self.buffered + len(f.data) > self.max_reassembly
+        if ((over_budget and not completes and not self._is_head(message_id, f.count))
+                or not self.received.add(f.seq)):
+            self.refused += 1
+            return False
+        if partial is None:
+            partial = self.partials[message_id] = _Partial(f.kind, f.count)
+        partial.parts[f.index] = f.data
+        partial.size += len(f.data)
+        self.buffered += len(f.data)
+        if len(partial.parts) == f.count:
+            del self.partials[message_id]
+            self.buffered -= partial.size
+            payload = b"".join(partial.parts[i] for i in range(f.count))
+            self.events.append(MessageReceived(message_id, f.kind, payload))
+        in_order = f.seq == self.largest_received + 1
+        self.largest_received = max(self.largest_received, f.seq)
+        # A gap is news the sender acts on (fast retransmit): tell it at once.
+        self.acks.received(now, urgent=not in_order)
+        return True
+
+    def _check_part(self, f: Fragment, pieces: _Pieces | None) -> int:
+        """Raise ProtocolViolation unless the part can be right; the size of its whole
+        fragment if it completes it, else 0."""
+        last = f.part == f.parts - 1
+        if not f.data or (not last and len(f.data) < self.min_part):
+            raise ProtocolViolation(f"part {f.part} of {f.parts}: {len(f.data)} bytes")
+        if pieces is None or f.parts != pieces.first.parts:
+            return 0  # alone, or of another cut: it completes nothing
+        first = pieces.first
+        if (first.index, first.count, first.kind) != (f.index, f.count, f.kind):
+            raise ProtocolViolation(f"part of seq {f.seq} disagrees with its others")
+        if f.part in pieces.parts:
+            return 0
+        if pieces.size + len(f.data) > self.max_fragment:
+            raise ProtocolViolation(f"parts of seq {f.seq} exceed {self.max_fragment} bytes")
+        return pieces.size + len(f.data) if len(pieces.parts) + 1 == f.parts else 0
+
+    def _take_part(self, f: Fragment, pieces: _Pieces | None,
+                   message_id: int) -> tuple[bool, Fragment | None]:
+        """Keep a part if it is news and within budget (the first), and once every part
+        is in, return the whole fragment (the second)."""
+        if pieces is not None and f.parts < pieces.first.parts:
+            return False, None  # of a coarser cut, sent before the finer one we hold
+        if pieces is not None and f.parts == pieces.first.parts and f.part in pieces.parts:
+            self.duplicates += 1
+            return False, None
+        over_budget = self.buffered + len(f.data) > self.max_reassembly
+        if (over_budget and not self._is_head(message_id, f.count)) or (
+                pieces is None and len(self.pieces) >= self.max_pieces):
+            self.refused += 1
+            return False, None
+        if pieces is not None and f.parts > pieces.first.parts:
+            self._drop_pieces(f.seq)  # a finer cut replaces the coarser one
+            pieces = None
+        if pieces is None:
+            pieces = self.pieces[f.seq] = _Pieces(f)
+        pieces.parts[f.part] = f.data
+        pieces.size += len(f.data)
+        self.buffered += len(f.data)
+        if len(pieces.parts) < f.parts:
+            return True, None
+        self._drop_pieces(f.seq)
+        data = b"".join(pieces.parts[part] for part in range(f.parts))
+        return True, Fragment(f.seq, f.index, f.count, f.kind, data)
+
+    def _drop_pieces(self, seq: int) -> None:
+        self.buffered -= self.pieces.pop(seq).size
+
+    def _is_head(self, message_id: int, count: int) -> bool:
+        """Whether the message holds the lowest seq not received yet."""
+        return message_id <= self.received.first_missing() < message_id + count
+
+    def ack_to_send(self, now: float) -> list[tuple[int, int]] | None:
+        return self.acks.to_send(now, self.received)
