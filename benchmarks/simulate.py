@@ -1,4 +1,4 @@
-"""Virtual-time simulation of two lb nodes running the real adaptor (DESIGN.md 5).
+"""Virtual-time simulation of two lb nodes running the real balancer (DESIGN.md 5).
 
 Event-driven: nothing sleeps, a 1024-job run takes milliseconds, so policies and their
 parameters can be swept. What is modelled:
@@ -6,12 +6,14 @@ parameters can be swept. What is modelled:
   (job_seconds with optional noise), then the worker rests so that its duty cycle equals the
   throttle (rest = compute * (1 - t) / t). A throttle change reschedules resting workers; at
   throttle 0 a worker finishes its job and then stops (a running computation is not preempted);
+- each node has the real `Balancer` (loadbalancer/balancer.py), fed the stimuli a real node
+  feeds it (state received, jobs sent, received and finished, request received, throttle
+  changed, the period's tick), and the simulator carries out its instructions;
 - every state_interval each node sends its state (queue, running, throttle, measured job
-  seconds, jobs sent and received so far), delivered rtt/2 later; on receipt the node calls
-  the real `decide` and acts on it;
+  seconds, jobs sent and received so far), delivered rtt/2 later, and ticks its balancer;
 - JOBS (taken from the queue's tail) arrive rtt/2 after the link has carried their bytes; the
-  link carries one batch at a time per direction; a REQUEST reaches the peer rtt/2 later, the
-  peer calls the real `grant` and answers with a JOBS batch (possibly empty).
+  link carries one batch at a time per direction; a REQUEST reaches the peer rtt/2 later and
+  is answered with a JOBS batch (possibly empty).
 The bootstrap gives the slave half the jobs at time 0.
 
 `python -m benchmarks.simulate [--jobs 1024] [--job-seconds 0.06] [--sweep]`
@@ -30,15 +32,23 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from loadbalancer.adaptor import (
-    POLICIES,
-    Link,
-    NodeView,
-    Params,
-    Policy,
-    Snapshot,
-    decide,
-    grant,
+from loadbalancer.adaptor import POLICIES, Link, NodeView, Params, Policy
+from loadbalancer.balancer import (
+    Balancer,
+    Instruction,
+    JobsFinished,
+    JobsReceived,
+    JobsSent,
+    Local,
+    PeerJoined,
+    RequestReceived,
+    SendJobs,
+    SendRequest,
+    SendState,
+    StateReceived,
+    Stimulus,
+    ThrottleChanged,
+    Tick,
 )
 
 ROLES = ("master", "slave")
@@ -140,15 +150,15 @@ class _State:
     """A STATE message: the sender's view plus its transfer counters."""
 
     view: NodeView
-    sent: int
-    received: int
-    sampled: float
+    sent_jobs: int
+    received_jobs: int
 
 
 @dataclass
 class _Node:
     role: str
     workers: int
+    balancer: Balancer
     throttle: float = 0.0
     queue: deque[int] = field(default_factory=deque)  # job ids
     busy: int = 0
@@ -158,10 +168,6 @@ class _Node:
     job_seconds: float | None = None
     done: int = 0
     last_done: float = 0.0
-    sent: int = 0
-    received: int = 0
-    requested: int = 0
-    remote: _State | None = None
 
     def __post_init__(self) -> None:
         self.idle = set(range(self.workers))
@@ -183,7 +189,10 @@ class Simulation:
         self.now = 0.0
         self.events: list[tuple[float, int, Callable[[], None]]] = []
         self.order = itertools.count()
-        self.nodes = {role: _Node(role, w) for role, w in zip(ROLES, setup.workers, strict=True)}
+        self.nodes = {role: _Node(role, w, Balancer(policy, params))
+                      for role, w in zip(ROLES, setup.workers, strict=True)}
+        link = setup.link
+        self.link = Link(link.rtt, link.bandwidth, link.job_bytes)
         self.link_free = {role: 0.0 for role in ROLES}  # when the link from `role` is free
         self.moved = {f"{a}->{b}": 0 for a, b in (ROLES, ROLES[::-1])}
         self.job_seconds: list[float] = []  # by job id
@@ -219,6 +228,7 @@ class Simulation:
         )
         node.resting[worker] = (self.now, seconds)
         self.schedule_wake(node, worker)
+        self.balance(node, JobsFinished(first=previous is None))
 
     def schedule_wake(self, node: _Node, worker: int) -> None:
         """Wake a resting worker once its duty cycle allows, under the current throttle."""
@@ -245,42 +255,37 @@ class Simulation:
         for worker in list(node.resting):
             self.schedule_wake(node, worker)
         self.feed(node)
+        self.balance(node, ThrottleChanged(throttle))
 
     # --- messages ------------------------------------------------------------------------
-    def tick(self, node: _Node) -> None:
-        state = _State(node.view(), node.sent, node.received, self.now)
+    def balance(self, node: _Node, stimulus: Stimulus) -> None:
+        local = Local(node.view(), self.link, balancing=True)
+        self.carry_out(node, node.balancer.handle(stimulus, local, self.now))
+
+    def carry_out(self, node: _Node, instructions: list[Instruction]) -> None:
         peer = self.peer(node)
-        self.at(self.now + self.setup.link.rtt / 2, lambda: self.on_state(peer, state))
+        for instruction in instructions:
+            match instruction:
+                case SendState():
+                    self.send_state(node)
+                case SendJobs(count, _, request):
+                    self.transmit(node, count, request)
+                case SendRequest(request, count, _):
+                    self.at(self.now + self.setup.link.rtt / 2, functools.partial(
+                        self.balance, peer, RequestReceived(request, count)))
+
+    def send_state(self, node: _Node) -> None:
+        state = _State(node.view(), node.balancer.sent_jobs, node.balancer.received_jobs)
+        peer = self.peer(node)
+        self.at(self.now + self.setup.link.rtt / 2,
+                lambda: self.balance(peer, StateReceived(state)))
+
+    def tick(self, node: _Node) -> None:
+        self.send_state(node)
+        self.balance(node, Tick())
         self.at(self.now + self.setup.state_interval, lambda: self.tick(node))
 
-    def snapshot(self, node: _Node, state: _State) -> Snapshot:
-        link = self.setup.link
-        return Snapshot(
-            local=node.view(),
-            remote=state.view,
-            remote_age=self.now - state.sampled,
-            in_flight_to_remote=max(0, node.sent - state.received),
-            in_flight_from_remote=max(0, state.sent - node.received),
-            requested=node.requested,
-            link=Link(link.rtt, link.bandwidth, link.job_bytes),
-        )
-
-    def on_state(self, node: _Node, state: _State) -> None:
-        node.remote = state
-        decision = decide(self.policy, self.snapshot(node, state), self.params)
-        if decision.action == "send":
-            self.transmit(node, decision.count, answer=False)
-        elif decision.action == "request":
-            node.requested = decision.count
-            peer, asked = self.peer(node), decision.count
-            self.at(self.now + self.setup.link.rtt / 2, lambda: self.on_request(peer, asked))
-
-    def on_request(self, node: _Node, asked: int) -> None:
-        state = node.remote
-        count = 0 if state is None else grant(self.snapshot(node, state), asked, self.params)
-        self.transmit(node, count, answer=True)
-
-    def transmit(self, node: _Node, count: int, answer: bool) -> None:
+    def transmit(self, node: _Node, count: int, request: int | None) -> None:
         """Send `count` jobs from the tail of the queue; the link carries one batch at a time."""
         jobs = [node.queue.pop() for _ in range(min(count, len(node.queue)))]
         if node.throttle > 0:  # a stopped node draining is not balancing
@@ -290,18 +295,16 @@ class Simulation:
         link = self.setup.link
         start = max(self.now, self.link_free[node.role])
         self.link_free[node.role] = start + len(jobs) * link.job_bytes / link.bandwidth
-        node.sent += len(jobs)
+        self.balance(node, JobsSent(len(jobs)))
         peer = self.peer(node)
         self.moved[f"{node.role}->{peer.role}"] += len(jobs)
         arrival = self.link_free[node.role] + link.rtt / 2
-        self.at(arrival, lambda: self.on_jobs(peer, jobs[::-1], answer))
+        self.at(arrival, lambda: self.on_jobs(peer, jobs[::-1], request))
 
-    def on_jobs(self, node: _Node, jobs: list[int], answer: bool) -> None:
+    def on_jobs(self, node: _Node, jobs: list[int], request: int | None) -> None:
         node.queue.extend(jobs)
-        node.received += len(jobs)
-        if answer:
-            node.requested = 0
         self.feed(node)
+        self.balance(node, JobsReceived(len(jobs), request))
 
     def sample(self) -> None:
         pending = [len(n.queue) + n.busy for n in self.nodes.values()]
@@ -320,6 +323,8 @@ class Simulation:
         half = setup.jobs // 2
         self.nodes["master"].queue.extend(range(setup.jobs - half))
         self.nodes["slave"].queue.extend(range(setup.jobs - half, setup.jobs))
+        for node in self.nodes.values():
+            self.balance(node, PeerJoined())
         for when, role, throttle in self.changes:
             node = self.nodes[role]
             self.at(when, functools.partial(self.set_throttle, node, throttle))

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from loadbalancer import fields, measure
+from loadbalancer.balancer import Phase, Tick
 from loadbalancer.batch import Batch
 from loadbalancer.exits import EXIT_FAILURE, EXIT_JOBS_FAILED, EXIT_OK
 from loadbalancer.jobs import Ledger
@@ -101,7 +102,7 @@ class Master(Node):
             self.queue.push(job, self.batch.task(job))
 
     async def startup(self) -> None:
-        self.phase = "processing"  # before the socket opens: a slave may join at once
+        self.phase = Phase.PROCESSING  # before the socket opens: a slave may join at once
         self.start = time.time()
         try:
             await super().startup()
@@ -165,7 +166,7 @@ class Master(Node):
         self.ask({self.batch.task(job).spec.key(): self.batch.task(job).spec
                   for job in new}.values())
         self.wake()
-        self.adapt()
+        self.balance(Tick())
         self._check_done()
 
     def forget(self, job: int) -> None:
@@ -185,9 +186,9 @@ class Master(Node):
         self.peer_able = {}
         self._asked = set()
         self._bootstrap_due = True
-        if self.phase == "processing":
+        if self.phase == Phase.PROCESSING:
             self.ask(self.batch.specs())
-        elif self.phase == "done":
+        elif self.phase == Phase.DONE:
             self.send(Finish())
 
     def ask(self, specs: Iterable[WorkloadSpec]) -> None:
@@ -227,17 +228,17 @@ class Master(Node):
             if self.peer_able.setdefault(spec.key(), False):
                 continue  # it said it can before; a contradiction changes nothing
             self.say(f"the slave cannot run {describe(spec)}: {why}; carrying on without it")
-        if newly and self.phase == "processing" and self._bootstrap_due:
+        if newly and self.phase == Phase.PROCESSING and self._bootstrap_due:
             # Nothing is known of the new slave's speed yet: half, then the adaptor corrects.
             self._bootstrap_due = False
             self.send_jobs(len(self.queue) // 2, reason="half of the queue, to start with",
                            bootstrap=True)
-        self.adapt()
+        self.balance(Tick())
 
     def peer_lost(self, reason: str) -> None:
         self.peer_history.lost(time.time())
         self.peer_able = {}
-        if self.phase == "processing":  # afterwards every result is held: nothing to take back
+        if self.phase == Phase.PROCESSING:  # afterwards every result is held: nothing to take back
             self._take_back(self.ledger.unfinished(Role.SLAVE), f"{reason}: took back")
 
     def _take_back(self, jobs: list[int], why: str) -> None:
@@ -354,8 +355,8 @@ class Master(Node):
         self._check_done()
 
     def _check_done(self) -> None:
-        if self.ledger.complete and self.batch.closed and self.phase == "processing":
-            self.phase = "aggregating"
+        if self.ledger.complete and self.batch.closed and self.phase == Phase.PROCESSING:
+            self.phase = Phase.AGGREGATING
             self.spawn(self._finish())
 
     # ---- the end ------------------------------------------------------------------------
@@ -368,7 +369,7 @@ class Master(Node):
         if isinstance(error, list):
             self._again(error)
             return
-        self.phase = "done"
+        self.phase = Phase.DONE
         self.sample()
         self._state_now()  # the slave's screen shows this node done, not still processing
         if self.connection.connected:
@@ -406,9 +407,9 @@ class Master(Node):
             self.ledger.reopen(job)
             self.ledger.assign([job], Role.MASTER)
             self.queue.push(job, self.batch.task(job))
-        self.phase = "processing"
+        self.phase = Phase.PROCESSING
         self.wake()
-        self.adapt()
+        self.balance(Tick())
 
     def _slave_work(self) -> tuple[int, float]:
         """Jobs the slave computed in this run, in every session, and their compute seconds:

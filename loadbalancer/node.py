@@ -22,8 +22,24 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from loadbalancer import adaptor, control, fields, messages
+from loadbalancer import adaptor, balancer, control, fields, messages
 from loadbalancer.addresses import format_address
+from loadbalancer.balancer import (
+    Balancer,
+    Instruction,
+    JobsFinished,
+    JobsReceived,
+    JobsSent,
+    Local,
+    Phase,
+    RequestReceived,
+    SendJobs,
+    SendRequest,
+    SendState,
+    Stimulus,
+    ThrottleChanged,
+    Tick,
+)
 from loadbalancer.config import Config
 from loadbalancer.endpoint import Endpoint, path_max_datagram, resolve
 from loadbalancer.jobs import JobQueue, Queued
@@ -50,7 +66,6 @@ from loadbalancer.worker import DutyCycle, Running, Throttle, batch_size, run_jo
 
 log = logging.getLogger("lb")
 SAMPLE_INTERVAL = 0.2
-REQUEST_TIMEOUT = 2.0
 NO_JOBS = WorkloadSpec("", {})  # the spec of a JOBS message that carries none (an answer)
 
 
@@ -82,11 +97,10 @@ class Node:
         self.monitor = Monitor(config.workers)
         self.failed_runs = 0  # jobs that raised here (each may be retried)
         self.recorder = Recorder()
-        self.params = adaptor.Params()
-        self.phase = "waiting"
+        self.balancer = Balancer(config.policy)  # type: ignore[arg-type]
+        self.phase = Phase.WAITING
         self.remote: PeerState | None = None
         self.peer_left = False  # the peer said goodbye after the run was over
-        self.remote_at = 0.0
         self.refused = 0
         # Balancing moves each way, and the bootstrap's jobs (sent by the master, received by
         # the slave) apart from them: the same numbers on the screen, in status and summary.
@@ -102,11 +116,6 @@ class Node:
         self.endpoint: Endpoint
 
     def _reset_session_counters(self) -> None:
-        # Per session, so both sides' cumulative counts start together and
-        # their difference is what is in flight.
-        self.sent_jobs = self.received_jobs = 0
-        self.requested: tuple[int, int, float] | None = None  # (id, count, when)
-        self._next_request = 1
         # What this node computed before the session: its work in the session is the rest.
         self._session_base = (self.monitor.executed, self.monitor.compute_seconds)
 
@@ -252,11 +261,8 @@ class Node:
             else:
                 self.failed_runs += 1
             self.job_finished(outcome)
-        if outcomes and (first or not self.queue):
-            # The peer's model needs our first measured speed, and an
-            # empty queue is news that should not wait for the period.
-            self._state_now()
-            self.adapt()
+        if outcomes:
+            self.balance(JobsFinished(first))
 
     def claim(self, job: int, here: bool) -> bool:
         """A job leaves the queue to run here (``here``) or on the peer; False if it is not
@@ -286,8 +292,7 @@ class Node:
         if value == 0:
             self.preempt_all(requeue=True)  # the drain rule hands them away
         self.wake()
-        self._state_now()
-        self.adapt()
+        self.balance(ThrottleChanged(value))
 
     # ---- events from the connection -----------------------------------------------
     def _on_event(self, event: Event) -> None:
@@ -295,16 +300,20 @@ class Node:
             case PeerJoined():
                 self._reset_session_counters()
                 self.remote = None
+                # The balancer's counters start over before the bootstrap counts in them.
+                instructions = self.balancer.handle(balancer.PeerJoined(), self.local(),
+                                                    self.loop.time())
                 self.recorder.event("joined")
                 self.say(f"{self.role.peer} joined")
                 self.peer_joined()
-                self._state_now()
+                self._carry_out(instructions)
             case PeerLost(reason):
                 self.recorder.event("lost", reason=reason)
                 # A peer that says goodbye once the run is over has left, not been lost.
-                self.peer_left = reason == "bye" and self.phase == "done"
+                self.peer_left = reason == "bye" and self.phase == Phase.DONE
                 self.say(f"{self.role.peer} left" if self.peer_left
                          else f"{self.role.peer} lost ({reason})")
+                self.balance(balancer.PeerLost())
                 self.peer_lost(reason)
             case NewcomerRefused(address):
                 self.say(f"another {self.role.peer} at {format_address(address)} asked to join "
@@ -327,12 +336,9 @@ class Node:
             self.connection.dropped[error.reason] += 1
             return
         if isinstance(message, Jobs):
-            self.received_jobs += len(message.jobs)
-            if self.requested is not None and message.request == self.requested[0]:
-                self.requested = None
+            self.balance(JobsReceived(len(message.jobs), message.request))
         elif isinstance(message, Request):
-            self.send_jobs(self._grant(message.count), request=message.request,
-                           reason=f"it asked for {message.count}")
+            self.balance(RequestReceived(message.request, message.count))
             return
         self.handle(message)
         self.wake()
@@ -344,18 +350,6 @@ class Node:
     def movable(self, task: Task) -> bool:
         """Whether jobs of ``task`` may move to the peer."""
         return True
-
-    def _grant(self, asked: int) -> int:
-        """How many of the jobs the peer asked for to send. Without the asker's
-        state there is nothing to weigh, and while jobs we pushed are on their
-        way the asker did not count them: an empty answer closes the request
-        and it asks again later."""
-        if self.remote is None:
-            return 0
-        snapshot = self.snapshot()
-        if snapshot.in_flight_to_remote:
-            return 0
-        return adaptor.grant(snapshot, max(0, asked), self.params)
 
     def handle(self, message: Message) -> None:
         raise NotImplementedError
@@ -392,7 +386,7 @@ class Node:
         jobs = [entry for entry in jobs if self.claim(entry[0], here=False)]
         if not jobs and request is None:
             return 0
-        self.sent_jobs += len(jobs)
+        self.balance(JobsSent(len(jobs)))
         if bootstrap:
             self.bootstrapped += len(jobs)
         else:
@@ -451,8 +445,8 @@ class Node:
         raise NotImplementedError
 
     def _state_now(self) -> None:
-        state = {**self.status(), "sent_jobs": self.sent_jobs,
-                 "received_jobs": self.received_jobs, **self.session_work()}
+        state = {**self.status(), "sent_jobs": self.balancer.sent_jobs,
+                 "received_jobs": self.balancer.received_jobs, **self.session_work()}
         self.connection.send_state(messages.encode_state(state))
         self.endpoint.flush()
 
@@ -467,9 +461,8 @@ class Node:
         except Rejected as error:
             self.connection.dropped[error.reason] += 1
             return
-        self.remote_at = self.loop.time()
         self.remote_updated()
-        self.adapt()
+        self.balance(balancer.StateReceived(self.remote))
 
     def remote_updated(self) -> None:
         """A new state of the peer is in ``self.remote``."""
@@ -506,50 +499,44 @@ class Node:
             self.sample()
             await asyncio.sleep(SAMPLE_INTERVAL)
 
-    # ---- adaptor ------------------------------------------------------------------------
-    def snapshot(self) -> adaptor.Snapshot:
-        assert self.remote is not None
+    # ---- balancer ------------------------------------------------------------------------
+    def local(self) -> Local:
+        """This node as the balancer weighs it now."""
         channel = self.connection.channel
-        local = adaptor.NodeView(len(self.queue), len(self.running), self.throttle.value,
-                                 self.config.workers, self.monitor.job_seconds)
+        view = adaptor.NodeView(len(self.queue), len(self.running), self.throttle.value,
+                                self.config.workers, self.monitor.job_seconds)
         link = adaptor.Link(rtt=channel.srtt or 0.001,
                             bandwidth=channel.delivery_rate or 10e6,
                             job_bytes=self._job_bytes or 1024.0)
-        return adaptor.Snapshot(
-            local=local, remote=self.remote.view,
-            remote_age=self.loop.time() - self.remote_at + link.rtt / 2,
-            in_flight_to_remote=max(0, self.sent_jobs - self.remote.received_jobs),
-            in_flight_from_remote=max(0, self.remote.sent_jobs - self.received_jobs),
-            requested=0 if self.requested is None else self.requested[1], link=link)
+        return Local(view, link, self.phase == Phase.PROCESSING and self.sharing())
 
-    def adapt(self) -> None:
-        if self.remote is None or not self.connection.connected or self.phase != "processing" \
-                or not self.sharing():
-            return
-        if self.requested is not None and self.loop.time() - self.requested[2] > REQUEST_TIMEOUT:
-            self.requested = None
-        decision = adaptor.decide(self.config.policy, self.snapshot(),  # type: ignore[arg-type]
-                                  self.params)
-        if decision.action == "send" and decision.count > 0:
-            if self.requested is not None:
-                return  # we asked for work ourselves: wait for the answer before giving any
-            self.send_jobs(decision.count, reason=self._words(decision))
-        elif decision.action == "request" and decision.count > 0:
-            request = self._next_request
-            self._next_request += 1
-            self.requested = (request, decision.count, self.loop.time())
-            self.send(Request(request, decision.count))
-            self.say(f"asked the {self.role.peer} for {jobs(decision.count)}: "
-                     f"{self._words(decision)}")
-        log.debug("%s adaptor: %s", self.role, decision.reason)
+    def balance(self, stimulus: Stimulus) -> None:
+        """Tell the balancer what happened and carry out what it says."""
+        decided = self.balancer.last_decision
+        self._carry_out(self.balancer.handle(stimulus, self.local(), self.loop.time()))
+        decision = self.balancer.last_decision
+        if decision is not None and decision is not decided:
+            log.debug("%s adaptor: %s", self.role, decision.reason)
 
-    def _words(self, decision: adaptor.Decision) -> str:
-        return decision.why.format(peer=self.role.peer)
+    def _carry_out(self, instructions: list[Instruction]) -> None:
+        for instruction in instructions:
+            match instruction:
+                case SendState():
+                    self._state_now()
+                case SendJobs(count, why, request):
+                    self.send_jobs(count, request=request, reason=self._words(why))
+                case SendRequest(request, count, why):
+                    self.send(Request(request, count))
+                    self.say(f"asked the {self.role.peer} for {jobs(count)}: "
+                             f"{self._words(why)}")
+
+    def _words(self, why: str) -> str:
+        return why.format(peer=self.role.peer)
 
     async def _adapt_periodically(self) -> None:
         while True:
             await asyncio.sleep(self.config.state_interval)
-            self.adapt()
+            self.balance(Tick())
 
     # ---- control channel ------------------------------------------------------------------
     def _on_control(self, request: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import collections
 import time
 from typing import Any
 
+from loadbalancer.balancer import Phase, Tick
 from loadbalancer.exits import EXIT_FAILURE
 from loadbalancer.messages import (
     MESSAGE_BYTES,
@@ -77,7 +78,7 @@ class Slave(Node):
 
     def peer_joined(self) -> None:
         self._alone_since = None
-        self.phase = "processing"
+        self.phase = Phase.PROCESSING
         self.able = False
         self._said.clear()
         self.unsent = collections.deque(self.held)
@@ -88,11 +89,11 @@ class Slave(Node):
 
     def peer_lost(self, reason: str) -> None:
         self._alone_since = self.loop.time()
-        if self.phase == "done":
+        if self.phase == Phase.DONE:
             # The master leaves only once it holds our trace or has given up on it.
             self._trace_acked.set()
             return
-        self.phase = "waiting"
+        self.phase = Phase.WAITING
         self.queue.clear()
         self.preempt_all(requeue=False)
         self.in_flight.clear()
@@ -142,7 +143,7 @@ class Slave(Node):
         elif isinstance(message, Cancel):
             for job in message.jobs:
                 self.queue.remove(job)
-        elif isinstance(message, Finish) and self.phase != "done":
+        elif isinstance(message, Finish) and self.phase != Phase.DONE:
             self.spawn(self._leave())
 
     def _answer(self, needs: Needs) -> None:
@@ -158,7 +159,7 @@ class Slave(Node):
                 able.append(spec)
         self.able = self.able or bool(able)
         self.send(Verdict(able, unable))
-        self.adapt()
+        self.balance(Tick())
 
     def _say_once(self, spec: WorkloadSpec, text: str) -> None:
         if spec.key() not in self._said:
@@ -196,7 +197,7 @@ class Slave(Node):
         self.send(Refuse(jobs, reason))
 
     async def _leave(self) -> None:
-        self.phase = "done"
+        self.phase = Phase.DONE
         self.sample()
         self._state_now()  # the master's screen shows this node done, not still processing
         work = self.session_work()

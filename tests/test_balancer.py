@@ -1,0 +1,170 @@
+"""The balancer's rules, driven as data: stimuli, the node's view and a fake clock in,
+instructions out. No sockets, no event loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from loadbalancer.adaptor import Link, NodeView
+from loadbalancer.balancer import (
+    REQUEST_TIMEOUT,
+    Balancer,
+    Instruction,
+    JobsFinished,
+    JobsReceived,
+    JobsSent,
+    Local,
+    PeerJoined,
+    PeerLost,
+    RequestReceived,
+    SendJobs,
+    SendRequest,
+    SendState,
+    StateReceived,
+    Stimulus,
+    ThrottleChanged,
+    Tick,
+)
+
+LINK = Link(rtt=0.001, bandwidth=1e9, job_bytes=100.0)
+
+
+@dataclass(frozen=True)
+class Peer:
+    view: NodeView
+    sent_jobs: int = 0
+    received_jobs: int = 0
+
+
+def node(queued: int = 0, running: int = 0, throttle: float = 1.0,
+         balancing: bool = True) -> Local:
+    return Local(NodeView(queued, running, throttle, 1, 0.1), LINK, balancing)
+
+
+def peer(queued: int = 0, running: int = 0, throttle: float = 1.0, sent: int = 0,
+         received: int = 0) -> StateReceived:
+    return StateReceived(Peer(NodeView(queued, running, throttle, 1, 0.1), sent, received))
+
+
+# What an instruction looks like in a scenario: "state", ("jobs", count, request) with
+# count "some" for any positive number, ("request", id, "some").
+Shape = str | tuple[str, int | str, int | None] | tuple[str, int, int | str]
+
+
+def shape(instruction: Instruction, expected: Shape) -> Shape:
+    match instruction:
+        case SendState():
+            return "state"
+        case SendJobs(count, _, request):
+            some = isinstance(expected, tuple) and expected[1] == "some" and count > 0
+            return ("jobs", "some" if some else count, request)
+        case SendRequest(request, count, _):
+            some = isinstance(expected, tuple) and expected[2] == "some" and count > 0
+            return ("request", request, "some" if some else count)
+    raise AssertionError(instruction)
+
+
+Step = tuple[float, Stimulus, Local, list[Shape]]
+JOINED: list[Step] = [(0.0, PeerJoined(), node(), ["state"])]
+BUSY_HERE_IDLE_THERE: list[Step] = [*JOINED, (0.1, peer(), node(queued=100),
+                                              [("jobs", "some", None)])]
+ASKED: list[Step] = [*JOINED, (0.1, peer(queued=100), node(), [("request", 1, "some")])]
+
+SCENARIOS: dict[str, list[Step]] = {
+    "nothing before the peer's first state": [
+        *JOINED, (0.1, Tick(), node(queued=100), []),
+        (0.2, RequestReceived(7, 10), node(queued=100), [("jobs", 0, 7)])],
+    "a busy node pushes to an idle peer": BUSY_HERE_IDLE_THERE,
+    "an idle node asks a busy peer": ASKED,
+    "no push while our own request is out": [
+        *ASKED, (0.2, peer(queued=0), node(queued=100), []),
+        (0.3, Tick(), node(queued=100), [])],
+    "the answer closes the request": [
+        *ASKED, (0.2, JobsReceived(40, 1), node(queued=40), []),
+        (0.3, peer(queued=0), node(queued=100), [("jobs", "some", None)])],
+    "a JOBS answering another request leaves ours open": [
+        *ASKED, (0.2, JobsReceived(5, None), node(queued=5), []),
+        (0.3, peer(queued=0), node(queued=100), [])],
+    "an unanswered request is forgotten after the timeout": [
+        *ASKED, (0.1 + REQUEST_TIMEOUT / 2, Tick(), node(), []),
+        (0.2 + REQUEST_TIMEOUT, Tick(), node(), [("request", 2, "some")])],
+    "no grant while jobs we pushed are on their way": [
+        *JOINED, (0.1, peer(queued=0), node(queued=100, balancing=False), []),
+        (0.2, JobsSent(30), node(queued=70), []),
+        (0.3, RequestReceived(1, 20), node(queued=70), [("jobs", 0, 1)])],
+    "a grant once the peer counted what we pushed": [
+        *JOINED, (0.1, peer(queued=0), node(queued=100, balancing=False), []),
+        (0.2, JobsSent(30), node(queued=70), []),
+        (0.3, peer(queued=0, received=30), node(queued=70, balancing=False), []),
+        (0.4, RequestReceived(1, 20), node(queued=70), [("jobs", 20, 1)])],
+    "a node that is not balancing neither moves nor grants": [
+        *JOINED, (0.1, peer(), node(queued=100, balancing=False), []),
+        (0.2, RequestReceived(1, 20), node(queued=100, balancing=False), [("jobs", 0, 1)])],
+    "a lost peer is sent nothing": [
+        *JOINED, (0.1, PeerLost(), node(queued=100), []),
+        (0.2, Tick(), node(queued=100), [])],
+    "a new session starts its counters over": [
+        *JOINED, (0.1, JobsSent(30), node(), []), (0.2, PeerJoined(), node(), ["state"]),
+        (0.3, peer(queued=0, received=0), node(queued=0, balancing=False), []),
+        (0.4, RequestReceived(1, 20), node(queued=70), [("jobs", 20, 1)])],
+    "a finished job with work queued waits for the period": [
+        *JOINED, (0.1, peer(queued=10), node(queued=10), []),
+        (0.2, JobsFinished(first=False), node(queued=9), [])],
+    "the first measured speed and an empty queue are told at once": [
+        *JOINED, (0.1, JobsFinished(first=True), node(queued=9), ["state"]),
+        (0.2, JobsFinished(first=False), node(queued=0), ["state"])],
+    "a throttle change is told at once, and rebalanced on": [
+        *JOINED, (0.1, peer(queued=10), node(queued=10), []),
+        (0.2, ThrottleChanged(0.5), node(queued=10, throttle=0.5),
+         ["state", ("jobs", "some", None)])],
+    "a stopped node hands its whole queue away": [
+        *JOINED, (0.1, peer(queued=10), node(queued=10), []),
+        (0.2, ThrottleChanged(0.0), node(queued=10, throttle=0.0),
+         ["state", ("jobs", 10, None)])],
+    "a stopped peer is never sent work": [
+        *JOINED, (0.1, peer(queued=0, throttle=0.0), node(queued=100), [])],
+}
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_scenario(name: str) -> None:
+    balancer = Balancer("symmetric")
+    for number, (now, stimulus, local, expected) in enumerate(SCENARIOS[name]):
+        got = balancer.handle(stimulus, local, now)
+        assert len(got) == len(expected), (number, stimulus, got)
+        shapes = [shape(instruction, want)
+                  for instruction, want in zip(got, expected, strict=True)]
+        assert shapes == expected, (number, stimulus, got)
+
+
+def test_counters_are_the_sessions_transfers() -> None:
+    balancer = Balancer("symmetric")
+    balancer.handle(PeerJoined(), node(), 0.0)
+    balancer.handle(JobsSent(12), node(), 0.1)
+    balancer.handle(JobsReceived(5, None), node(), 0.2)
+    assert (balancer.sent_jobs, balancer.received_jobs) == (12, 5)
+    balancer.handle(peer(sent=9, received=7), node(), 0.3)
+    snapshot = balancer.snapshot(node(), 0.5)
+    assert (snapshot.in_flight_to_remote, snapshot.in_flight_from_remote) == (5, 4)
+    # The peer's state is aged from its arrival, plus half a round trip of travel.
+    assert snapshot.remote_age == pytest.approx(0.2 + LINK.rtt / 2)
+
+
+@pytest.mark.parametrize("policy, action", [("sender", SendJobs), ("receiver", None),
+                                            ("none", None)])
+def test_the_policy_decides_who_initiates(policy: str, action: type | None) -> None:
+    balancer = Balancer(policy)  # type: ignore[arg-type]
+    balancer.handle(PeerJoined(), node(), 0.0)
+    got = balancer.handle(peer(), node(queued=100), 0.1)
+    assert [type(instruction) for instruction in got] == ([action] if action else [])
+
+
+def test_requests_are_numbered_per_session() -> None:
+    balancer = Balancer("receiver")
+    balancer.handle(PeerJoined(), node(), 0.0)
+    first = balancer.handle(peer(queued=100), node(), 0.1)
+    balancer.handle(PeerJoined(), node(), 0.2)
+    again = balancer.handle(peer(queued=100), node(), 0.3)
+    assert [i.request for i in first + again if isinstance(i, SendRequest)] == [1, 1]
