@@ -50,9 +50,9 @@ from loadbalancer.balancer import (
     ThrottleChanged,
     Tick,
 )
+from loadbalancer.monitor import JobTimes
 
 ROLES = ("master", "slave")
-EWMA_WEIGHT = 0.3  # weight of the newest job time in a node's job_seconds estimate
 SAMPLE_INTERVAL = 0.25  # seconds between points of the pending-jobs time series
 GIVE_UP_FACTOR = 20.0  # a run longer than this many ideal makespans is reported as failed
 
@@ -165,7 +165,7 @@ class _Node:
     idle: set[int] = field(default_factory=set)
     resting: dict[int, tuple[float, float]] = field(default_factory=dict)  # from, compute s
     tokens: list[int] = field(default_factory=list)  # bumped to cancel a scheduled wake
-    job_seconds: float | None = None
+    job_times: JobTimes = field(default_factory=JobTimes)  # the real node's estimator
     done: int = 0
     last_done: float = 0.0
 
@@ -174,7 +174,9 @@ class _Node:
         self.tokens = [0] * self.workers
 
     def view(self) -> NodeView:
-        return NodeView(len(self.queue), self.busy, self.throttle, self.workers, self.job_seconds)
+        times = self.job_times
+        return NodeView(len(self.queue), self.busy, self.throttle, self.workers, times.mean,
+                        times.error)
 
 
 class Simulation:
@@ -222,13 +224,11 @@ class Simulation:
         node.done += 1
         node.last_done = self.now
         self.finished += 1
-        previous = node.job_seconds
-        node.job_seconds = (
-            seconds if previous is None else (EWMA_WEIGHT * seconds + (1 - EWMA_WEIGHT) * previous)
-        )
+        first = node.job_times.mean is None
+        node.job_times.add(seconds)
         node.resting[worker] = (self.now, seconds)
         self.schedule_wake(node, worker)
-        self.balance(node, JobsFinished(first=previous is None))
+        self.balance(node, JobsFinished(first and node.job_times.mean is not None))
 
     def schedule_wake(self, node: _Node, worker: int) -> None:
         """Wake a resting worker once its duty cycle allows, under the current throttle."""

@@ -11,22 +11,24 @@ Moving k jobs from i to j gives T_i' = T_i(queued_i - k) and
 T_j' = max(T_j(queued_j + k), arrival + ceil(k / w_j) * c_j / t_j): the receiver cannot finish
 the moved work before one whole job after it lands, which is what stops near-the-end moves to
 a slow or far peer. The best k equalizes T_i' and T_j'. A node makes the move when it saves
-more than the hysteresis share of max(T_i, T_j) (scaled, see `_margin`) plus half its cost
-(transfer + rtt + state age), dask stealing's halved margin, and k >= min_batch.
+more than what noise could fake (see `_margin`: `confidence` standard errors of the gap
+between T_i and T_j, from the measured spread and drift of both job-time estimates, and the
+hysteresis share of max(T_i, T_j), both scaled by the receiver's share of the speed) plus
+half its cost (transfer + rtt + state age), dask stealing's halved margin, and k >= min_batch.
 
-Defaults from `python -m benchmarks.simulate --sweep`: 1024 jobs of 0.06 s, noise 10 %,
-state every 0.5 s, over {1 worker on a 2 ms 100 Mbit/s link, 4 workers on it, 1 worker on a
-50 ms 10 Mbit/s link} x {equal, hetero, change, drain, mild 1.0/0.75, resume 0 -> 0.25} x
-{sender, receiver, symmetric} x 2 seeds, ranked by worst ratio + ping-pong share (jobs the
-balancer moved a second time; the simulator charges nothing for a move, real machines do):
+Defaults from `python -m benchmarks.simulate --sweep` (the real Balancer and JobTimes in
+virtual time): 1024 jobs of 0.06 s, noise 10 %, state every 0.5 s, over {1 worker on a 2 ms
+100 Mbit/s link, 4 workers on it, 1 worker on a 50 ms 10 Mbit/s link} x {equal, hetero,
+change, drain, mild 1.0/0.75, resume 0 -> 0.25} x {sender, receiver, symmetric} x 2 seeds,
+ranked by worst ratio + ping-pong share (jobs the balancer moved a second time; the
+simulator charges nothing for a move, real machines do), confidence 2:
     min_batch hysteresis  worst   mean  ping-pong  tail s
-        1       0.10     1.012  1.002    0.21 %   0.11   <- chosen
-        4       0.20     1.012  1.003    0.23 %   0.22
-        1       0.30     1.017  1.003    0.05 %   0.18
-        1       0.05     1.007  1.001    9.59 %   0.10   (job-time noise moves jobs to and fro)
-       16       0.10     1.043  1.006    0.00 %   0.37   (big batches lengthen the tail)
-With 4 seeds min_batch 1, 2, 4 at hysteresis 0.1 tie (worst 1.016). The worst run is
-4 workers, equal, nothing moved: the granularity of the last jobs.
+        1       0.05     1.008  1.001    0.08 %   0.09   <- chosen
+        1       0.10     1.012  1.001    0.06 %   0.10   (the default before the noise term)
+        4       0.10     1.014  1.002    0.02 %   0.20
+        1       0.00     1.008  1.001    1.91 %   0.09   (the noise term alone: some ping-pong)
+       16       0.10     1.025  1.005    0.00 %   0.32   (big batches lengthen the tail)
+Before the noise term, hysteresis 0.05 had 9.6 % ping-pong and 0.1 was chosen at 0.21 %.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class NodeView:
     throttle: float  # duty cycle 0..1
     workers: int  # worker threads
     job_seconds: float | None  # EWMA of one job's compute seconds at throttle 1; None: unmeasured
+    job_error: float = 0.0  # relative standard error of job_seconds (monitor.JobTimes.error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,9 +82,12 @@ class Params:
     # Smallest move worth a message; larger batches only lengthened the tail (module doc).
     min_batch: int = 1
     # Share of the predicted finish time a move must save (scaled by the receiver's share of
-    # the speed, see `_margin`): absorbs job-time noise that would otherwise move jobs to and
-    # fro (sweep in the module doc).
-    hysteresis: float = 0.1
+    # the speed, see `_margin`), on top of the noise term: the model's own error (whole
+    # jobs, the running ones' remainder, a state's age).
+    hysteresis: float = 0.05
+    # Standard errors of the predicted gap between the finish times that a move must clear:
+    # at 2 the measured noise in the job-time estimates alone moves a job one time in 40.
+    confidence: float = 2.0
     # The seed system's rule: move when queue lengths differ by more than this.
     seed_threshold: int = 30
     # Compute seconds of one job when neither node has measured one yet.
@@ -109,6 +115,7 @@ class _Side:
     workers: int
     job_time: float  # wall seconds one worker needs for one job at the current throttle
     age: float  # seconds the view is old
+    error: float  # relative standard error of the job time it is predicted with
 
     def finish(self, delta: int = 0) -> float:
         """Seconds from now until it runs dry with `delta` jobs more (or fewer)."""
@@ -133,6 +140,7 @@ class _Move:
     dst_before: float
     src_after: float
     dst_after: float
+    gap_error: float  # standard error of src_before - dst_before, seconds
 
     @property
     def before(self) -> float:
@@ -159,13 +167,15 @@ def speed(node: NodeView, default_job_seconds: float) -> float:
 def _side(node: NodeView, peer: NodeView, arriving: int, age: float, params: Params) -> _Side:
     # Both nodes run the same jobs: the peer's measurement beats a guess.
     seconds = _seconds(node, _seconds(peer, params.default_job_seconds))
+    error = node.job_error if _known(node.job_seconds) else \
+        peer.job_error if _known(peer.job_seconds) else 0.0
     rate = speed(node, seconds)
     if rate < MIN_RATE:
         rate = 0.0
     job_time = seconds / node.throttle if rate > 0 else math.inf
     queued = node.queued + arriving
     pending = queued + RUNNING_SHARE * node.running
-    return _Side(pending, queued, node.queued, rate, node.workers, job_time, age)
+    return _Side(pending, queued, node.queued, rate, node.workers, job_time, age, error)
 
 
 def _sides(snap: Snapshot, params: Params) -> tuple[_Side, _Side]:
@@ -180,7 +190,8 @@ def _evaluate(src: _Side, dst: _Side, count: int, latency: float, per_job: float
         landed = latency + count * per_job
         dst_after = max(dst_after, landed + math.ceil(count / dst.workers) * dst.job_time)
     share = dst.rate / (src.rate + dst.rate)
-    return _Move(count, share, src.drain, dst.drain, src.finish(-count), dst_after)
+    gap_error = math.hypot(src.drain * src.error, dst.drain * dst.error)
+    return _Move(count, share, src.drain, dst.drain, src.finish(-count), dst_after, gap_error)
 
 
 def _best_move(src: _Side, dst: _Side, latency: float, link: Link) -> _Move:
@@ -208,13 +219,16 @@ def _half_cost(move: _Move, snap: Snapshot) -> float:
 
 
 def _margin(move: _Move, snap: Snapshot, params: Params) -> float:
-    """What a move must save to be made: hysteresis plus half its cost.
+    """What a move must save to be made: what noise could fake, plus half its cost.
 
-    Job-time noise of relative size e fakes a gain of about e * T * (receiver's share of the
-    pair's speed), so the hysteresis scales with that share (x2: equal nodes use it as is).
-    A plain fraction of T would never feed a peer slower than h / (1 - h) of us.
+    Equalizing two finish times gains their gap times the receiver's share of the pair's
+    speed, so an error in the gap fakes a gain that much smaller: the margin is that share of
+    `confidence` standard errors of the gap (from the job-time estimates' measured spread)
+    and of the hysteresis (x2: equal nodes use it as is). A plain fraction of T would never
+    feed a peer slower than h / (1 - h) of us.
     """
-    return 2 * move.dst_share * params.hysteresis * move.before + _half_cost(move, snap)
+    noise = params.confidence * move.gap_error + 2 * params.hysteresis * move.before
+    return move.dst_share * noise + _half_cost(move, snap)
 
 
 def _push(snap: Snapshot, local: _Side, remote: _Side) -> _Move | None:

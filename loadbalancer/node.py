@@ -429,6 +429,7 @@ class Node:
             "throttle": self.throttle.value, "workers": self.config.workers,
             "cpu": self.monitor.cpu, "speed": speed, "eta": eta,
             "job_seconds": self.monitor.job_seconds,
+            "job_error": self.monitor.job_times.error,
             "peer": "connected" if self.connection.connected else
             ("waiting" if self.remote is None else "left" if self.peer_left else "lost"),
             "moved_out": self.moved_out, "moved_in": self.moved_in,
@@ -504,7 +505,8 @@ class Node:
         """This node as the balancer weighs it now."""
         channel = self.connection.channel
         view = adaptor.NodeView(len(self.queue), len(self.running), self.throttle.value,
-                                self.config.workers, self.monitor.job_seconds)
+                                self.config.workers, self.monitor.job_seconds,
+                                self.monitor.job_times.error)
         link = adaptor.Link(rtt=channel.srtt or 0.001,
                             bandwidth=channel.delivery_rate or 10e6,
                             job_bytes=self._job_bytes or 1024.0)

@@ -18,6 +18,8 @@ MAX_JOBS = 2**40  # jobs queued, running or moved in a session: far beyond any r
 MAX_WORKERS = 4096
 # A job's compute seconds at full speed: from a nanosecond to eleven days.
 MIN_JOB_SECONDS, MAX_JOB_SECONDS = 1e-9, 1e6
+# The relative standard error of that figure: beyond a hundredfold it says nothing more.
+MAX_JOB_ERROR = 100.0
 
 
 def _name(value: object) -> bool:
@@ -73,10 +75,12 @@ class PeerState:
             float(_number(meta, "job_seconds", MIN_JOB_SECONDS, MAX_JOB_SECONDS))
         view = NodeView(queued=_jobs(meta, "queued"), running=_jobs(meta, "running"),
                         throttle=float(_number(meta, "throttle", 0, 1)), workers=workers,
-                        job_seconds=job_seconds)
+                        job_seconds=job_seconds,
+                        job_error=float(_number({"job_error": 0.0, **meta}, "job_error", 0,
+                                                MAX_JOB_ERROR)))
         status = {key: value if valid(value := meta.get(key)) else None
                   for key, valid in _DISPLAY.items()}
         status.update(dropped=fields.counters(meta.get("dropped")), queued=view.queued,
                       running=view.running, throttle=view.throttle, workers=view.workers,
-                      job_seconds=view.job_seconds)
+                      job_seconds=view.job_seconds, job_error=view.job_error)
         return cls(view, _jobs(meta, "sent_jobs"), _jobs(meta, "received_jobs"), status)
