@@ -22,6 +22,7 @@ from loadbalancer.tasks import Task
 from loadbalancer.workload import Workload
 
 WINDOW = 0.1
+PAUSE_SLICE = 0.05  # seconds a pause sleeps before it looks whether its job was taken away
 BATCH_SECONDS = 0.002
 MAX_BATCH = 64
 
@@ -82,7 +83,7 @@ class DutyCycle:
         self._count()
         if self.computed >= WINDOW * throttle:
             if throttle < 1.0:
-                self._pause(self.computed * (1.0 - throttle) / throttle)
+                self._pause(self.computed * (1.0 - throttle) / throttle, cancelled)
             self.computed = 0.0
             self._last = self.clock()
 
@@ -91,10 +92,15 @@ class DutyCycle:
         self._count()
         return self.job_seconds
 
-    def _pause(self, seconds: float) -> None:
+    def _pause(self, seconds: float, cancelled: Callable[[], bool]) -> None:
         self.throttle.changed.clear()
-        # A raised throttle ends the pause early; the next checkpoint re-checks.
-        self.throttle.changed.wait(seconds)
+        # A raised throttle ends the pause early; the next checkpoint re-checks. So does a
+        # job taken away (its result came from elsewhere), within a slice: at a low throttle
+        # one pause can last seconds.
+        end = self.clock() + seconds
+        while (left := end - self.clock()) > 0 and not cancelled():
+            if self.throttle.changed.wait(min(left, PAUSE_SLICE)):
+                return
 
 
 @dataclass(slots=True)
