@@ -39,7 +39,7 @@ from typing import Literal, TypeGuard
 
 Policy = Literal["none", "sender", "receiver", "symmetric", "seed"]
 POLICIES: tuple[Policy, ...] = ("none", "sender", "receiver", "symmetric", "seed")
-Action = Literal["hold", "send", "request"]
+Action = Literal["hold", "send", "request", "copy"]
 
 # A running job is on average half done, so it still counts for half a job of work.
 RUNNING_SHARE = 0.5
@@ -47,6 +47,10 @@ RUNNING_SHARE = 0.5
 # however small (a throttle of 1e-300) made finish times infinite, and inf - inf is NaN;
 # from this rate up, with peerstate's bounds on the rest, every time the model takes is finite.
 MIN_RATE = 1e-6
+# The relative error of a job time a node has not measured itself (the peer's, or the
+# default, stands in): another machine's figure may be off by half. Until a node has
+# measured, only a move that would pay at that error is made (feeding an idle node is).
+BORROWED_ERROR = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +96,9 @@ class Params:
     seed_threshold: int = 30
     # Compute seconds of one job when neither node has measured one yet.
     default_job_seconds: float = 0.1
+    # A peer state older than this says the peer may have stopped (paused, hung): its
+    # running jobs are then no nearer their end than when they began.
+    stale_state: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,8 +174,7 @@ def speed(node: NodeView, default_job_seconds: float) -> float:
 def _side(node: NodeView, peer: NodeView, arriving: int, age: float, params: Params) -> _Side:
     # Both nodes run the same jobs: the peer's measurement beats a guess.
     seconds = _seconds(node, _seconds(peer, params.default_job_seconds))
-    error = node.job_error if _known(node.job_seconds) else \
-        peer.job_error if _known(peer.job_seconds) else 0.0
+    error = node.job_error if _known(node.job_seconds) else BORROWED_ERROR
     rate = speed(node, seconds)
     if rate < MIN_RATE:
         rate = 0.0
@@ -317,6 +323,32 @@ def decide(policy: Policy, snap: Snapshot, params: Params = Params()) -> Decisio
     head = f"T_local={local.drain:.2f}s T_remote={remote.drain:.2f}s"
     return Decision(decision.action, decision.count, f"{head}: {decision.reason}",
                     decision.why)
+
+
+def copies(snap: Snapshot, copying: int, params: Params = Params()) -> Decision:
+    """How many of the peer's running jobs to run a copy of here (speculative execution of
+    the tail, as MapReduce's backup tasks), ``copying`` being those already copied.
+
+    Only once no real work is left to move (our queue and the peer's empty, nothing in
+    flight), on idle workers, and only when a copy started now ends sooner than the peer's
+    job is expected to: half a job time at its throttle after its state was sampled, or
+    never if it stopped or its state has gone stale.
+    """
+    local, remote = _sides(snap, params)
+    idle = snap.local.workers - snap.local.running - snap.local.queued
+    candidates = snap.remote.running - copying
+    if idle <= 0 or candidates <= 0 or snap.remote.queued or snap.in_flight_to_remote \
+            or snap.in_flight_from_remote or local.rate == 0:
+        return Decision("hold", 0, "no copies: work to move, or no idle worker")
+    stale = snap.remote_age > params.stale_state or remote.rate == 0
+    remaining = math.inf if stale else RUNNING_SHARE * remote.job_time - snap.remote_age
+    if local.job_time >= remaining:
+        return Decision("hold", 0, f"no copies: the peer's jobs end in {remaining:.2f}s, "
+                        f"a copy here takes {local.job_time:.2f}s")
+    count = min(idle, candidates)
+    peer_end = "has gone quiet" if stale else f"would end its last jobs in {remaining:.1f}s"
+    return Decision("copy", count, f"copy {count} (here {local.job_time:.3f}s)",
+                    f"the {{peer}} {peer_end}; a copy here takes {local.job_time:.2f}s")
 
 
 def grant(snap: Snapshot, asked: int, params: Params = Params()) -> int:

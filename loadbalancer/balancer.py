@@ -23,6 +23,8 @@ from loadbalancer.adaptor import Link, NodeView, Params, Policy
 # A request unanswered this long is forgotten: its answer was lost with a session, or the
 # peer is too busy to grant; a new decision may ask again.
 REQUEST_TIMEOUT = 2.0
+# The policies that run the model; the baselines (none, seed) make no copies either.
+MODELLED = ("sender", "receiver", "symmetric")
 
 
 class Phase(enum.StrEnum):
@@ -54,6 +56,7 @@ class Local:
     view: NodeView
     link: Link
     balancing: bool  # processing, and the session moves jobs at all
+    copying: int | None = None  # copies of the peer's jobs under way here; None: cannot copy
 
 
 # ---- stimuli ------------------------------------------------------------------------------
@@ -135,7 +138,15 @@ class SendState:
     """Tell the peer our state now rather than at the next period."""
 
 
-Instruction = SendJobs | SendRequest | SendState
+@dataclass(frozen=True, slots=True)
+class RunCopies:
+    """Run a copy of ``count`` of the jobs the peer is running (the first result wins)."""
+
+    count: int
+    why: str
+
+
+Instruction = SendJobs | SendRequest | SendState | RunCopies
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,10 +235,16 @@ class Balancer:
             return []
         if self.requested is not None and now - self.requested.since > self.request_timeout:
             self.requested = None
-        decision = adaptor.decide(self.policy, self.snapshot(local, now), self.params)
+        snapshot = self.snapshot(local, now)
+        decision = adaptor.decide(self.policy, snapshot, self.params)
+        if decision.action == "hold" and local.copying is not None and self.policy in MODELLED:
+            copies = adaptor.copies(snapshot, local.copying, self.params)
+            decision = copies if copies.action == "copy" else decision
         self.last_decision = decision
         if decision.count <= 0:
             return []
+        if decision.action == "copy":
+            return [RunCopies(decision.count, decision.why)]
         if decision.action == "send":
             if self.requested is not None:
                 return []  # we asked for work ourselves: wait for the answer before giving any

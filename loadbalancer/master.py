@@ -27,10 +27,11 @@ from typing import Any
 from loadbalancer import fields, measure
 from loadbalancer.balancer import Phase, Tick
 from loadbalancer.batch import Batch
+from loadbalancer.copies import Copies
 from loadbalancer.exits import EXIT_FAILURE, EXIT_JOBS_FAILED, EXIT_OK
 from loadbalancer.jobs import Ledger
 from loadbalancer.journal import Journal, Recovered
-from loadbalancer.logs import duration
+from loadbalancer.logs import duration, jobs
 from loadbalancer.messages import (
     Cancel,
     Finish,
@@ -81,6 +82,7 @@ class Master(Node):
         self.start = time.time()
         self.slave_trace: Trace | None = None
         self.peer_history = PeerHistory()
+        self.copies = Copies()
         self._trace_received = asyncio.Event()
         self.summary: dict[str, Any] | None = None
         self.last_done: float | None = None
@@ -155,7 +157,25 @@ class Master(Node):
         return self.batch.job_data(job)
 
     def claim(self, job: int, here: bool) -> bool:
+        if job in self.copies:  # the original was claimed when it went to the slave
+            if here:
+                self.copies.start(job, self.loop.time())
+            return here  # a copy never goes to the slave, which runs the original
         return self.batch.claim(job, here)
+
+    def copying(self) -> int | None:
+        return len(self.copies)
+
+    def run_copies(self, count: int, why: str) -> None:
+        outstanding = [job for job in self.ledger.unfinished(Role.SLAVE) if job not in
+                       self.copies and job not in self.queue and job not in self.running]
+        for job in outstanding[:count]:
+            self.copies.add(job)
+            self.queue.push_front(job, self.batch.task(job), None)
+        if outstanding:
+            copied = min(count, len(outstanding))
+            self.say(f"copying {jobs(copied)} the slave is running: {why}")
+            self.wake()
 
     def grow(self) -> None:
         """The batch has new jobs, or has closed (the Executor's)."""
@@ -247,7 +267,8 @@ class Master(Node):
         if self.journal is not None:
             self.journal.owners(jobs, Role.MASTER)
         for job in jobs:
-            self.queue.push(job, self.batch.task(job))  # its input made again from the batch
+            if job not in self.running:  # a copy running here is the job now
+                self.queue.push(job, self.batch.task(job))  # input made again from the batch
         if jobs:
             self.say(f"{why} {len(jobs)} jobs")
         self.wake()
@@ -316,6 +337,11 @@ class Master(Node):
         kind = "copy" if self.ledger.is_done(job) else "ok" if outcome.failure is None \
             else "failed"
         self.recorder.run(job, str(on), kind, self.ledger.moved(job))
+        if on is Role.MASTER and job in self.copies:
+            self.copies.finished(job, outcome.seconds,
+                                 first=kind == "ok" and self.ledger.owner(job) is Role.SLAVE)
+            if kind == "failed" and self.ledger.owner(job) is Role.SLAVE:
+                return  # a copy that raised: the original, still running, has the say
         if self.ledger.is_done(job):
             self.ledger.duplicates += 1
             return
@@ -329,10 +355,20 @@ class Master(Node):
             self.connection.dropped["bad_result"] += 1
             return
         self.ledger.record(job)
-        self.queue.remove(job)  # a copy queued here after a take-back need not run
+        self._settle_copies(job, on)
         offset = None if self.journal is None else self.journal.result(job, outcome.result)
         self.batch.result(job, outcome.result, offset)
         self._check_done()
+
+    def _settle_copies(self, job: int, on: Role) -> None:
+        """The job has its result from ``on``: whatever other execution remains stops."""
+        self.queue.remove(job)  # a copy queued here (or after a take-back) need not run
+        if on is Role.SLAVE and job in self.copies:
+            self.copies.beaten(job, self.loop.time())
+            self.stop_run(job)
+        elif on is Role.MASTER and self.ledger.owner(job) is Role.SLAVE \
+                and self.connection.connected:
+            self.send(Cancel([job]))  # our copy won: the slave's original stops
 
     def _failed(self, job: int, failure: Failure, on: Role) -> None:
         attempts = self.ledger.failed(job)
@@ -449,6 +485,7 @@ class Master(Node):
             "failed": {"count": self.batch.failures.count, "first": self.batch.failures.first,
                        "attempts_failed": self.failed_runs + int(stats.get("failed", 0))},
             "moved": {"to_slave": self.moved_out, "to_master": self.moved_in},
+            "copies": self.copies.summary(),
             "bootstrap": self.bootstrapped,
             "retransmits": self.connection.retransmits + int(stats.get("retransmits", 0)),
             "datagram": {"master": self.connection.datagram_size, "slave": stats.get("datagram")},

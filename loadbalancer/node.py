@@ -33,6 +33,7 @@ from loadbalancer.balancer import (
     Local,
     Phase,
     RequestReceived,
+    RunCopies,
     SendJobs,
     SendRequest,
     SendState,
@@ -89,6 +90,7 @@ class Node:
         self.throttle = Throttle(config.throttle)
         self.queue = JobQueue()
         self.running: dict[int, Running] = {}
+        self._process_of: dict[int, WorkerProcess] = {}  # running function jobs' processes
         # One per worker slot, for function jobs; its process starts with its first job.
         # Under the dashboard a job's prints would tear the screen: they are dropped.
         self.processes = [WorkerProcess(self.throttle,
@@ -220,6 +222,7 @@ class Node:
             task = runs[0].task
             try:
                 if isinstance(task, FunctionTask):
+                    self._process_of.update((run.job, process) for run in runs)
                     outcomes = await process.run([
                         Call(run.job, task.module_spec, task.ref.function, run.data)
                         for run in runs])
@@ -228,6 +231,7 @@ class Node:
             finally:
                 for run in runs:
                     del self.running[run.job]
+                    self._process_of.pop(run.job, None)
             ended = {outcome.job for outcome in outcomes}
             for run in reversed(runs):
                 if run.job not in ended and run.requeue:
@@ -275,6 +279,18 @@ class Node:
 
     def job_finished(self, outcome: Outcome) -> None:
         raise NotImplementedError
+
+    def stop_run(self, job: int) -> None:
+        """Stop a job running here for good (its result came from elsewhere): a thread's
+        job at its next checkpoint, a process's at once (the others on that trip go back
+        to the queue)."""
+        run = self.running.get(job)
+        if run is None:
+            return
+        run.cancelled, run.requeue = True, False
+        process = self._process_of.get(job)
+        if process is not None:
+            process.preempt()
 
     def preempt_all(self, requeue: bool) -> None:
         for running in self.running.values():
@@ -510,7 +526,15 @@ class Node:
         link = adaptor.Link(rtt=channel.srtt or 0.001,
                             bandwidth=channel.delivery_rate or 10e6,
                             job_bytes=self._job_bytes or 1024.0)
-        return Local(view, link, self.phase == Phase.PROCESSING and self.sharing())
+        return Local(view, link, self.phase == Phase.PROCESSING and self.sharing(),
+                     self.copying())
+
+    def copying(self) -> int | None:
+        """Copies of the peer's jobs under way here; None if this node makes none."""
+        return None
+
+    def run_copies(self, count: int, why: str) -> None:
+        """Queue copies of ``count`` of the jobs the peer is running."""
 
     def balance(self, stimulus: Stimulus) -> None:
         """Tell the balancer what happened and carry out what it says."""
@@ -531,6 +555,8 @@ class Node:
                     self.send(Request(request, count))
                     self.say(f"asked the {self.role.peer} for {jobs(count)}: "
                              f"{self._words(why)}")
+                case RunCopies(count, why):
+                    self.run_copies(count, self._words(why))
 
     def _words(self, why: str) -> str:
         return why.format(peer=self.role.peer)

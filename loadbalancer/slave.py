@@ -143,6 +143,7 @@ class Slave(Node):
         elif isinstance(message, Cancel):
             for job in message.jobs:
                 self.queue.remove(job)
+                self.stop_run(job)
         elif isinstance(message, Finish) and self.phase != Phase.DONE:
             self.spawn(self._leave())
 

@@ -19,6 +19,7 @@ from loadbalancer.balancer import (
     PeerJoined,
     PeerLost,
     RequestReceived,
+    RunCopies,
     SendJobs,
     SendRequest,
     SendState,
@@ -168,3 +169,53 @@ def test_requests_are_numbered_per_session() -> None:
     balancer.handle(PeerJoined(), node(), 0.2)
     again = balancer.handle(peer(queued=100), node(), 0.3)
     assert [i.request for i in first + again if isinstance(i, SendRequest)] == [1, 1]
+
+
+def copier(queued: int = 0, running: int = 0, copying: int = 0, workers: int = 1) -> Local:
+    return Local(NodeView(queued, running, 1.0, workers, 0.1), LINK, True, copying)
+
+
+COPY_SCENARIOS: dict[str, tuple[StateReceived, Local, int]] = {
+    # The slave's last job runs at throttle 0.1: a second there, a tenth of one here.
+    "an idle master copies a slow slave's last job": (peer(running=1, throttle=0.1),
+                                                      copier(), 1),
+    "not while its own queue has work": (peer(running=1, throttle=0.1), copier(queued=1), 0),
+    "not while the slave still has jobs to move": (peer(queued=3, running=1, throttle=0.1),
+                                                  copier(), 0),
+    "not when the slave's job ends sooner than a copy": (peer(running=1), copier(), 0),
+    "not a job already copied": (peer(running=1, throttle=0.1),
+                                 copier(running=1, copying=1, workers=2), 0),
+    "one copy for each idle worker": (peer(running=3, throttle=0.1), copier(workers=2), 2),
+}
+
+
+@pytest.mark.parametrize("name", COPY_SCENARIOS)
+def test_copies_of_the_tail(name: str) -> None:
+    state, local, count = COPY_SCENARIOS[name]
+    balancer = Balancer("symmetric")
+    balancer.handle(PeerJoined(), local, 0.0)
+    got = balancer.handle(state, local, 0.1)
+    assert [(type(i), i.count) for i in got if isinstance(i, RunCopies)] == \
+        ([(RunCopies, count)] if count else [])
+
+
+def test_a_quiet_slave_is_copied_from_even_at_full_speed() -> None:
+    balancer = Balancer("symmetric")
+    balancer.handle(PeerJoined(), copier(), 0.0)
+    assert balancer.handle(peer(running=1), copier(), 0.1) == []
+    # No state for longer than stale_state: paused or hung, its job may never end.
+    got = balancer.handle(Tick(), copier(), 0.1 + 2.5)
+    assert [type(instruction) for instruction in got] == [RunCopies]
+
+
+def test_the_baselines_make_no_copies() -> None:
+    for policy in ("none", "seed"):
+        balancer = Balancer(policy)  # type: ignore[arg-type]
+        balancer.handle(PeerJoined(), copier(), 0.0)
+        assert balancer.handle(peer(running=1, throttle=0.1), copier(), 0.1) == []
+
+
+def test_a_slave_never_copies() -> None:
+    balancer = Balancer("symmetric")
+    balancer.handle(PeerJoined(), node(), 0.0)
+    assert balancer.handle(peer(running=1, throttle=0.1), node(), 0.1) == []

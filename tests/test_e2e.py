@@ -197,3 +197,20 @@ def test_a_second_slave_with_the_same_config_is_refused_and_gives_up(cluster: Cl
     # The first one kept its place while the run lasted (once it has left, the place is free).
     during = cluster.log("master").split("every job has its outcome")[0]
     assert during.count("slave joined") == 1
+
+
+def test_an_idle_master_copies_the_slow_slaves_last_job_and_the_first_result_wins(
+        cluster: Cluster) -> None:
+    cluster.configure(policy="symmetric", jobs=96, elements_per_job=32768, iterations=8000)
+    cluster.start_both()
+    cluster.wait_for("slave", lambda s: s["local"]["executed"] >= 3)
+    # Its job now computes 0.5 ms of every 100: an 80 ms job would take 16 s there.
+    answer = cluster.lb("throttle", "0.005", "--role", "slave", "--config", str(cluster.config))
+    assert answer.returncode == 0, answer.stderr
+    assert cluster.wait() == {"slave": 0, "master": 0}, cluster.log("master")
+    result = cluster.result()
+    assert result["verified"] is True
+    assert result["copies"]["made"] >= 1 and result["copies"]["won"] >= 1, result["copies"]
+    assert "copying 1 job the slave is running" in cluster.log("master")
+    # The copy won: the slave's original was stopped, not counted as a second run.
+    assert result["executed"]["master"] + result["executed"]["slave"] == 96
