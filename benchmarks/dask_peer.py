@@ -139,6 +139,7 @@ class Done:
     seconds: float  # compute seconds at full speed
     end: float  # wall clock
     role: str
+    began: float = 0.0  # wall clock
 
 
 def run_job(job: int, params: Params, roles: dict[str, str],
@@ -152,12 +153,13 @@ def run_job(job: int, params: Params, roles: dict[str, str],
     workload = _workload(params)
     data = workload.job_data(job)
     cycle = _Worker.cycle
+    began = time.time()
     cycle.begin()
     try:
         result = workload.run(job, data, lambda: cycle.checkpoint(lambda: False))
     except Preempted:  # stopped: this worker is paused already, so it goes elsewhere
         raise Reschedule() from None
-    return Done(job, result, cycle.end(), time.time(), role)
+    return Done(job, result, cycle.end(), time.time(), role, began)
 
 
 @contextmanager
@@ -239,9 +241,23 @@ def _pause(pid: int, stop_at: float, continue_at: float,
         paused.append((stopped, time.time()))
 
 
+def _work(workload: Vector, done: Sequence[Done],
+          paused: Sequence[tuple[float, float]]) -> float:
+    """Compute seconds at full speed of every job, from the mean of the measured ones per
+    unit of cost, as lb's master counts them. A task that ran across a pause is left out: the
+    clock it measures its compute on went on while its process was stopped."""
+    def stopped(d: Done) -> bool:
+        return d.role == "slave" and any(d.began < b and d.end > a for a, b in paused)
+
+    kept = [d for d in done if not stopped(d)] or list(done)
+    units = sum(workload.job_iterations(d.job) for d in kept)
+    total = sum(workload.job_iterations(job) for job in range(workload.job_count))
+    return sum(d.seconds for d in kept) / units * total
+
+
 def _row(bench: Bench, workload: Vector, done: Sequence[Done], makespan: float, start: float,
          steps: dict[str, Steps], paused: Sequence[tuple[float, float]]) -> Row:
-    work = sum(d.seconds for d in done) / len(done) * workload.job_count
+    work = _work(workload, done, paused)
     best = ideal.ideal_makespan(work, start, [steps[role] for role in ROLES],
                                 pauses=[(ROLES.index("slave"), a, b) for a, b in paused],
                                 longest=ideal.longest_job(work, workload))
