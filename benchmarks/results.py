@@ -138,7 +138,7 @@ class Cell:
 
     def median(self, name: str) -> float | None:
         values = self.values(name)
-        return statistics.median(values) if values else None
+        return round(statistics.median(values), 4) if values else None
 
     def worst(self, name: str) -> float | None:
         values = self.values(name)

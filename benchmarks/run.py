@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -134,12 +135,22 @@ def plot_all(benches: list[Bench], policies: list[str], runs: dict[tuple[str, st
     """A PNG per scenario, a panel per policy: its median run."""
     paths = []
     for bench in benches:
-        traces = {policy: _median(runs[bench.name, policy]).record.get("trace")
-                  for policy in policies}
+        traces = {policy: _judged(_median(runs[bench.name, policy])) for policy in policies}
         path = out / f"{bench.name}.png"
         plot.plot_scenario(bench.name, traces, path)
         paths.append(path)
     return paths
+
+
+def _judged(run: Run) -> dict[str, Any] | None:
+    """The run's trace with the ideal and the ratio the table has (a pause, a long job: not
+    the master's), so the panel's title and its "ideal end" line say what the row says; and
+    when the slave was stopped, for the panel to shade."""
+    trace = run.record.get("trace")
+    if trace is None or run.row.ideal is None:
+        return trace
+    summary = {**(trace.get("summary") or {}), "ideal_s": run.row.ideal, "ratio": run.row.ratio}
+    return {**trace, "summary": summary, "paused": run.record.get("paused", [])}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -40,7 +40,8 @@ def _trace(slave_drops_at: float | None) -> dict[str, Any]:
 
 
 def test_plot_has_one_panel_per_policy(tmp_path: Path) -> None:
-    traces = {"none": _trace(None), "symmetric": _trace(1.0), "seed": None}
+    paused = {**_trace(None), "paused": [[1000.5, 1002.0]]}  # the harness's pause, shaded
+    traces = {"none": paused, "symmetric": _trace(1.0), "seed": None}
     path = tmp_path / "change.png"
     titles = plot_scenario("change", traces, path)
     assert titles == ["none", "symmetric", "seed"]
