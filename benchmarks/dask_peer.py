@@ -7,13 +7,16 @@ on, read from the same throttle schedule the lb run follows (benchmarks.scenario
 in wall-clock time since submission). Dask decides placement itself: its scheduler queues
 root tasks and hands them to workers as threads free up, and steals between workers.
 
+Pause: the slave worker's process is stopped with SIGSTOP and continued with SIGCONT, as lb's
+slave is (Dask issue 7742: a paused worker's tasks are not rebalanced after it resumes).
+
 Throttle 0 (drain): Dask cannot move a running task, so the stopped worker pauses itself
 (Dask's state for a worker that must get no tasks), hands back the tasks queued on it, and
 its running task raises `Reschedule` at its next checkpoint to be run again elsewhere.
 
 The ideal makespan is computed as lb's master computes it: compute seconds measured inside
 the tasks (at full speed, sleeps excluded), per finished job, times the number of jobs,
-spread over the throttle schedule by loadbalancer.measure.ideal_makespan.
+spread over the throttle schedule (and the pause) by benchmarks.ideal.ideal_makespan.
 
 Needs the optional extra `peers` (`pip install -e '.[peers]'`); `available()` says whether
 it is installed.
@@ -24,6 +27,8 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -31,9 +36,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks.results import Row
-from benchmarks.scenarios import Bench, Size, run_timeout, schedule
-from loadbalancer import measure
+from benchmarks import ideal
+from benchmarks.results import Row, overhead_us, tail_in_jobs
+from benchmarks.scenarios import Bench, Size, capacity, pause_window, run_timeout, schedule
 from loadbalancer.worker import DutyCycle, Preempted, Throttle
 from loadbalancer.workload import Vector
 
@@ -119,9 +124,12 @@ def _resume(dask_worker: Any) -> None:
         dask_worker.status = Status.running
 
 
+Params = tuple[tuple[str, Any], ...]  # the workload's parameters, hashable
+
+
 @functools.cache
-def _workload(elements: int, jobs: int, iterations: int) -> Vector:
-    return Vector(elements, jobs, iterations)
+def _workload(params: Params) -> Vector:
+    return Vector.from_params(dict(params))
 
 
 @dataclass(frozen=True)
@@ -131,9 +139,10 @@ class Done:
     seconds: float  # compute seconds at full speed
     end: float  # wall clock
     role: str
+    began: float = 0.0  # wall clock
 
 
-def run_job(job: int, params: tuple[int, int, int], roles: dict[str, str],
+def run_job(job: int, params: Params, roles: dict[str, str],
             steps: dict[str, Steps]) -> Done:
     """One task: job ``job`` of the vector workload under this worker's throttle."""
     from distributed import Reschedule, get_worker
@@ -141,15 +150,16 @@ def run_job(job: int, params: tuple[int, int, int], roles: dict[str, str],
     worker = get_worker()
     role = roles[worker.address]
     _Worker.follow(worker, steps[role])
-    workload = _workload(*params)
+    workload = _workload(params)
     data = workload.job_data(job)
     cycle = _Worker.cycle
+    began = time.time()
     cycle.begin()
     try:
         result = workload.run(job, data, lambda: cycle.checkpoint(lambda: False))
     except Preempted:  # stopped: this worker is paused already, so it goes elsewhere
         raise Reschedule() from None
-    return Done(job, result, cycle.end(), time.time(), role)
+    return Done(job, result, cycle.end(), time.time(), role, began)
 
 
 @contextmanager
@@ -169,7 +179,7 @@ def cluster() -> Iterator[Any]:
                              dashboard_address=None, silence_logs=logging.ERROR) as local, \
             Client(local) as client:
         # Import numpy and this module in the workers before anything is timed.
-        client.run(_workload, 1, 1, 1)
+        client.run(_workload, (("elements", 1), ("jobs", 1), ("iterations", 1)))
         yield client
 
 
@@ -184,46 +194,98 @@ def run_bench(client: Any, bench: Bench, size: Size) -> tuple[Row, dict[str, Any
     from distributed import as_completed
 
     workload = size.workload()
-    params = (workload.elements, workload.jobs, workload.iterations)
+    params = tuple(sorted(workload.params().items()))
     changes = schedule(bench, size)
     start = time.time() + 0.05  # the schedule's origin, a moment ahead of the first task
     steps = {role: [(start + at, throttle) for at, who, throttle in changes if who == role]
              for role in ROLES}
-    futures = client.map(run_job, range(size.jobs), params=params, roles=worker_roles(client),
-                         steps=steps, pure=False)
+    roles = worker_roles(client)
+    pids: dict[str, int] = client.run(os.getpid)
+    slave_pid = next(pids[address] for address, role in roles.items() if role == "slave")
+    paused: list[tuple[float, float]] = []
+    window = pause_window(bench, size)
+    stopper = None
+    if window is not None:
+        stopper = threading.Thread(target=_pause, args=(slave_pid, start + window[0],
+                                                        start + window[1], paused), daemon=True)
+        stopper.start()
+    futures = client.map(run_job, range(size.jobs), params=params, roles=roles, steps=steps,
+                         pure=False)
+    record: dict[str, Any] = {"scenario": bench.name, "policy": "dask", "steps": steps,
+                              "paused": paused}
     try:
         done: list[Done] = [result for _, result in as_completed(
             futures, with_results=True, timeout=run_timeout(bench, size))]
     except TimeoutError:
         client.cancel(futures)
-        return Row(bench.name, "dask", note="timed out"), {"scenario": bench.name,
-                                                           "policy": "dask", "steps": steps}
+        return Row(bench.name, "dask", note="timed out"), record
+    finally:
+        if stopper is not None:
+            stopper.join()  # continued, whatever happened: the next bench needs the worker
     makespan = time.time() - start
-    return _row(bench, workload, done, makespan, start, steps), {
-        "scenario": bench.name, "policy": "dask", "steps": steps, "makespan_s": makespan,
-        "executed": {role: sum(d.role == role for d in done) for role in ROLES}}
+    record.update(makespan_s=makespan,
+                  executed={role: sum(d.role == role for d in done) for role in ROLES})
+    return _row(bench, workload, done, makespan, start, steps, paused), record
+
+
+def _pause(pid: int, stop_at: float, continue_at: float,
+           paused: list[tuple[float, float]]) -> None:
+    """Stop the worker process ``pid`` from ``stop_at`` to ``continue_at`` (wall clock)."""
+    time.sleep(max(0.0, stop_at - time.time()))
+    os.kill(pid, signal.SIGSTOP)
+    stopped = time.time()
+    try:
+        time.sleep(max(0.0, continue_at - time.time()))
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        paused.append((stopped, time.time()))
+
+
+def _work(workload: Vector, done: Sequence[Done],
+          paused: Sequence[tuple[float, float]]) -> float:
+    """Compute seconds at full speed of every job, from the mean of the measured ones per
+    unit of cost, as lb's master counts them. A task that ran across a pause is left out: the
+    clock it measures its compute on went on while its process was stopped."""
+    def stopped(d: Done) -> bool:
+        return d.role == "slave" and any(d.began < b and d.end > a for a, b in paused)
+
+    kept = [d for d in done if not stopped(d)] or list(done)
+    units = sum(workload.job_iterations(d.job) for d in kept)
+    total = sum(workload.job_iterations(job) for job in range(workload.job_count))
+    return sum(d.seconds for d in kept) / units * total
 
 
 def _row(bench: Bench, workload: Vector, done: Sequence[Done], makespan: float, start: float,
-         steps: dict[str, Steps]) -> Row:
-    work = sum(d.seconds for d in done) / len(done) * workload.job_count
-    ideal = measure.ideal_makespan(work, start, [steps[role] for role in ROLES])
+         steps: dict[str, Steps], paused: Sequence[tuple[float, float]]) -> Row:
+    work = _work(workload, done, paused)
+    best = ideal.ideal_makespan(work, start, [steps[role] for role in ROLES],
+                                pauses=[(ROLES.index("slave"), a, b) for a, b in paused],
+                                longest=ideal.longest_job(work, workload))
     try:
         workload.verify({d.job: d.result for d in done})
         verified, note = True, ""
     except ValueError as error:
         verified, note = False, str(error)
     ends = [max((d.end for d in done if d.role == role), default=start) for role in ROLES]
+    # A node stopped for good (drain) is no node to wait for: the tail is the working one's.
+    working = [end for end, role in zip(ends, ROLES, strict=True)
+               if ideal.capacity_at(steps[role], float("inf")) > 0]
+    tail = round(max(ends) - min(working), 3) if len(working) == len(ROLES) else 0.0
     if bench.faults is not None:
         note = note or "no faults: Dask's TCP cannot go through the UDP proxy"
-    return Row(bench.name, "dask", makespan=round(makespan, 3), ideal=round(ideal, 3),
-               ratio=round(makespan / ideal, 3), tail=round(max(ends) - min(ends), 3),
-               verified=verified, note=note)
+    return Row(bench.name, "dask", makespan=round(makespan, 3), ideal=round(best, 3),
+               ratio=round(makespan / best, 3), tail=tail, verified=verified, note=note,
+               jobs=workload.job_count, tail_jobs=tail_in_jobs(tail, work, workload.job_count),
+               overhead_us=overhead_us(makespan, best, capacity(bench), workload.job_count)
+               if bench.per_job else None)
 
 
-def run_all(benches: Sequence[Bench], size: Size) -> Iterator[tuple[Row, dict[str, Any]]]:
-    """Each scenario in turn on one cluster, yielded as soon as it is done."""
+def run_all(benches: Sequence[tuple[Bench, Size]],
+            repeat: int = 1) -> Iterator[tuple[Row, dict[str, Any]]]:
+    """Each scenario, at its size, ``repeat`` times in turn on one cluster, yielded as soon as
+    it is done."""
     with cluster() as client:
-        for bench in benches:
-            yield run_bench(client, bench, size)
-            client.run(_resume)
+        for bench, size in benches:
+            for _ in range(repeat):
+                yield run_bench(client, bench, size)
+                client.run(_resume)

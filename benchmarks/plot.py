@@ -3,7 +3,8 @@
 Input is the master's trace (``--trace``): ``start``, ``summary`` and, per node, ``samples``
 ({t, pending, throttle, ...}) and ``events`` ({t, type, ...}); throttle changes are the
 events of type "throttle" after a node's first one (its starting throttle, shown in the
-legend instead).
+legend instead). The harness adds ``paused`` ([since, until] wall clock) where it stopped the
+slave.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ def _panel(ax: Axes, policy: str, trace: Trace | None) -> str:
     ax.set_title("")  # plot_trace's title for a lone plot; here the panel names the policy
     ax.set_title(title, loc="left", fontsize=9)
     ax.set_xlabel("")
+    for since, until in trace.get("paused") or ():  # `pause`: when the slave was stopped
+        ax.axvspan(since - trace["start"], until - trace["start"], color="grey", alpha=0.15,
+                   label="slave stopped")
     ax.set_ylabel("pending")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper right", fontsize=7, framealpha=0.8)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.results import Row
+from benchmarks.results import Row, cells, median_worst
 from benchmarks.targets import Check
 
 if TYPE_CHECKING:
@@ -29,22 +29,34 @@ def _number(value: float | int | None, digits: int = 2) -> str:
 
 
 def results_table(rows: Sequence[Row]) -> Table:
-    table = Table(title="lb vs ideal (ratio = makespan / ideal; one run, side by side)")
+    """One line per scenario and policy: the median (worst) of its runs for the ratio, the
+    moves, the tail, the copies and the per-job overhead; the median run's other figures."""
+    table_cells = cells(rows)
+    runs = max((len(cell.runs) for cell in table_cells), default=1)
+    spread = f"median (worst) of {runs} runs" if runs > 1 else "one run"
+    table = Table(title=f"lb vs ideal (ratio = makespan / ideal; {spread}, side by side)")
     for name in ("scenario", "policy"):
         table.add_column(name)
-    for name in ("makespan s", "ideal s", "ratio", "tail s", "jobs moved", "MB sent",
-                 "retransmits"):
+    for name in ("ratio", "makespan s", "ideal s", "moved %", "moved >1 %", "tail jobs",
+                 "copies %", "us/job", "MB sent", "retransmits"):
         table.add_column(name, justify="right")
-    table.add_column("note", max_width=48)
+    table.add_column("note", max_width=32)
     previous = None
-    for row in rows:
-        if previous is not None and row.scenario != previous:
+    for cell in table_cells:
+        if previous is not None and cell.scenario != previous:
             table.add_section()
-        previous = row.scenario
-        ratio = _number(row.ratio, 3) if row.ok else "[red]failed[/red]"
-        table.add_row(row.scenario, row.policy, _number(row.makespan), _number(row.ideal),
-                      ratio, _number(row.tail), _number(row.moved), _number(row.mb_sent),
-                      _number(row.retransmits), row.note)
+        previous = cell.scenario
+        row = cell.chosen
+        ratio = median_worst(cell, "ratio", 3) if cell.good else "[red]failed[/red]"
+        if cell.good and cell.failed:
+            ratio += f" [red]{cell.failed} failed[/red]"
+        notes = [r.note for r in cell.runs if r.note]
+        table.add_row(cell.scenario, cell.policy, ratio, _number(row.makespan),
+                      _number(row.ideal), median_worst(cell, "moved_pct", 1),
+                      median_worst(cell, "moved_again_pct", 1),
+                      median_worst(cell, "tail_jobs", 2), median_worst(cell, "copy_pct", 1),
+                      median_worst(cell, "overhead_us", 1), _number(row.mb_sent),
+                      _number(row.retransmits), notes[0] if notes else "")
     return table
 
 

@@ -4,9 +4,11 @@ work, the targets, the overheads (issue 4) and the function jobs' figures (issue
     python -m benchmarks.run [--quick] [--out DIR] [--scenarios equal,hetero] [--policies ...]
                              [--repeat N] [--no-dask] [--no-overheads] [--no-functions]
 
-Writes DIR/runs/<scenario>-<policy>.json per run (the master's summary and trace, the
-throttle schedule as applied), DIR/<scenario>.png per scenario and DIR/summary.json (rows,
-targets, overheads); prints the table, the targets and the overheads. Exit status 1 when a
+Writes DIR/runs/<scenario>-<policy>[-<n>].json per run (the master's summary and trace, the
+throttle schedule and the pause as applied), DIR/<scenario>.png per scenario (the median runs)
+and DIR/summary.json (every run's row, each cell's medians and worsts, targets, the policy
+choice, overheads); prints the table (median and worst of each cell's runs), the targets (on
+the medians), the policies ranked on their medians and the overheads. Exit status 1 when a
 run failed or did not verify, 0 otherwise (a missed target is a finding, not a failure).
 """
 
@@ -17,15 +19,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
 from benchmarks import dask_peer, functions, overheads, plot, report, targets
-from benchmarks.results import Row, write_json
-from benchmarks.scenarios import BENCHES, POLICIES, Bench, Run, Size, calibrate, run_one
+from benchmarks.results import Cell, Row, cells, write_json
+from benchmarks.scenarios import BENCHES, POLICIES, Bench, Run, Size, calibrate, run_one, sized
 
-# (jobs, compute seconds of one job at full speed). Quick: 25 lb runs, 5 Dask runs and the
-# overheads in under 3 minutes on 2 cores, each run a few seconds.
+# (jobs, compute seconds of one job at full speed), for the scenarios without a size of their
+# own (`tiny` has one). Quick: each lb run a few seconds (pause: 5 s more).
 QUICK = (200, 0.015)
 FULL = (1024, 0.04)
 
@@ -52,7 +55,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--policies", type=lambda t: _names(t, POLICIES, "policy"),
                         default=list(POLICIES), help="comma-separated (default: all)")
     parser.add_argument("--repeat", type=int, default=1,
-                        help="runs per scenario and policy; the table shows the median")
+                        help="runs per scenario and policy (and on Dask); the table shows "
+                        "the median and the worst, the targets judge the medians")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out"),
                         help="output directory (default benchmarks/out, git-ignored)")
     parser.add_argument("--no-dask", action="store_true", help="skip the Dask peer")
@@ -68,12 +72,9 @@ def _size(args: argparse.Namespace) -> Size:
 
 
 def _median(runs: list[Run]) -> Run:
-    """The run of median ratio (failed runs count as the worst)."""
-    def rank(run: Run) -> float:
-        return run.row.ratio if run.row.ok and run.row.ratio is not None else float("inf")
-
-    ranked = sorted(runs, key=rank)
-    return ranked[(len(ranked) - 1) // 2]
+    """The run of median ratio (failed runs count as the worst), as the table chooses it."""
+    chosen = Cell(tuple(run.row for run in runs)).chosen
+    return next(run for run in runs if run.row is chosen)
 
 
 class Progress:
@@ -91,12 +92,12 @@ class Progress:
                            f"{seconds:5.1f}s  (total {elapsed:4.0f}s)")
 
 
-def run_lb(benches: list[Bench], policies: list[str], size: Size, repeat: int, out: Path,
-           progress: Progress) -> dict[tuple[str, str], Run]:
-    chosen: dict[tuple[str, str], Run] = {}
-    for bench in benches:
+def run_lb(benches: list[tuple[Bench, Size]], policies: list[str], repeat: int, out: Path,
+           progress: Progress) -> dict[tuple[str, str], list[Run]]:
+    every: dict[tuple[str, str], list[Run]] = {}
+    for bench, size in benches:
         for policy in policies:
-            runs = []
+            runs = every.setdefault((bench.name, policy), [])
             for rep in range(repeat):
                 began = time.monotonic()
                 run = run_one(bench, policy, size)
@@ -104,11 +105,10 @@ def run_lb(benches: list[Bench], policies: list[str], size: Size, repeat: int, o
                 write_json(out / "runs" / f"{bench.name}-{policy}{suffix}.json", run.record)
                 progress.line(f"{bench.name} / {policy}", run.row, time.monotonic() - began)
                 runs.append(run)
-            chosen[bench.name, policy] = _median(runs)
-    return chosen
+    return every
 
 
-def run_dask(benches: list[Bench], size: Size, out: Path, progress: Progress,
+def run_dask(benches: list[tuple[Bench, Size]], repeat: int, out: Path, progress: Progress,
              console: Console) -> list[Row]:
     if not dask_peer.available():
         console.print("[yellow]dask is not installed: no dask rows "
@@ -117,8 +117,11 @@ def run_dask(benches: list[Bench], size: Size, out: Path, progress: Progress,
     rows = []
     began = time.monotonic()
     try:
-        for row, record in dask_peer.run_all(benches, size):
-            write_json(out / "runs" / f"{row.scenario}-dask.json", record)
+        counts: dict[str, int] = {}
+        for row, record in dask_peer.run_all(benches, repeat):
+            counts[row.scenario] = counts.get(row.scenario, 0) + 1
+            suffix = f"-{counts[row.scenario]}" if repeat > 1 else ""
+            write_json(out / "runs" / f"{row.scenario}-dask{suffix}.json", record)
             progress.line(f"{row.scenario} / dask", row, time.monotonic() - began)
             began = time.monotonic()
             rows.append(row)
@@ -127,15 +130,27 @@ def run_dask(benches: list[Bench], size: Size, out: Path, progress: Progress,
     return rows
 
 
-def plot_all(benches: list[Bench], policies: list[str], runs: dict[tuple[str, str], Run],
+def plot_all(benches: list[Bench], policies: list[str], runs: dict[tuple[str, str], list[Run]],
              out: Path) -> list[Path]:
+    """A PNG per scenario, a panel per policy: its median run."""
     paths = []
     for bench in benches:
-        traces = {policy: runs[bench.name, policy].record.get("trace") for policy in policies}
+        traces = {policy: _judged(_median(runs[bench.name, policy])) for policy in policies}
         path = out / f"{bench.name}.png"
         plot.plot_scenario(bench.name, traces, path)
         paths.append(path)
     return paths
+
+
+def _judged(run: Run) -> dict[str, Any] | None:
+    """The run's trace with the ideal and the ratio the table has (a pause, a long job: not
+    the master's), so the panel's title and its "ideal end" line say what the row says; and
+    when the slave was stopped, for the panel to shade."""
+    trace = run.record.get("trace")
+    if trace is None or run.row.ideal is None:
+        return trace
+    summary = {**(trace.get("summary") or {}), "ideal_s": run.row.ideal, "ratio": run.row.ratio}
+    return {**trace, "summary": summary, "paused": run.record.get("paused", [])}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -143,21 +158,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = report.console()
     size = _size(args)
     benches = [BENCHES[name] for name in args.scenarios]
+    sizes = [(bench, sized(bench, size, args.quick)) for bench in benches]
     console.print(f"workload: {size.jobs} jobs of {size.elements_per_job} float64 x "
                   f"{size.iterations} iterations (~{size.job_seconds * 1e3:.0f} ms each here); "
                   f"{len(benches)} scenarios x {len(args.policies)} policies"
-                  f"{'' if args.no_dask else ' + dask'}")
-    total = len(benches) * (len(args.policies) * args.repeat + (0 if args.no_dask else 1))
+                  f"{'' if args.no_dask else ' + dask'}, {args.repeat} run(s) each")
+    for bench, own in sizes:
+        if own.jobs != size.jobs:
+            console.print(f"  {bench.name}: {own.jobs} jobs of {own.elements_per_job} float64 x "
+                          f"{own.iterations} iterations (~{own.job_seconds * 1e3:.1f} ms each)")
+    total = len(benches) * args.repeat * (len(args.policies) + (0 if args.no_dask else 1))
     progress = Progress(console, total)
-    runs = run_lb(benches, args.policies, size, args.repeat, args.out, progress)
-    rows = [run.row for run in runs.values()]
+    runs = run_lb(sizes, args.policies, args.repeat, args.out, progress)
+    rows = [run.row for cell in runs.values() for run in cell]
     if not args.no_dask:
-        rows += run_dask(benches, size, args.out, progress, console)
+        rows += run_dask(sizes, args.repeat, args.out, progress, console)
     rows.sort(key=lambda row: list(BENCHES).index(row.scenario))  # stable: policies in order
     pictures = plot_all(benches, args.policies, runs, args.out)
     console.print(report.results_table(rows))
     checks = targets.check(rows)
     console.print(report.targets_table(checks))
+    ranked = targets.choice(rows)
+    if ranked:
+        console.print("policies on their medians, best first: " + "; ".join(ranked))
     measures = [] if args.no_overheads else overheads.measure_all(args.quick, console.print)
     if measures:
         report.print_overheads(console, measures)
@@ -165,13 +188,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.quick, not args.no_dask, console.print)
     if function_jobs:
         report.print_overheads(console, function_jobs, title="function jobs")
-    summary = {"size": asdict(size), "rows": [row.to_json() for row in rows],
-               "targets": [c.to_json() for c in checks],
+    summary = {"size": asdict(size),
+               "sizes": {bench.name: asdict(own) for bench, own in sizes},
+               "repeat": args.repeat, "rows": [row.to_json() for row in rows],
+               "cells": [cell.to_json() for cell in cells(rows)],
+               "targets": [c.to_json() for c in checks], "policy_choice": ranked,
                "overheads": [m.to_json() for m in measures],
                "function_jobs": [m.to_json() for m in function_jobs],
                "plots": [str(p) for p in pictures]}
     write_json(args.out / "summary.json", summary)
-    console.print(f"wrote {args.out}/summary.json, {len(runs)} run files in {args.out}/runs, "
+    console.print(f"wrote {args.out}/summary.json, {len(rows)} run files in {args.out}/runs, "
                   f"plots: {', '.join(p.name for p in pictures)} "
                   f"({time.monotonic() - progress.began:.0f}s in all)")
     failed = [row for row in rows if not row.ok]

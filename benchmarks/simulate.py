@@ -32,6 +32,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
+from benchmarks.ideal import ThrottleChange, from_changes
 from loadbalancer.adaptor import POLICIES, Link, NodeView, Params, Policy
 from loadbalancer.balancer import (
     Balancer,
@@ -58,7 +59,6 @@ GIVE_UP_FACTOR = 20.0  # a run longer than this many ideal makespans is reported
 
 DEFAULT_PARAMS = Params()
 
-ThrottleChange = tuple[float, str, float]  # (time, role, throttle)
 
 
 @dataclass(frozen=True)
@@ -123,26 +123,6 @@ def schedule(scenario: Scenario, setup: Setup) -> list[ThrottleChange]:
     nominal = setup.jobs * setup.job_seconds / capacity
     start = [(0.0, role, t) for role, t in zip(ROLES, scenario.start, strict=True)]
     return start + [(share * nominal, role, t) for share, role, t in scenario.changes]
-
-
-def ideal_makespan(
-    work: float, changes: Sequence[ThrottleChange], workers: dict[str, int]
-) -> float:
-    """Solve integral_0^T sum(workers * throttle) dt = work for T."""
-    pending = sorted(changes)
-    throttle = dict.fromkeys(workers, 0.0)
-    now = 0.0
-    while True:
-        while pending and pending[0][0] <= now:
-            _, role, throttle[role] = pending.pop(0)
-        capacity = sum(workers[role] * throttle[role] for role in workers)
-        until = pending[0][0] if pending else math.inf
-        if capacity > 0 and work <= capacity * (until - now):
-            return now + work / capacity
-        if not pending:
-            return math.inf
-        work -= capacity * (until - now)
-        now = until
 
 
 @dataclass(frozen=True)
@@ -336,7 +316,7 @@ class Simulation:
     def run(self) -> Result:
         self.bootstrap()
         workers = {n.role: n.workers for n in self.nodes.values()}
-        ideal = ideal_makespan(self.work, self.changes, workers)
+        ideal = from_changes(self.work, self.changes, workers)
         while self.events and self.finished < self.setup.jobs:
             when, _, action = heapq.heappop(self.events)
             if when > GIVE_UP_FACTOR * ideal:

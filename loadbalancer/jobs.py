@@ -87,7 +87,9 @@ class Ledger:
         self.job_count = 0
         self._owner = bytearray()
         self._done = bytearray()
-        self._moved = bytearray()  # moved between the nodes after the bootstrap (the plot's)
+        # Times each moved between the nodes after the bootstrap (the plot's crosses; the
+        # benchmarks' share moved more than once), saturating at 255.
+        self._moved = bytearray()
         self.finished = 0
         self.failed_attempts: dict[int, int] = {}  # failed attempts of jobs not yet final
         self.duplicates = 0  # outcomes that arrived again and were not counted
@@ -116,11 +118,21 @@ class Ledger:
         return Role(self._owner[job])
 
     def mark_moved(self, jobs: Iterable[int]) -> None:
+        moved = self._moved
         for job in jobs:
-            self._moved[job] = 1
+            if moved[job] < 255:
+                moved[job] += 1
 
     def moved(self, job: int) -> bool:
         return bool(self._moved[job])
+
+    def moves(self, job: int) -> int:
+        return self._moved[job]
+
+    @property
+    def moved_again(self) -> int:
+        """Jobs moved more than once: the bouncing a balancer's margin is there to stop."""
+        return len(self._moved) - self._moved.count(0) - self._moved.count(1)
 
     def assign(self, jobs: Iterable[int], role: Role) -> None:
         for job in jobs:

@@ -485,8 +485,10 @@ class Master(Node):
             "failed": {"count": self.batch.failures.count, "first": self.batch.failures.first,
                        "attempts_failed": self.failed_runs + int(stats.get("failed", 0))},
             "moved": {"to_slave": self.moved_out, "to_master": self.moved_in},
+            "moved_again": self.ledger.moved_again,
             "copies": self.copies.summary(),
             "bootstrap": self.bootstrapped,
+            "work_s": round(work, 3),  # the ideal's compute seconds at full speed
             "retransmits": self.connection.retransmits + int(stats.get("retransmits", 0)),
             "datagram": {"master": self.connection.datagram_size, "slave": stats.get("datagram")},
             "datagram_steps": self.connection.datagram_steps

@@ -12,8 +12,10 @@ with :func:`register`.
 
 from __future__ import annotations
 
+import hashlib
+import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -91,17 +93,46 @@ def create(name: str, params: Mapping[str, Any]) -> Workload:
 
 
 def _positive_int(params: Mapping[str, Any], key: str, default: int, most: int) -> int:
+    return _whole(params, key, default, 1, most)
+
+
+def _bounded(params: Mapping[str, Any], key: str, default: float, low: float,
+             high: float) -> float:
     value = params.get(key, default)
-    if not fields.integer(value, 1, most):
-        raise WorkloadError(f"workload.{key} must be a whole number from 1 to {most}, "
+    if not fields.number(value, low, high):
+        raise WorkloadError(f"workload.{key} must be a number from {low:g} to {high:g}, "
+                            f"not {value!r:.40}")
+    return float(value)
+
+
+def _whole(params: Mapping[str, Any], key: str, default: int, low: int, high: int) -> int:
+    value = params.get(key, default)
+    if not fields.integer(value, low, high):
+        raise WorkloadError(f"workload.{key} must be a whole number from {low} to {high}, "
                             f"not {value!r:.40}")
     return value
+
+
+def _normal(seed: int, job: int) -> float:
+    """A standard normal draw that is a function of (seed, job) alone: both nodes and the
+    check of the whole get the same one without drawing every job's (a map of millions), and
+    with no dependence on a library's generator, whose streams may change between versions."""
+    digest = hashlib.blake2b(f"{seed}:{job}".encode(), digest_size=16).digest()
+    high, low = int.from_bytes(digest[:8], "big"), int.from_bytes(digest[8:], "big")
+    u1 = (high + 1) / 2**64  # (0, 1]: log is finite
+    u2 = low / 2**64
+    return math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
 
 
 @register
 class Vector(Workload):
     """The seed experiment: a float64 vector, each job adds a constant to its
-    slice ``iterations`` times; the result must be value * (iterations + 1)."""
+    slice ``iterations`` times; the result must be value * (iterations + 1).
+
+    Jobs may differ in cost (the benchmarks' `uneven` and `straggler`): with ``spread`` > 0
+    job j does ``iterations`` times a lognormal multiplier of mean 1 and sigma ``spread``,
+    drawn from (``seed``, j); job ``straggler`` does ``factor`` times its share. Without these
+    parameters every job costs the same and the parameters are the three they always were."""
 
     name = "vector"
     jobs_param = "jobs"
@@ -110,28 +141,77 @@ class Vector(Workload):
     MAX_ELEMENTS = 2**34
     MAX_JOBS = 10_000_000
     MAX_ITERATIONS = 10**9
+    MAX_SPREAD = 3.0  # sigma of the cost multiplier's logarithm
+    MAX_SEED = 2**32 - 1
+    MAX_FACTOR = 1000
+    # A multiplier is clipped to this range either way: bounded work per job whatever the draw.
+    MULTIPLIER_RANGE = (1 / 64, 64.0)
 
-    def __init__(self, elements: int, jobs: int, iterations: int) -> None:
+    def __init__(self, elements: int, jobs: int, iterations: int, *, spread: float = 0.0,
+                 seed: int = 0, straggler: int | None = None, factor: int = 1) -> None:
         if jobs > elements:
             raise WorkloadError(f"workload.jobs ({jobs}) exceeds workload.elements ({elements})")
+        if straggler is not None and not 0 <= straggler < jobs:
+            raise WorkloadError(f"workload.straggler ({straggler}) is not a job of 0.."
+                                f"{jobs - 1}")
         self.elements, self.jobs, self.iterations = elements, jobs, iterations
+        self.spread, self.seed, self.straggler, self.factor = spread, seed, straggler, factor
+        self._expected: dict[int, float] = {}
 
     def _size(self, job: int) -> int:
         # np.array_split's rule: the first `elements % jobs` jobs get one more.
         base, extra = divmod(self.elements, self.jobs)
         return base + 1 if job < extra else base
 
+    @property
+    def uniform(self) -> bool:
+        return self.spread == 0.0 and (self.straggler is None or self.factor == 1)
+
+    def multiplier(self, job: int) -> float:
+        """Job ``job``'s cost over an ordinary job's: 1 unless the costs are uneven."""
+        value = 1.0
+        if self.spread > 0.0:
+            # Mean 1: exp(sigma z - sigma^2 / 2) for a standard normal z.
+            value = math.exp(self.spread * _normal(self.seed, job) - self.spread ** 2 / 2)
+            low, high = self.MULTIPLIER_RANGE
+            value = min(high, max(low, value))
+        if job == self.straggler:
+            value *= self.factor
+        return value
+
+    def job_iterations(self, job: int) -> int:
+        if self.uniform:
+            return self.iterations
+        scaled = round(self.iterations * self.multiplier(job))
+        return min(self.MAX_ITERATIONS, max(1, scaled))
+
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> Vector:
-        unknown = set(params) - {"elements", "jobs", "iterations"}
+        unknown = set(params) - {"elements", "jobs", "iterations", "spread", "seed",
+                                 "straggler", "factor"}
         if unknown:
             raise WorkloadError(f"workload: unknown key {sorted(unknown)[0]!r:.40}")
-        return cls(_positive_int(params, "elements", 32 * 2**20, cls.MAX_ELEMENTS),
-                   _positive_int(params, "jobs", 1024, cls.MAX_JOBS),
-                   _positive_int(params, "iterations", 12_000, cls.MAX_ITERATIONS))
+        elements = _positive_int(params, "elements", 32 * 2**20, cls.MAX_ELEMENTS)
+        jobs = _positive_int(params, "jobs", 1024, cls.MAX_JOBS)
+        iterations = _positive_int(params, "iterations", 12_000, cls.MAX_ITERATIONS)
+        straggler = params.get("straggler")
+        if straggler is not None:
+            straggler = _whole(params, "straggler", 0, 0, jobs - 1)
+        return cls(elements, jobs, iterations,
+                   spread=_bounded(params, "spread", 0.0, 0.0, cls.MAX_SPREAD),
+                   seed=_whole(params, "seed", 0, 0, cls.MAX_SEED),
+                   straggler=straggler,
+                   factor=_whole(params, "factor", 1, 1, cls.MAX_FACTOR))
 
     def params(self) -> dict[str, Any]:
-        return {"elements": self.elements, "jobs": self.jobs, "iterations": self.iterations}
+        params: dict[str, Any] = {"elements": self.elements, "jobs": self.jobs,
+                                  "iterations": self.iterations}
+        # Only what differs from the default: the usual parameters stay the usual three.
+        if self.spread:
+            params.update(spread=self.spread, seed=self.seed)
+        if self.straggler is not None:
+            params.update(straggler=self.straggler, factor=self.factor)
+        return params
 
     @property
     def job_count(self) -> int:
@@ -155,31 +235,46 @@ class Vector(Workload):
 
     def run(self, job: int, data: bytes, checkpoint: Checkpoint) -> bytes:
         vector = np.frombuffer(data, dtype=np.float64).copy()
-        for _ in range(self.iterations):
+        for _ in range(self.job_iterations(job)):
             checkpoint()
             vector += self.VALUE
         return vector.tobytes()
 
-    def expected(self) -> float:
-        # The same additions in the same order give the same rounding, so the
-        # check can be exact rather than within a tolerance.
-        probe = np.full(1, self.VALUE)
-        for _ in range(self.iterations):
-            probe += self.VALUE
-        return float(probe[0])
+    def expected(self, job: int | None = None) -> float:
+        """What every element of job ``job``'s result is (of any job's, if costs are even)."""
+        iterations = self.iterations if job is None else self.job_iterations(job)
+        if iterations not in self._expected:
+            self._expect([iterations])
+        return self._expected[iterations]
+
+    def _expect(self, counts: list[int]) -> None:
+        # The same additions in the same order give the same rounding, so the check can be
+        # exact rather than within a tolerance; Python's float addition is numpy's float64
+        # addition (IEEE 754 doubles), and one pass serves every count up to the largest.
+        wanted = sorted(set(counts) - set(self._expected))
+        value, done = self.VALUE, 0
+        for count in wanted:
+            for _ in range(count - done):
+                value += self.VALUE
+            done = count
+            self._expected[count] = value
+
+    def _expect_all(self, jobs: Iterable[int]) -> None:
+        self._expect([self.job_iterations(job) for job in jobs])
 
     def wrong(self, results: Mapping[int, bytes]) -> list[int]:
-        expected = self.expected()
+        self._expect_all(results)
         return [job for job, data in results.items()
-                if np.any(np.frombuffer(data, dtype=np.float64) != expected)]
+                if np.any(np.frombuffer(data, dtype=np.float64) != self.expected(job))]
 
     def verify(self, results: Mapping[int, bytes]) -> None:
         missing = [j for j in range(self.jobs) if j not in results]
         if missing:
             raise WorkloadError(f"{len(missing)} results missing, first job {missing[0]}")
-        expected = self.expected()
+        self._expect_all(range(self.jobs) if not self.uniform else ())
         offset = 0
         for job in range(self.jobs):
+            expected = self.expected(job)
             values = np.frombuffer(results[job], dtype=np.float64)
             wrong = np.flatnonzero(values != expected)
             if wrong.size:

@@ -71,6 +71,17 @@ def test_unfinished_jobs_of_a_node_are_what_is_taken_back() -> None:
     assert ledger.unfinished(Role.MASTER) == [0, 4]
 
 
+def test_the_ledger_counts_each_jobs_moves() -> None:
+    ledger = Ledger(4)
+    ledger.mark_moved([1, 2])
+    ledger.mark_moved([2])  # there and back again
+    assert [ledger.moves(job) for job in range(4)] == [0, 1, 2, 0]
+    assert ledger.moved(1) and not ledger.moved(0)
+    assert ledger.moved_again == 1
+    ledger.mark_moved([3] * 300)
+    assert ledger.moves(3) == 255 and ledger.moved_again == 2  # saturates, a byte a job
+
+
 def test_a_malformed_slave_trace_is_cleaned_not_trusted() -> None:
     from loadbalancer.master import checked_trace
     from loadbalancer.messages import Trace

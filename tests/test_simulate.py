@@ -18,7 +18,7 @@ from benchmarks.simulate import (
     SCENARIOS,
     Scenario,
     Setup,
-    ideal_makespan,
+    from_changes,
     main,
     schedule,
     simulate,
@@ -50,7 +50,7 @@ BY_NAME = {scenario.name: scenario for scenario in SCENARIOS}
 def test_ideal_makespan_integrates_capacity(
     work: float, changes: list[tuple[float, str, float]], expected: float
 ) -> None:
-    assert ideal_makespan(work, changes, {"master": 1, "slave": 1}) == pytest.approx(expected)
+    assert from_changes(work, changes, {"master": 1, "slave": 1}) == pytest.approx(expected)
 
 
 def test_schedule_places_changes_on_the_nominal_run() -> None:

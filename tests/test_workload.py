@@ -106,3 +106,38 @@ async def test_a_wrong_result_is_computed_again_once_then_it_is_a_failure() -> N
     batch.result(1, bytes(len(right[1])), None)  # wrong again after computing it again
     error = await batch.finish()
     assert isinstance(error, str) and "element" in error
+
+
+def test_uneven_costs_are_deterministic_bounded_and_verified() -> None:
+    params = {"elements": 4096, "jobs": 512, "iterations": 100, "spread": 1.0, "seed": 7}
+    one, two = Vector.from_params(params), Vector.from_params(dict(params))
+    costs = [one.job_iterations(job) for job in range(512)]
+    assert costs == [two.job_iterations(job) for job in range(512)]
+    assert len(set(costs)) > 100 and min(costs) >= 1 and max(costs) <= 100 * 64
+    other = Vector(4096, 512, 100, spread=1.0, seed=8)
+    assert costs != [other.job_iterations(job) for job in range(512)]
+    # Mean 1 (lognormal of sigma 1 has a heavy tail: within 15 % on 512 draws).
+    assert abs(sum(costs) / (100 * 512) - 1) < 0.15
+    assert one.params() == params  # what crosses the network recreates it
+    results = {job: one.run(job, one.job_data(job), lambda: None) for job in range(512)}
+    one.verify(results)
+    results[5] = results[6] if costs[5] != costs[6] else results[5]
+    assert one.wrong(results) == ([5] if costs[5] != costs[6] else [])
+
+
+def test_a_straggler_does_factor_times_its_share_and_even_costs_keep_their_params() -> None:
+    vector = Vector.from_params({"elements": 40, "jobs": 4, "iterations": 10,
+                                  "straggler": 3, "factor": 20})
+    assert [vector.job_iterations(j) for j in range(4)] == [10, 10, 10, 200]
+    vector.verify({j: vector.run(j, vector.job_data(j), lambda: None) for j in range(4)})
+    assert small().params() == {"elements": 10, "jobs": 3, "iterations": 4}
+
+
+@pytest.mark.parametrize(("params", "named"), [
+    ({"spread": 3.5}, "spread"), ({"spread": True}, "spread"), ({"seed": -1}, "seed"),
+    ({"seed": 2**40}, "seed"), ({"straggler": 3}, "straggler"), ({"straggler": 1.0}, "straggler"),
+    ({"straggler": 0, "factor": 10**6}, "factor"), ({"factor": 0}, "factor"),
+])
+def test_cost_parameters_are_bounded(params: dict[str, object], named: str) -> None:
+    with pytest.raises(WorkloadError, match=named):
+        workload.create("vector", {"elements": 10, "jobs": 3, **params})

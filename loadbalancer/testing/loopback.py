@@ -9,6 +9,7 @@ proxy's back as "master".
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -19,6 +20,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+import psutil
 
 from loadbalancer import control, local
 from loadbalancer.addresses import Address, format_address
@@ -226,6 +229,19 @@ class Cluster:
             if line.startswith("{"):
                 self.proxy_stats = json.loads(line)
         return self.proxy_stats
+
+    def signal(self, role: str, signum: int) -> None:
+        """Send ``signum`` to the node of ``role`` and the processes it started (worker
+        processes of function jobs): SIGSTOP and SIGCONT pause a node as a machine that hangs
+        does (the benchmarks' `pause`). Nothing if it has exited."""
+        process = self.processes[role]
+        try:
+            children = psutil.Process(process.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return
+        for pid in [process.pid, *(child.pid for child in children)]:
+            with contextlib.suppress(ProcessLookupError):  # it exited meanwhile
+                os.kill(pid, signum)
 
     def stop(self) -> None:
         """Kill the nodes still running; stop the proxy, keeping its counters."""
