@@ -15,10 +15,8 @@ import contextlib
 import itertools
 import logging
 import secrets
-import subprocess
 import time
 from collections.abc import Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +41,13 @@ from loadbalancer.balancer import (
 )
 from loadbalancer.config import Config
 from loadbalancer.endpoint import Endpoint, path_max_datagram, resolve
-from loadbalancer.jobs import JobQueue, Queued
+from loadbalancer.jobs import Queued
 from loadbalancer.logs import jobs
 from loadbalancer.messages import Jobs, Message, Request, WorkloadSpec
-from loadbalancer.monitor import Monitor
 from loadbalancer.outcome import Outcome
 from loadbalancer.peerstate import PeerState
-from loadbalancer.pool import Call, WorkerProcess
 from loadbalancer.reliable import MessageAcked, MessageReceived
+from loadbalancer.runner import Runner
 from loadbalancer.session import (
     AuthenticationFailing,
     Connection,
@@ -60,10 +57,9 @@ from loadbalancer.session import (
     PeerLost,
     StateReceived,
 )
-from loadbalancer.tasks import FunctionTask, Task, Tasks
+from loadbalancer.tasks import Task, Tasks
 from loadbalancer.trace import Recorder
 from loadbalancer.wire import Keys, Kind, Rejected, Role
-from loadbalancer.worker import DutyCycle, Running, Throttle, batch_size, run_jobs
 
 log = logging.getLogger("lb")
 SAMPLE_INTERVAL = 0.2
@@ -87,17 +83,9 @@ class Node:
         self.result_path = result_path
         self.ui = ui
         self.tasks = tasks
-        self.throttle = Throttle(config.throttle)
-        self.queue = JobQueue()
-        self.running: dict[int, Running] = {}
-        self._process_of: dict[int, WorkerProcess] = {}  # running function jobs' processes
-        # One per worker slot, for function jobs; its process starts with its first job.
-        # Under the dashboard a job's prints would tear the screen: they are dropped.
-        self.processes = [WorkerProcess(self.throttle,
-                                        stderr=None if ui is None else subprocess.DEVNULL)
-                          for _ in range(config.workers)]
-        self.monitor = Monitor(config.workers)
-        self.failed_runs = 0  # jobs that raised here (each may be retried)
+        self.runner = Runner(self, config.workers, config.throttle, quiet=ui is not None)
+        self.queue, self.running = self.runner.queue, self.runner.running
+        self.monitor, self.throttle = self.runner.monitor, self.runner.throttle
         self.recorder = Recorder()
         self.balancer = Balancer(config.policy)  # type: ignore[arg-type]
         self.phase = Phase.WAITING
@@ -109,10 +97,8 @@ class Node:
         self.moved_out = self.moved_in = self.bootstrapped = 0
         self._reset_session_counters()
         self._job_bytes = 0.0
-        self._ready = asyncio.Event()
         self._stopped: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._executor = ThreadPoolExecutor(config.workers, thread_name_prefix="lb-worker")
         self.loop = asyncio.get_running_loop()
         self.connection: Connection
         self.endpoint: Endpoint
@@ -159,7 +145,7 @@ class Node:
             self._sample(), self._send_state(), self._adapt_periodically()]
         if self.ui is None:  # under systemd or --no-dashboard, the log says how far it is
             coroutines.append(self._log_progress())
-        coroutines += [self._work(process) for process in self.processes]
+        coroutines += [self.runner.work(process) for process in self.runner.processes]
         for coroutine in coroutines:
             self.spawn(coroutine)
         if self.tasks.catalog.modules:  # function jobs to come: their processes start now
@@ -168,25 +154,24 @@ class Node:
 
     def prestart(self) -> None:
         """Start the worker processes now rather than with the first job."""
-        for process in self.processes:
+        for process in self.runner.processes:
             self.spawn(process.start())
 
     def bound(self) -> None:
         """The node's socket is bound: the start can no longer fail on a port in use."""
 
     async def shutdown(self) -> None:
-        self.preempt_all(requeue=False)
+        self.runner.preempt_all(requeue=False)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await asyncio.gather(*(process.close() for process in self.processes))
+        await self.runner.close()
         self.connection.say_bye()
         self.endpoint.flush()
         self.endpoint.close()
         self._control.close()
         with contextlib.suppress(FileNotFoundError):
             control.socket_path(self.config.runtime_dir, str(self.role)).unlink()
-        self._executor.shutdown(wait=True, cancel_futures=True)
 
     def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         """Run a coroutine as part of this node: cancelled when the node shuts down."""
@@ -205,65 +190,15 @@ class Node:
             log.info("%s: %s", self.role, text)
 
     # ---- worker ------------------------------------------------------------------
+    @property
+    def failed_runs(self) -> int:
+        return self.runner.failed_runs
+
     def wake(self) -> None:
-        if self.queue and self.throttle.value > 0:
-            self._ready.set()
-        else:
-            self._ready.clear()
+        self.runner.wake()
 
-    async def _work(self, process: WorkerProcess) -> None:
-        cycle = DutyCycle(self.throttle)  # one per worker, across jobs
-        while True:
-            await self._ready.wait()
-            runs = self._take_batch()
-            self.wake()
-            if not runs:
-                continue
-            task = runs[0].task
-            try:
-                if isinstance(task, FunctionTask):
-                    self._process_of.update((run.job, process) for run in runs)
-                    outcomes = await process.run([
-                        Call(run.job, task.module_spec, task.ref.function, run.data)
-                        for run in runs])
-                else:
-                    outcomes = await run_jobs(self._executor, task.workload, runs, cycle)
-            finally:
-                for run in runs:
-                    del self.running[run.job]
-                    self._process_of.pop(run.job, None)
-            ended = {outcome.job for outcome in outcomes}
-            for run in reversed(runs):
-                if run.job not in ended and run.requeue:
-                    self.queue.push_front(run.job, run.task, run.queued_as)
-            self.wake()
-            self._finished(outcomes)
-
-    def _take_batch(self) -> list[Running]:
-        """Jobs from the head of the queue for one trip to a worker: of one task, as many
-        as share a trip well (see batch_size)."""
-        runs: list[Running] = []
-        if not self.queue or self.throttle.value == 0:
-            return runs
-        task = self.queue.peek()
-        size = batch_size(self.monitor.job_seconds, len(self.queue))
-        while self.queue and len(runs) < size and self.queue.peek() is task:
-            job, _, data = self.queue.pop()
-            if not self.claim(job, here=True):
-                continue
-            run = Running(job, task, data if data is not None else self.job_data(job),
-                          queued_as=data)
-            runs.append(run)
-            self.running[job] = run
-        return runs
-
-    def _finished(self, outcomes: list[Outcome]) -> None:
-        first = self.monitor.job_seconds is None
+    def jobs_done(self, outcomes: list[Outcome], first: bool) -> None:
         for outcome in outcomes:
-            if outcome.failure is None:
-                self.monitor.job_done(outcome.seconds)
-            else:
-                self.failed_runs += 1
             self.job_finished(outcome)
         if outcomes:
             self.balance(JobsFinished(first))
@@ -281,33 +216,16 @@ class Node:
         raise NotImplementedError
 
     def stop_run(self, job: int) -> None:
-        """Stop a job running here for good (its result came from elsewhere): a thread's
-        job at its next checkpoint, a process's at once (the others on that trip go back
-        to the queue)."""
-        run = self.running.get(job)
-        if run is None:
-            return
-        run.cancelled, run.requeue = True, False
-        process = self._process_of.get(job)
-        if process is not None:
-            process.preempt()
+        self.runner.stop_run(job)
 
     def preempt_all(self, requeue: bool) -> None:
-        for running in self.running.values():
-            running.cancelled, running.requeue = True, requeue
-        for process in self.processes:
-            process.preempt()
+        self.runner.preempt_all(requeue)
 
     def set_throttle(self, value: float) -> None:
         old = self.throttle.value
-        self.throttle.set(value)
-        for process in self.processes:
-            process.throttle_changed()
+        self.runner.set_throttle(value)
         self.recorder.event("throttle", throttle=value, workers=self.config.workers)
         self.say(f"throttle {old:g} -> {value:g}")
-        if value == 0:
-            self.preempt_all(requeue=True)  # the drain rule hands them away
-        self.wake()
         self.balance(ThrottleChanged(value))
 
     # ---- events from the connection -----------------------------------------------
