@@ -61,7 +61,7 @@ def _status_source(node: Node, loop: asyncio.AbstractEventLoop) -> StatusSource:
     event loop changes it, so the loop itself answers."""
     async def current() -> dict[str, Any] | None:
         # startup() makes the connection the status reports on; a scrape may come first.
-        return node.status() if hasattr(node, "connection") else None
+        return node.status().as_dict() if hasattr(node, "connection") else None
 
     def status() -> dict[str, Any] | None:
         return asyncio.run_coroutine_threadsafe(current(), loop).result(SCRAPE_TIMEOUT)

@@ -138,8 +138,8 @@ class Master(Node):
         if self.journal is not None and not self.journal.closed:
             self.journal.close(finished=False)
 
-    def progress(self) -> dict[str, Any]:
-        return {"total": self.ledger.job_count, "finished": self.ledger.finished}
+    def progress(self) -> tuple[int | None, int | None]:
+        return self.ledger.job_count, self.ledger.finished
 
     def progress_count(self) -> int:
         return self.ledger.finished

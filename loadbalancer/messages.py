@@ -26,6 +26,7 @@ import zstandard
 
 from loadbalancer import fields
 from loadbalancer.outcome import MAX_TEXT, Failure
+from loadbalancer.status import Status
 from loadbalancer.trace import MAX_SAMPLES
 from loadbalancer.wire import Kind, Rejected
 
@@ -370,8 +371,12 @@ def _pair(meta: dict[str, Any], blobs: list[bytes]) -> list[tuple[int, bytes]]:
     return list(zip(ids, blobs, strict=True))
 
 
-def encode_state(state: dict[str, Any]) -> bytes:
-    return pack(state)
+def encode_state(status: Status, *, sent_jobs: int, received_jobs: int,
+                 session_executed: int, session_compute: float) -> bytes:
+    """A STATE body: the status, and the session's transfer counters and work (which the
+    peer's balancer and summary need, and people are not shown)."""
+    return pack({**status.as_dict(), "sent_jobs": sent_jobs, "received_jobs": received_jobs,
+                 "session_executed": session_executed, "session_compute": session_compute})
 
 
 def decode_state(body: bytes) -> dict[str, Any]:

@@ -57,6 +57,7 @@ from loadbalancer.session import (
     PeerLost,
     StateReceived,
 )
+from loadbalancer.status import Status
 from loadbalancer.tasks import Task, Tasks
 from loadbalancer.trace import Recorder
 from loadbalancer.wire import Keys, Kind, Rejected, Role
@@ -107,12 +108,11 @@ class Node:
         # What this node computed before the session: its work in the session is the rest.
         self._session_base = (self.monitor.executed, self.monitor.compute_seconds)
 
-    def session_work(self) -> dict[str, Any]:
+    def session_work(self) -> tuple[int, float]:
         """Jobs computed in this session and their compute seconds: a peer that restarts
         (or a master that resumes) counts each session's work once."""
         executed, compute = self._session_base
-        return {"session_executed": self.monitor.executed - executed,
-                "session_compute": self.monitor.compute_seconds - compute}
+        return self.monitor.executed - executed, self.monitor.compute_seconds - compute
 
     # ---- lifecycle ---------------------------------------------------------------
     async def run(self) -> int:
@@ -352,37 +352,36 @@ class Node:
     def jobs_sent(self, jobs: list[int], bootstrap: bool) -> None: ...
 
     # ---- state manager --------------------------------------------------------------
-    def status(self) -> dict[str, Any]:
+    def status(self) -> Status:
         speed = self.monitor.speed(self.throttle.value)
         pending = len(self.queue) + len(self.running)
         eta = pending / speed if speed else (0.0 if pending == 0 else None)
-        return {
-            "role": str(self.role), "phase": self.phase, "queued": len(self.queue),
-            "running": len(self.running), "executed": self.monitor.executed,
-            "failed": self.failed_runs,
-            "throttle": self.throttle.value, "workers": self.config.workers,
-            "cpu": self.monitor.cpu, "speed": speed, "eta": eta,
-            "job_seconds": self.monitor.job_seconds,
-            "job_error": self.monitor.job_times.error,
-            "peer": "connected" if self.connection.connected else
+        connection = self.connection
+        total, finished = self.progress()
+        return Status(
+            role=str(self.role), phase=self.phase, queued=len(self.queue),
+            running=len(self.running), executed=self.monitor.executed,
+            failed=self.failed_runs, throttle=self.throttle.value,
+            workers=self.config.workers, cpu=self.monitor.cpu, speed=speed, eta=eta,
+            job_seconds=self.monitor.job_seconds, job_error=self.monitor.job_times.error,
+            peer="connected" if connection.connected else
             ("waiting" if self.remote is None else "left" if self.peer_left else "lost"),
-            "moved_out": self.moved_out, "moved_in": self.moved_in,
-            "bootstrap": self.bootstrapped,
-            "retransmits": self.connection.retransmits,
-            "datagram": self.connection.datagram_size,
-            "datagram_steps": self.connection.datagram_steps,
-            "dropped": self.connection.drops(), "suppressed": self.connection.suppressed,
-            "bytes_sent": self.connection.bytes_sent, "refused": self.refused,
-            "policy": self.config.policy, **self.progress(),
-        }
+            moved_out=self.moved_out, moved_in=self.moved_in, bootstrap=self.bootstrapped,
+            retransmits=connection.retransmits, datagram=connection.datagram_size,
+            datagram_steps=connection.datagram_steps, dropped=connection.drops(),
+            suppressed=connection.suppressed, bytes_sent=connection.bytes_sent,
+            refused=self.refused, policy=self.config.policy, total=total, finished=finished)
 
-    def progress(self) -> dict[str, Any]:
+    def progress(self) -> tuple[int | None, int | None]:
+        """The status's (total, finished)."""
         raise NotImplementedError
 
     def _state_now(self) -> None:
-        state = {**self.status(), "sent_jobs": self.balancer.sent_jobs,
-                 "received_jobs": self.balancer.received_jobs, **self.session_work()}
-        self.connection.send_state(messages.encode_state(state))
+        executed, compute = self.session_work()
+        self.connection.send_state(messages.encode_state(
+            self.status(), sent_jobs=self.balancer.sent_jobs,
+            received_jobs=self.balancer.received_jobs, session_executed=executed,
+            session_compute=compute))
         self.endpoint.flush()
 
     async def _send_state(self) -> None:
@@ -406,11 +405,12 @@ class Node:
         """One trace sample (and a dashboard refresh) of the node as it is now."""
         self.monitor.sample_cpu(self.loop.time())
         status = self.status()
-        self.recorder.sample(pending=status["queued"] + status["running"],
+        self.recorder.sample(pending=status.queued + status.running,
                              throttle=self.throttle.value, cpu=self.monitor.cpu,
                              done=self.monitor.executed)
         if self.ui is not None:
-            self.ui.update(status, None if self.remote is None else self.remote.status)
+            self.ui.update(status.as_dict(),
+                           None if self.remote is None else self.remote.status)
 
     async def _log_progress(self) -> None:
         interval = self.config.progress_interval
@@ -488,7 +488,7 @@ class Node:
     def _on_control(self, request: dict[str, Any]) -> dict[str, Any]:
         command = request.get("cmd")
         if command == "status":
-            return {"local": self.status(),
+            return {"local": self.status().as_dict(),
                     "remote": None if self.remote is None else self.remote.status}
         if command == "throttle":
             value = request.get("value")

@@ -56,8 +56,8 @@ class Slave(Node):
         self._trace_acked = asyncio.Event()
         self.last_done: float | None = None
 
-    def progress(self) -> dict[str, Any]:
-        return {"total": None, "finished": self.delivered}
+    def progress(self) -> tuple[int | None, int | None]:
+        return None, self.delivered
 
     async def startup(self) -> None:
         await super().startup()
@@ -201,9 +201,8 @@ class Slave(Node):
         self.phase = Phase.DONE
         self.sample()
         self._state_now()  # the master's screen shows this node done, not still processing
-        work = self.session_work()
-        stats = {"executed": work["session_executed"], "failed": self.failed_runs,
-                 "compute_seconds": work["session_compute"],
+        executed, compute = self.session_work()
+        stats = {"executed": executed, "failed": self.failed_runs, "compute_seconds": compute,
                  "retransmits": self.connection.retransmits,
                  "datagram": self.connection.datagram_size,
                  "datagram_steps": self.connection.datagram_steps,

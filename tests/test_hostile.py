@@ -224,7 +224,7 @@ def send(endpoint: Endpoint, kind: Kind, payload: bytes) -> None:
 async def heartbeat(endpoint: Endpoint) -> None:
     """A STATE twice a second, as a node sends, so that the real node keeps the session; at
     throttle 0 on both sides the adaptor holds, whatever it weighs."""
-    state = messages.encode_state({"queued": 0, "running": 0, "throttle": 0.0, "workers": 1,
+    state = messages.pack({"queued": 0, "running": 0, "throttle": 0.0, "workers": 1,
                                    "job_seconds": None, "sent_jobs": 0, "received_jobs": 0})
     while True:
         endpoint.connection.send_state(state)

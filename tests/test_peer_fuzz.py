@@ -63,7 +63,7 @@ VALID: dict[Kind, bytes] = {
                "last_done": 1.7e9}),
         Needs([SPEC, FUNCTION]), Verdict([SPEC], [(FUNCTION, "module 'm' was not given")]),
     ]),
-    Kind.STATE: messages.encode_state(STATE),
+    Kind.STATE: messages.pack(STATE),
 }
 
 _RAW = "\x00raw:"  # a string json.dumps writes as is, then replaced by a literal of our own

@@ -65,7 +65,7 @@ class FakeSlave:
     @staticmethod
     def send_state(endpoint: Endpoint) -> None:
         # Throttle 0: the master (at 0 too) keeps its queue instead of handing it over again.
-        endpoint.connection.send_state(messages.encode_state({
+        endpoint.connection.send_state(messages.pack({
             "phase": EVIL, "peer": EVIL, "queued": 0, "running": 0, "throttle": 0.0,
             "workers": 1, "job_seconds": None, "sent_jobs": 0, "received_jobs": 0}))
         endpoint.flush()

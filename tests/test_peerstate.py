@@ -43,7 +43,7 @@ def test_the_issue_s_states_are_malformed_not_a_crash(body: bytes) -> None:
 ], ids=str)
 def test_a_number_the_adaptor_uses_out_of_bounds_is_malformed(change: dict[str, Any]) -> None:
     with pytest.raises(Rejected) as caught:
-        acted_upon(messages.encode_state({**STATE, **change}))
+        acted_upon(messages.pack({**STATE, **change}))
     assert caught.value.reason == "malformed"
 
 
@@ -54,7 +54,7 @@ def test_a_number_the_adaptor_uses_out_of_bounds_is_malformed(change: dict[str, 
     {"queued": 0, "running": 40, "throttle": 1e-308, "workers": 1, "job_seconds": None},
 ], ids=str)
 def test_the_adaptor_runs_on_the_bounds_edges(change: dict[str, Any]) -> None:
-    assert acted_upon(messages.encode_state({**STATE, **change})).view.queued == \
+    assert acted_upon(messages.pack({**STATE, **change})).view.queued == \
         change["queued"]
 
 
@@ -62,9 +62,27 @@ def test_what_people_see_is_kept_only_when_well_formed() -> None:
     shown = {"phase": "x" * 201, "peer": "connected", "cpu": 1e300, "speed": 3, "eta": -1.0,
              "executed": True, "finished": 7, "total": None,
              "dropped": {"bad_tag": 2, "malformed": "many", "y" * 201: 1}}
-    status = PeerState.parse(messages.decode_state(messages.encode_state(
+    status = PeerState.parse(messages.decode_state(messages.pack(
         {**STATE, **shown}))).status
     assert {key: status[key] for key in shown} == {
         "phase": None, "peer": "connected", "cpu": None, "speed": 3, "eta": None,
         "executed": None, "finished": 7, "total": None, "dropped": {"bad_tag": 2}}
     assert status["queued"] == 30 and status["job_seconds"] == 0.1
+
+
+def test_a_nodes_own_status_crosses_the_wire_and_parses_as_it_was() -> None:
+    from loadbalancer.status import Status
+    status = Status(role="slave", phase="processing", queued=3, running=1, executed=9,
+                    failed=0, throttle=0.5, workers=2, cpu=50.0, speed=4.0, eta=1.0,
+                    job_seconds=0.25, job_error=0.1, peer="connected", moved_out=1,
+                    moved_in=2, bootstrap=5, retransmits=0, datagram=1472, datagram_steps=0,
+                    dropped={}, suppressed=0, bytes_sent=100, refused=0, policy="symmetric",
+                    total=None, finished=7)
+    body = messages.encode_state(status, sent_jobs=1, received_jobs=7, session_executed=9,
+                                 session_compute=2.5)
+    peer = PeerState.parse(messages.decode_state(body))
+    assert (peer.view.queued, peer.view.running, peer.view.workers, peer.view.job_error) == \
+        (3, 1, 2, 0.1)
+    assert (peer.sent_jobs, peer.received_jobs) == (1, 7)
+    assert {key: peer.status[key] for key in ("executed", "bootstrap", "finished", "datagram")} \
+        == {"executed": 9, "bootstrap": 5, "finished": 7, "datagram": 1472}
