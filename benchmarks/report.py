@@ -44,7 +44,9 @@ def results_table(rows: Sequence[Row]) -> Table:
         ratio = _number(row.ratio, 3) if row.ok else "[red]failed[/red]"
         table.add_row(row.scenario, row.policy, _number(row.makespan), _number(row.ideal),
                       ratio, _number(row.tail), _number(row.moved), _number(row.mb_sent),
-                      _number(row.retransmits), row.note)
+                      _number(row.retransmits) + ("" if row.spurious is None
+                                                  else f" ({row.spurious} spurious)"),
+                      row.note)
     return table
 
 

@@ -450,6 +450,7 @@ class Master(Node):
             "moved": {"to_slave": self.moved_out, "to_master": self.moved_in},
             "bootstrap": self.bootstrapped,
             "retransmits": self.connection.retransmits + int(stats.get("retransmits", 0)),
+            "spurious": self.connection.spurious + int(stats.get("spurious", 0)),
             "datagram": {"master": self.connection.datagram_size, "slave": stats.get("datagram")},
             "datagram_steps": self.connection.datagram_steps
             + int(stats.get("datagram_steps", 0)),

@@ -439,7 +439,7 @@ class Node:
             ("waiting" if self.remote is None else "left" if self.peer_left else "lost"),
             "moved_out": self.moved_out, "moved_in": self.moved_in,
             "bootstrap": self.bootstrapped,
-            "retransmits": self.connection.retransmits,
+            "retransmits": self.connection.retransmits, "spurious": self.connection.spurious,
             "datagram": self.connection.datagram_size,
             "datagram_steps": self.connection.datagram_steps,
             "dropped": self.connection.drops(), "suppressed": self.connection.suppressed,

@@ -203,6 +203,7 @@ class Slave(Node):
         stats = {"executed": work["session_executed"], "failed": self.failed_runs,
                  "compute_seconds": work["session_compute"],
                  "retransmits": self.connection.retransmits,
+                 "spurious": self.connection.spurious,
                  "datagram": self.connection.datagram_size,
                  "datagram_steps": self.connection.datagram_steps,
                  "dropped": self.connection.drops(),
