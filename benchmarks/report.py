@@ -56,7 +56,9 @@ def results_table(rows: Sequence[Row]) -> Table:
                       median_worst(cell, "moved_again_pct", 1),
                       median_worst(cell, "tail_jobs", 2), median_worst(cell, "copy_pct", 1),
                       median_worst(cell, "overhead_us", 1), _number(row.mb_sent),
-                      _number(row.retransmits), notes[0] if notes else "")
+                      _number(row.retransmits) + ("" if row.spurious is None
+                                                  else f" ({row.spurious} spurious)"),
+                      notes[0] if notes else "")
     return table
 
 

@@ -22,6 +22,7 @@ class Row:
     moved: int | None = None  # jobs moved by balancing, both ways (bootstrap not counted)
     mb_sent: float | None = None
     retransmits: int | None = None
+    spurious: int | None = None  # of the retransmissions, those whose original arrived
     verified: bool = False
     note: str = ""
     jobs: int | None = None
@@ -79,6 +80,7 @@ def lb_row(scenario: str, policy: str, summary: dict[str, Any] | None, note: str
         moved=count,
         mb_sent=round(int(summary.get("bytes_sent", 0)) / 1e6, 2),
         retransmits=int(summary.get("retransmits", 0)),
+        spurious=summary.get("spurious"),
         verified=bool(summary.get("verified")),
         note=note or (summary.get("error") or ""),
         jobs=jobs,

@@ -253,7 +253,7 @@ def summary_table(summary: dict[str, Any]) -> Table:
     table.add_row(
         "moved", f"to slave {_fmt(moved['to_slave'])} · to master {_fmt(moved['to_master'])}"
     )
-    table.add_row("retransmits", _fmt(summary["retransmits"]))
+    table.add_row("retransmits", _retransmits(summary))
     datagram = summary.get("datagram") or {}
     table.add_row("datagram", f"master {_fmt(datagram.get('master'))} B · slave "
                   f"{_fmt(datagram.get('slave'))} B · "
@@ -262,6 +262,13 @@ def summary_table(summary: dict[str, Any]) -> Table:
     table.add_row("dropped", dropped or "none")
     table.add_row("bytes sent", _fmt_bytes(summary["bytes_sent"]))
     return table
+
+
+def _retransmits(counts: dict[str, Any]) -> str:
+    """"12 (3 spurious)": how many went again, and how many of those need not have."""
+    spurious = counts.get("spurious")
+    shown = _fmt(counts["retransmits"])
+    return shown if spurious is None else f"{shown} ({_fmt(spurious)} spurious)"
 
 
 # (label, how to show a status) for `lb status`: what a person asks of a running pair.
@@ -281,7 +288,7 @@ STATUS_ROWS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
                              if s.get("datagram_steps") else "")),
     ("bootstrap", lambda s: _fmt(s.get("bootstrap"))),
     ("moved out · in", lambda s: f"{_fmt(s['moved_out'])} · {_fmt(s['moved_in'])}"),
-    ("retransmits", lambda s: _fmt(s["retransmits"])),
+    ("retransmits", _retransmits),
     ("dropped", lambda s: ", ".join(printable(f"{reason} {count}")
                                     for reason, count in (s["dropped"] or {}).items()) or "none"),
 )

@@ -19,6 +19,11 @@ from loadbalancer.addresses import Address
 from loadbalancer.session import Connection, Event
 
 RECEIVE_BUFFER = 4 * 2**20
+# The connection's timer is handled this long after it comes due. uvloop (libuv) runs
+# due timers before it reads the sockets, so a loop that was held up (a busy machine,
+# the GIL) would declare a fragment lost while the ack that saves it waits unread; a
+# millisecond later the sockets have been read. (asyncio's own loop reads them first.)
+TIMER_GRACE = 0.001
 # Linux's getsockopt names for a connected socket's path MTU (<linux/in.h>, <linux/in6.h>).
 IP_MTU, IPV6_MTU = 14, 24
 
@@ -90,14 +95,24 @@ class Endpoint(asyncio.DatagramProtocol):
         """ICMP port unreachable while the peer is down: HELLO and retransmission cover it."""
 
     def flush(self) -> None:
-        """Deliver pending events, send pending datagrams, re-arm the timer."""
+        """Send pending datagrams, deliver pending events, send what they queued, re-arm
+        the timer."""
+        # What is owed goes first: acting on a message (the master's books, a slave's new
+        # jobs) can take a while, and an ack held behind that is one the peer's timer
+        # does not wait for.
+        self._send()
         while (event := self.connection.next_event()) is not None:
             self.on_event(event)
+        if self._send():
+            self._arm()
+
+    def _send(self) -> bool:
+        """Send what the connection has to send; False once the transport is closed."""
         if self.transport is None or self.transport.is_closing():
-            return
+            return False
         for data, address in self.connection.datagrams_to_send(self.loop.time()):
             self.transport.sendto(data, address)
-        self._arm()
+        return True
 
     def _arm(self) -> None:
         deadline = self.connection.next_deadline()
@@ -109,6 +124,10 @@ class Endpoint(asyncio.DatagramProtocol):
         self._timer = None if deadline is None else self.loop.call_at(deadline, self._fire)
 
     def _fire(self) -> None:
+        # _timer_at stays: a flush meanwhile that finds the same deadline keeps this timer.
+        self._timer = self.loop.call_later(TIMER_GRACE, self._expire)
+
+    def _expire(self) -> None:
         self._timer = self._timer_at = None
         self.connection.handle_timer(self.loop.time())
         self.flush()

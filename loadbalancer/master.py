@@ -490,6 +490,7 @@ class Master(Node):
             "bootstrap": self.bootstrapped,
             "work_s": round(work, 3),  # the ideal's compute seconds at full speed
             "retransmits": self.connection.retransmits + int(stats.get("retransmits", 0)),
+            "spurious": self.connection.spurious + int(stats.get("spurious", 0)),
             "datagram": {"master": self.connection.datagram_size, "slave": stats.get("datagram")},
             "datagram_steps": self.connection.datagram_steps
             + int(stats.get("datagram_steps", 0)),

@@ -56,6 +56,8 @@ COUNTERS = (
      "master, received by the slave (not counted in lb_jobs_moved_total)."),
     ("lb_bytes_sent", "bytes_sent", "Bytes of UDP datagrams sent."),
     ("lb_retransmits", "retransmits", "Datagrams sent again after a loss."),
+    ("lb_retransmits_spurious", "spurious", "Of those, the ones whose original the peer "
+     "received after all: the retransmission timer was too quick."),
     ("lb_duplicates_suppressed", "suppressed", "Duplicate datagrams or messages ignored."),
 )
 

@@ -367,7 +367,8 @@ class Node:
             peer="connected" if connection.connected else
             ("waiting" if self.remote is None else "left" if self.peer_left else "lost"),
             moved_out=self.moved_out, moved_in=self.moved_in, bootstrap=self.bootstrapped,
-            retransmits=connection.retransmits, datagram=connection.datagram_size,
+            retransmits=connection.retransmits, spurious=connection.spurious,
+            datagram=connection.datagram_size,
             datagram_steps=connection.datagram_steps, dropped=connection.drops(),
             suppressed=connection.suppressed, bytes_sent=connection.bytes_sent,
             refused=self.refused, policy=self.config.policy, total=total, finished=finished)

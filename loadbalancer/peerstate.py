@@ -39,10 +39,10 @@ def _amount(value: object) -> bool:
 _DISPLAY: dict[str, Callable[[object], bool]] = {
     "role": _name, "phase": _name, "executed": _count, "failed": _count, "cpu": _amount,
     "speed": _amount, "eta": _amount, "peer": _name, "moved_out": _count, "moved_in": _count,
-    "retransmits": _count, "suppressed": _count, "bytes_sent": _count, "refused": _count,
-    "policy": _name, "total": _count, "finished": _count, "session_executed": _count,
-    "session_compute": _amount, "datagram": _count, "datagram_steps": _count,
-    "bootstrap": _count}
+    "retransmits": _count, "spurious": _count, "suppressed": _count, "bytes_sent": _count,
+    "refused": _count, "policy": _name, "total": _count, "finished": _count,
+    "session_executed": _count, "session_compute": _amount, "datagram": _count,
+    "datagram_steps": _count, "bootstrap": _count}
 
 
 def _number(meta: dict[str, Any], key: str, low: float, high: float) -> float:

@@ -197,6 +197,7 @@ class Connection:
         self._said_bad_tag = False
         self._bad_tags_from_peer = 0
         self.retransmits_closed = 0  # retransmits of channels of earlier sessions
+        self.spurious_closed = 0
         self.suppressed_closed = 0
         self.refused_closed = 0
         self.steps_closed = 0
@@ -211,6 +212,11 @@ class Connection:
     @property
     def retransmits(self) -> int:
         return self.retransmits_closed + self.channel.retransmits
+
+    @property
+    def spurious(self) -> int:
+        """Retransmissions whose original turned out to arrive: the timer was too quick."""
+        return self.spurious_closed + self.channel.spurious
 
     @property
     def peer_address(self) -> Address:
@@ -267,9 +273,8 @@ class Connection:
     def say_bye(self) -> None:
         """Leave: acknowledge what we hold at once (no delayed ack will follow), then BYE."""
         if self.peer is not None:
-            ranges = self.channel.ack_to_send(float("inf"))
-            if ranges:
-                self._queue(Kind.ACK, ranges=tuple(ranges))
+            while (ack := self.channel.ack_to_send(float("inf"))) is not None:
+                self._queue(Kind.ACK, ranges=ack.ranges, originals=ack.originals)
             self._queue(Kind.BYE)
 
     def next_event(self) -> Event | None:
@@ -295,9 +300,8 @@ class Connection:
             self._next_hello = now + self.hello_interval
             self._greeted_at = now
         if self.peer is not None:
-            ranges = self.channel.ack_to_send(now)
-            if ranges:
-                self._queue(Kind.ACK, ranges=tuple(ranges))
+            while (ack := self.channel.ack_to_send(now)) is not None:
+                self._queue(Kind.ACK, ranges=ack.ranges, originals=ack.originals)
             for fragment in self.channel.fragments_to_send(now):
                 self._queue(wire.KINDS[fragment.kind], fragment=fragment)
         out, self._outbox = self._outbox, []
@@ -394,7 +398,7 @@ class Connection:
         if datagram.fragment is not None:
             self.channel.receive_fragment(datagram.fragment, now)
         elif kind is Kind.ACK:
-            self.channel.receive_ack(datagram.ranges, now)
+            self.channel.receive_ack(datagram.ranges, now, datagram.originals)
         elif kind is Kind.STATE:
             self._events.append(StateReceived(datagram.body))
         elif kind is Kind.PATH_CHALLENGE:
@@ -434,6 +438,7 @@ class Connection:
         self._floor = max(self._floor, self.peer)
         self.peer = None
         self.retransmits_closed += self.channel.retransmits
+        self.spurious_closed += self.channel.spurious
         self.suppressed_closed += self.channel.duplicates
         self.refused_closed += self.channel.refused
         self.steps_closed += self.channel.steps_down

@@ -204,6 +204,7 @@ class Slave(Node):
         executed, compute = self.session_work()
         stats = {"executed": executed, "failed": self.failed_runs, "compute_seconds": compute,
                  "retransmits": self.connection.retransmits,
+                 "spurious": self.connection.spurious,
                  "datagram": self.connection.datagram_size,
                  "datagram_steps": self.connection.datagram_steps,
                  "dropped": self.connection.drops(),

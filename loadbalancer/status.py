@@ -29,6 +29,7 @@ class Status:
     moved_in: int
     bootstrap: int  # the bootstrap's jobs, sent (master) or received (slave)
     retransmits: int
+    spurious: int  # retransmissions whose original was acknowledged after all
     datagram: int | None  # the datagram size in use; None before the first session
     datagram_steps: int  # times the size stepped down
     dropped: dict[str, int]  # datagrams and messages dropped, by reason

@@ -36,10 +36,10 @@ from typing import NamedTuple
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # used as GMAC: no plaintext
 
-from loadbalancer.reliable import Fragment
+from loadbalancer.reliable import MAX_ORIGINALS, Fragment
 
 MAGIC = b"LB"
-VERSION = 4
+VERSION = 5  # 5: the AGAIN flag and the ack's originals
 HEADER = struct.Struct("!2sBBBBQQQH")
 # seq, index and count in its message, and which part of the fragment this datagram
 # carries: a fragment cut before the datagram size stepped down goes in several parts.
@@ -47,7 +47,9 @@ FRAGMENT_HEADER = struct.Struct("!QHHBB")
 GREETING = struct.Struct("!H")  # HELLO and WELCOME: the largest datagram the sender takes
 TOKEN_SIZE = 8  # PATH_CHALLENGE and PATH_RESPONSE: the challenge's random token
 ACK_RANGE = struct.Struct("!QQ")
-ACK_COUNT = struct.Struct("!H")
+ACK_COUNT = struct.Struct("!H")  # ranges, then originals
+ACK_ORIGINAL = struct.Struct("!Q")  # a seq whose first transmission arrived after all
+FLAG_AGAIN = 0x01  # a reliable kind's fragment sent again: the sender's retransmission
 NONCE = struct.Struct("!4xQ")  # GCM's 96 bits: the packet number, zero-padded
 SENDER = struct.Struct("!BQ")  # what a sender's key is derived from: role, incarnation
 TAG_SIZE = 16
@@ -129,6 +131,7 @@ class Datagram(NamedTuple):
     header: Header
     fragment: Fragment | None = None  # reliable kinds
     ranges: tuple[tuple[int, int], ...] = ()  # ACK
+    originals: tuple[int, ...] = ()  # ACK
     body: bytes = b""  # HELLO, WELCOME, STATE, BYE, PATH_CHALLENGE, PATH_RESPONSE
 
 
@@ -197,21 +200,29 @@ def decode_greeting(body: bytes) -> int:
 
 
 def encode(keys: Keys, header: Header, *, fragment: Fragment | None = None,
-           ranges: tuple[tuple[int, int], ...] = (), body: Bytes = b"") -> bytearray:
+           ranges: tuple[tuple[int, int], ...] = (), originals: tuple[int, ...] = (),
+           body: Bytes = b"") -> bytearray:
     kind, role, src, dst, number = header
     prefix = b""
+    flags = 0
     if kind in RELIABLE:
         if fragment is None:
             raise ValueError(f"{kind.name} needs a fragment")
         prefix = FRAGMENT_HEADER.pack(fragment.seq, fragment.index, fragment.count,
                                       fragment.part, fragment.parts)
         body = fragment.data
+        flags = FLAG_AGAIN if fragment.again else 0
     elif kind is Kind.ACK:
-        body = ACK_COUNT.pack(len(ranges)) + b"".join(ACK_RANGE.pack(*r) for r in ranges)
+        if len(originals) > MAX_ORIGINALS:
+            raise ValueError(f"{len(originals)} originals, at most {MAX_ORIGINALS}")
+        body = b"".join([ACK_COUNT.pack(len(ranges)), *(ACK_RANGE.pack(*r) for r in ranges),
+                         ACK_COUNT.pack(len(originals)),
+                         *(ACK_ORIGINAL.pack(seq) for seq in originals)])
     start = HEADER.size + len(prefix)
     end = start + len(body)
     out = bytearray(end + TAG_SIZE)
-    HEADER.pack_into(out, 0, MAGIC, VERSION, kind, 0, role, src, dst, number, end - HEADER.size)
+    HEADER.pack_into(out, 0, MAGIC, VERSION, kind, flags, role, src, dst, number,
+                     end - HEADER.size)
     out[HEADER.size:start] = prefix
     out[start:end] = body  # the one copy of the data on the way out
     view = memoryview(out)
@@ -227,7 +238,7 @@ def decode(keys: Keys, data: Bytes, max_datagram: int) -> Datagram:
         raise Rejected("truncated", f"{size} bytes")
     if size > max_datagram:
         raise Rejected("oversized", f"{size} bytes")
-    magic, version, kind, _flags, role, src, dst, number, length = HEADER.unpack_from(data)
+    magic, version, kind, flags, role, src, dst, number, length = HEADER.unpack_from(data)
     if magic != MAGIC:
         raise Rejected("bad_magic")
     if version != VERSION:
@@ -241,29 +252,40 @@ def decode(keys: Keys, data: Bytes, max_datagram: int) -> Datagram:
     if known_kind is None or known_role is None:
         raise Rejected("bad_type", f"type {kind} role {role}")
     header = Header(known_kind, known_role, src, dst, number)
+    if flags & ~FLAG_AGAIN or (flags and known_kind not in RELIABLE):
+        raise Rejected("malformed", f"flags {flags:#04x} on {known_kind.name}")
     if known_kind in RELIABLE:
         if length < FRAGMENT_HEADER.size:
             raise Rejected("malformed", "short fragment header")
         seq, index, count, part, parts = FRAGMENT_HEADER.unpack_from(data, HEADER.size)
         payload = view[HEADER.size + FRAGMENT_HEADER.size:end]
         return Datagram(header, fragment=Fragment(seq, index, count, known_kind, payload,
-                                                  part, parts))
+                                                  part, parts, again=bool(flags)))
     if known_kind is Kind.ACK:
-        return Datagram(header, ranges=_decode_ranges(view[HEADER.size:end]))
+        ranges, originals = _decode_ack(view[HEADER.size:end])
+        return Datagram(header, ranges=ranges, originals=originals)
     expected = BODY_SIZES.get(known_kind)
     if expected is not None and length != expected:
         raise Rejected("malformed", f"{known_kind.name} body of {length} bytes")
     return Datagram(header, body=bytes(view[HEADER.size:end]))
 
 
-def _decode_ranges(body: memoryview) -> tuple[tuple[int, int], ...]:
-    if len(body) < ACK_COUNT.size:
+def _decode_ack(body: memoryview) -> tuple[tuple[tuple[int, int], ...], tuple[int, ...]]:
+    """An ACK's body: its ranges, then at most MAX_ORIGINALS seqs of originals."""
+    if len(body) < 2 * ACK_COUNT.size:
         raise Rejected("malformed", "short ack")
     (n,) = ACK_COUNT.unpack_from(body)
-    if len(body) != ACK_COUNT.size + n * ACK_RANGE.size:
+    after_ranges = ACK_COUNT.size + n * ACK_RANGE.size
+    if len(body) < after_ranges + ACK_COUNT.size:
+        raise Rejected("malformed", "ack length")
+    (m,) = ACK_COUNT.unpack_from(body, after_ranges)
+    start = after_ranges + ACK_COUNT.size
+    if m > MAX_ORIGINALS or len(body) != start + m * ACK_ORIGINAL.size:
         raise Rejected("malformed", "ack length")
     ranges = tuple(ACK_RANGE.unpack_from(body, ACK_COUNT.size + i * ACK_RANGE.size)
                    for i in range(n))
     if any(lo > hi for lo, hi in ranges):
         raise Rejected("malformed", "ack range")
-    return ranges
+    originals = tuple(ACK_ORIGINAL.unpack_from(body, start + i * ACK_ORIGINAL.size)[0]
+                      for i in range(m))
+    return ranges, originals

@@ -64,6 +64,7 @@ SUMMARY: dict[str, Any] = {
     "executed": {"master": 600, "slave": 424},
     "moved": {"to_slave": 40, "to_master": 12},
     "retransmits": 3,
+    "spurious": 1,
     "dropped": {"bad_tag": 2},
     "policy": "eta",
     "bytes_sent": 123456,
@@ -189,6 +190,7 @@ def test_summary_table(verified: bool, shown: str) -> None:
     assert "master 600" in out and "slave 424" in out
     assert "to slave 40" in out and "to master 12" in out
     assert "bad_tag 2" in out and "120.6 KiB" in out and "eta" in out
+    assert "3 (1 spurious)" in line_with(out, "retransmits")
 
 
 def test_text_from_the_peer_is_shown_escaped_on_one_line() -> None:
@@ -217,6 +219,9 @@ def test_status_for_people_is_both_nodes_side_by_side_rounded() -> None:
     assert "512 of 1024 (50%)" in line_with(out, "progress")
     assert "bad_tag 2" in line_with(out, "dropped")
     assert "—" in line_with(out, "datagram")  # not in this status
+    # A peer whose status lacks the count (an older lb, or a value refused) shows the rest.
+    counted = text_of(status_table(status(spurious=1), slave_status()))
+    assert line_with(counted, "retransmits").split()[-4:] == ["3", "(1", "spurious)", "3"]
     sized = text_of(status_table(status(datagram=1472, datagram_steps=1), None))
     assert "1472 B (stepped down 1x)" in line_with(sized, "datagram")
     alone = text_of(status_table(status(peer="waiting"), None))

@@ -44,7 +44,7 @@ STATUS: dict[str, Any] = {
     "role": "master", "phase": "processing", "queued": 120, "running": 1, "executed": 300,
     "failed": 2, "bootstrap": 500,
     "throttle": 0.7, "workers": 2, "cpu": 63.5, "speed": 7.1, "eta": None, "job_seconds": 0.2,
-    "peer": "connected", "moved_out": 40, "moved_in": 12, "retransmits": 3,
+    "peer": "connected", "moved_out": 40, "moved_in": 12, "retransmits": 3, "spurious": 1,
     "dropped": {"bad_tag": 2, "stale_session": 5}, "suppressed": 4, "bytes_sent": 123456,
     "refused": 1, "policy": "sender", "total": 1024, "finished": 512,
 }
@@ -69,6 +69,7 @@ def test_every_status_figure_becomes_a_metric() -> None:
                       ("lb_jobs_finished_total", "finished"), ("lb_jobs_refused_total", "refused"),
                       ("lb_bytes_sent_total", "bytes_sent"),
                       ("lb_retransmits_total", "retransmits"),
+                      ("lb_retransmits_spurious_total", "spurious"),
                       ("lb_duplicates_suppressed_total", "suppressed")]:
         assert value(samples, name, **role) == STATUS[key], name
     assert value(samples, "lb_jobs_moved_total", **role, direction="out") == 40
@@ -138,13 +139,15 @@ def test_a_taken_metrics_port_stops_the_start(cluster: Cluster) -> None:
 
 # Figures that stay put once both nodes are stopped; cpu and bytes (state messages) do not.
 STILL = ("queued", "running", "executed", "throttle", "workers", "finished", "total",
-         "moved_out", "moved_in", "refused", "retransmits", "suppressed", "dropped", "phase",
+         "moved_out", "moved_in", "refused", "retransmits", "spurious", "suppressed", "dropped",
+         "phase",
          "peer", "job_seconds", "speed", "eta")
 GAUGES = {"queued": "lb_queued_jobs", "running": "lb_running_jobs", "throttle": "lb_throttle",
           "workers": "lb_workers", "speed": "lb_speed_jobs_per_second",
           "job_seconds": "lb_job_seconds", "total": "lb_workload_jobs"}
 COUNTERS = {"executed": "lb_jobs_executed_total", "finished": "lb_jobs_finished_total",
             "refused": "lb_jobs_refused_total", "retransmits": "lb_retransmits_total",
+            "spurious": "lb_retransmits_spurious_total",
             "suppressed": "lb_duplicates_suppressed_total"}
 
 
@@ -207,6 +210,9 @@ def test_status_and_metrics_agree_on_a_running_node(cluster: Cluster) -> None:
         status = before["local"]
         assert still(status) == still(after["local"]), "the node moved while being measured"
         assert status["executed"] > 0 and status["throttle"] == 0
+        # A spurious retransmission is one of the retransmissions; the peer shows it too.
+        assert 0 <= status["spurious"] <= status["retransmits"]
+        assert before["remote"] is not None and "spurious" in before["remote"]
         labels = {"role": role}
         for key, name in GAUGES.items():
             if status[key] is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import heapq
 import random
 from collections.abc import Callable, Iterator
@@ -14,6 +15,8 @@ from hypothesis import strategies as st
 
 from loadbalancer.reliable import (
     MAX_COUNT,
+    MAX_ORIGINALS,
+    Ack,
     Fragment,
     MessageAcked,
     MessageReceived,
@@ -21,8 +24,6 @@ from loadbalancer.reliable import (
     ProtocolViolation,
     ReliableChannel,
 )
-
-Ack = list[tuple[int, int]]
 
 
 class Link:
@@ -95,7 +96,7 @@ class Link:
             if isinstance(item, Fragment):
                 self.channels[dest].receive_fragment(item, self.now)
             else:
-                self.channels[dest].receive_ack(item, self.now)
+                self.channels[dest].receive_ack(item.ranges, self.now, item.originals)
         for channel in self.channels:
             channel.handle_timer(self.now)
         self.flush()
@@ -122,6 +123,12 @@ def deliver(channel: ReliableChannel, fragments: list[Fragment], now: float) -> 
     return [channel.receive_fragment(fragment, now) for fragment in fragments]
 
 
+def ranges(channel: ReliableChannel, now: float) -> list[tuple[int, int]] | None:
+    """The ranges of the ack due by ``now``, if one is."""
+    ack = channel.ack_to_send(now)
+    return None if ack is None else list(ack.ranges)
+
+
 def events(channel: ReliableChannel) -> Iterator[MessageReceived | MessageAcked]:
     while (event := channel.next_event()) is not None:
         yield event
@@ -129,7 +136,9 @@ def events(channel: ReliableChannel) -> Iterator[MessageReceived | MessageAcked]
 
 # ---- sender: timers, estimates, windows -------------------------------------------
 def test_first_rto_deadline_and_backoff() -> None:
-    ch = ReliableChannel(max_fragment=100, initial_rtt=0.25)  # rto = 0.25 + 4 * 0.125
+    # RFC 6298's arithmetic alone: no allowance for the peer's ack delay.
+    ch = ReliableChannel(max_fragment=100, initial_rtt=0.25, max_ack_delay=0)
+    # rto = 0.25 + 4 * 0.125
     ch.send(7, b"hello", 0.0)
     assert ch.next_deadline() is None  # nothing goes out before fragments_to_send
     [first] = ch.fragments_to_send(0.0)
@@ -139,10 +148,11 @@ def test_first_rto_deadline_and_backoff() -> None:
     assert ch.fragments_to_send(0.74) == [] and ch.in_flight == 1
     ch.handle_timer(0.75)
     assert ch.in_flight == 0 and ch.window == 16 * 100  # a loss halves the window
-    assert ch.fragments_to_send(0.75) == [first]  # the same seq again
+    resent = dataclasses.replace(first, again=True)
+    assert ch.fragments_to_send(0.75) == [resent]  # the same seq again, flagged
     assert ch.retransmits == 1 and ch.next_deadline() == 0.75 + 1.5
     ch.handle_timer(2.25)
-    assert ch.fragments_to_send(2.25) == [first]
+    assert ch.fragments_to_send(2.25) == [resent]
     assert ch.next_deadline() == 2.25 + 2.0  # 3.0 clamped to max_rto
     ch.receive_ack([(0, 0)], 2.5)
     assert ch.srtt is None and ch.rto == 0.75  # Karn: no sample from a retransmission
@@ -151,7 +161,7 @@ def test_first_rto_deadline_and_backoff() -> None:
 
 
 def test_rtt_estimate_and_rto() -> None:
-    ch = ReliableChannel(max_fragment=10)
+    ch = ReliableChannel(max_fragment=10, max_ack_delay=0)
     assert ch.rto == pytest.approx(0.3) and ch.srtt is None
     ch.send(1, b"a", 0.0)
     ch.send(1, b"b", 0.0)
@@ -166,8 +176,26 @@ def test_rtt_estimate_and_rto() -> None:
     assert ch.next_deadline() == 1.0 + 0.2265625
 
 
+def test_a_timer_set_before_the_estimate_grew_runs_to_the_new_timeout() -> None:
+    ch = ReliableChannel(max_fragment=10, max_ack_delay=0)
+    ch.send(1, b"a", 0.0)
+    ch.fragments_to_send(0.0)
+    ch.receive_ack([(0, 0)], 0.01)  # rto 0.01 + 4 * 0.005
+    ch.send(1, b"b", 0.1)
+    ch.send(1, b"c", 0.1)
+    ch.fragments_to_send(0.1)
+    assert ch.next_deadline() == pytest.approx(0.13)
+    ch.receive_ack([(2, 2)], 0.125)  # a slower round trip: the timeout grows
+    assert ch.rto == pytest.approx(0.011875 + 4 * 0.0075)
+    ch.handle_timer(0.13)  # seq 1's timer, set at the old timeout: not lost yet
+    assert ch.fragments_to_send(0.13) == [] and ch.in_flight == 1
+    assert ch.next_deadline() == pytest.approx(0.1 + ch.rto)
+    ch.handle_timer(0.1 + ch.rto)
+    assert [f.seq for f in ch.fragments_to_send(0.15)] == [1] and ch.retransmits == 1
+
+
 def test_rto_is_clamped_to_min_rto() -> None:
-    ch = ReliableChannel(max_fragment=10, min_rto=0.05)
+    ch = ReliableChannel(max_fragment=10, min_rto=0.05, max_ack_delay=0)
     ch.send(1, b"a", 0.0)
     ch.fragments_to_send(0.0)
     ch.receive_ack([(0, 0)], 0.001)
@@ -185,7 +213,7 @@ def test_fast_retransmit_after_three_later_acks() -> None:
     assert ch.fragments_to_send(0.02) == [] and ch.window == 32 * 10  # two are not enough
     ch.receive_ack([(1, 3)], 0.03)
     assert ch.window == 16 * 10
-    assert ch.fragments_to_send(0.03) == [sent[0]]  # long before its RTO at 0.3
+    assert ch.fragments_to_send(0.03) == [dataclasses.replace(sent[0], again=True)]  # RTO 0.3
     assert ch.retransmits == 1
     assert list(events(ch)) == [MessageAcked(1), MessageAcked(2), MessageAcked(3)]
     ch.receive_ack([(0, 4)], 0.04)
@@ -251,7 +279,7 @@ def test_time_threshold_declares_a_tail_fragment_lost() -> None:
 
 
 def test_backoff_only_while_the_peer_is_silent() -> None:
-    ch = ReliableChannel(max_fragment=10, initial_rtt=0.25)  # rto 0.75
+    ch = ReliableChannel(max_fragment=10, initial_rtt=0.25, max_ack_delay=0)  # rto 0.75
     for i in range(3):
         ch.send(1, bytes([i]), 0.0)
     ch.fragments_to_send(0.0)
@@ -262,6 +290,112 @@ def test_backoff_only_while_the_peer_is_silent() -> None:
     ch.handle_timer(2.25)  # 0 and 2 were lost again, but not to silence
     assert sorted(f.seq for f in ch.fragments_to_send(2.25)) == [0, 2]
     assert ch.rto == 0.75 and ch.next_deadline() == 2.25 + 0.75
+
+
+# ---- spurious retransmissions ----------------------------------------------------------
+def timed_out_once(**settings: Any) -> tuple[ReliableChannel, ReliableChannel, Fragment,
+                                             Fragment]:
+    """Channel a sent one fragment; its timer ran out (at 0.35 s) and it went again at
+    0.36 s."""
+    a, b = ReliableChannel(max_fragment=10, **settings), ReliableChannel(max_fragment=10)
+    a.send(1, b"x", 0.0)
+    [original] = a.fragments_to_send(0.0)
+    assert a.next_deadline() == pytest.approx(0.35)  # 0.3 as RFC 6298 says, and 50 ms
+    a.handle_timer(0.36)
+    [copy_] = a.fragments_to_send(0.36)
+    assert (copy_.seq, copy_.again, original.again) == (0, True, False)
+    assert a.retransmits == 1 and a.spurious == 0
+    return a, b, original, copy_
+
+
+def send_ack(b: ReliableChannel, a: ReliableChannel, now: float) -> Ack:
+    ack = b.ack_to_send(now)
+    assert ack is not None
+    a.receive_ack(ack.ranges, now, ack.originals)
+    return ack
+
+
+def test_an_ack_delayed_past_the_timer_makes_its_retransmission_spurious() -> None:
+    a, b, original, copy_ = timed_out_once()
+    assert b.receive_fragment(original, 0.38)  # the peer was slow, the original got there
+    assert send_ack(b, a, 0.4) == Ack(((0, 0),))
+    assert a.spurious == 0 and a.srtt is None  # Karn: who knows which copy that answered
+    assert not b.receive_fragment(copy_, 0.41)  # the copy comes second
+    assert send_ack(b, a, 0.42) == Ack(((0, 0),), originals=(0,))
+    assert a.spurious == 1 and a.retransmits == 1
+    # The seq was acked before the news came: that ack answered the original, 0.4 s on.
+    assert a.srtt == pytest.approx(0.4) and a.rto > 0.4
+    assert b.ack_to_send(0.43) is None and a.spurious == 1 and a.idle
+
+
+def test_both_copies_held_unacked_are_told_in_two_acks() -> None:
+    a, b, original, copy_ = timed_out_once()
+    # The peer's loop was stalled: it reads both copies in one turn, before any ack.
+    assert deliver(b, [original, copy_], 0.5) == [True, False]
+    assert send_ack(b, a, 0.5) == Ack(((0, 0),))  # first the ack, without the news
+    assert b.next_deadline() == 0.5  # the news at once, in an ack of its own
+    assert send_ack(b, a, 0.5) == Ack(((0, 0),), originals=(0,))
+    assert b.ack_to_send(0.5) is None
+    assert a.spurious == 1 and a.srtt == pytest.approx(0.5)
+
+
+def test_a_lost_ack_counts_as_spurious_but_gives_no_sample() -> None:
+    a, b, original, copy_ = timed_out_once()
+    assert b.receive_fragment(original, 0.01)
+    assert b.ack_to_send(0.02) is not None  # lost on the way
+    assert not b.receive_fragment(copy_, 0.36)
+    assert send_ack(b, a, 0.37) == Ack(((0, 0),), originals=(0,))
+    # The original arrived, so the copy was not needed; but its answer was lost, and its
+    # delay (the timeout and a round trip) would feed the timer its own length.
+    assert a.spurious == 1 and a.srtt is None
+
+
+def test_a_real_loss_is_not_spurious_nor_is_a_copy_of_the_retransmission() -> None:
+    a, b, _lost, copy_ = timed_out_once()
+    assert b.receive_fragment(copy_, 0.36)  # the original never arrives
+    assert send_ack(b, a, 0.37) == Ack(((0, 0),))
+    assert not b.receive_fragment(copy_, 0.38)  # the network duplicated the copy
+    assert send_ack(b, a, 0.39) == Ack(((0, 0),))  # a copy of the kept one: no news
+    assert a.retransmits == 1 and a.spurious == 0
+
+
+def test_a_late_original_after_its_retransmission_is_news() -> None:
+    a, b, original, copy_ = timed_out_once()
+    assert b.receive_fragment(copy_, 0.36)
+    send_ack(b, a, 0.37)
+    assert not b.receive_fragment(original, 0.45)  # it was only slow (reordered, delayed)
+    assert send_ack(b, a, 0.46).originals == (0,)
+    assert a.spurious == 1
+
+
+def test_the_ack_of_a_fragment_sent_again_declares_nothing_lost() -> None:
+    ch = ReliableChannel(max_fragment=10)
+    ch.send(1, b"a", 0.0)
+    ch.fragments_to_send(0.0)
+    ch.receive_ack([(0, 0)], 0.01)  # srtt 0.01: rto 0.01 + 4 * 0.005 + 0.05
+    for i in range(3):
+        ch.send(1, bytes([i]), 0.1 if i == 0 else 0.15)
+        ch.fragments_to_send(0.1 if i == 0 else 0.15)
+    ch.handle_timer(0.18)  # seq 1 times out, and goes again after 2 and 3 went
+    assert [f.seq for f in ch.fragments_to_send(0.18)] == [1]
+    # Its ack answers the original (late): it says nothing of 2 and 3, which the time
+    # rule would have declared lost had it been the copy's, 30 ms after they went.
+    ch.receive_ack([(1, 1)], 0.2)
+    assert ch.fragments_to_send(0.2) == [] and ch.retransmits == 1 and ch.in_flight == 2
+
+
+def test_news_of_originals_is_bounded_and_never_counts_what_went_once() -> None:
+    a, b = ReliableChannel(max_fragment=10), ReliableChannel(max_fragment=10)
+    for i in range(MAX_ORIGINALS + 8):
+        a.send(1, bytes([i]), 0.0)
+    sent = a.fragments_to_send(0.0)
+    deliver(b, sent, 0.01)
+    send_ack(b, a, 0.01)
+    deliver(b, sent, 0.02)  # the network copied every one: originals all, sent once
+    ack = send_ack(b, a, 0.02)
+    assert ack.originals == tuple(range(MAX_ORIGINALS))  # the rest is dropped, not held
+    assert b.ack_to_send(0.03) is None
+    assert a.retransmits == 0 and a.spurious == 0
 
 
 def test_ack_of_unknown_seqs_is_ignored() -> None:
@@ -319,23 +453,23 @@ def test_delayed_ack_and_ack_every() -> None:
     ch = ReliableChannel(max_fragment=10)
     assert ch.receive_fragment(Fragment(0, 0, 1, 1, b"a"), 1.0)
     assert ch.ack_to_send(1.0) is None and ch.next_deadline() == 1.0 + 0.002
-    assert ch.ack_to_send(1.0 + 0.002) == [(0, 0)]
+    assert ranges(ch, 1.0 + 0.002) == [(0, 0)]
     assert ch.ack_to_send(5.0) is None and ch.idle
     for seq in range(1, 8):
         ch.receive_fragment(Fragment(seq, 0, 1, 1, b"a"), 6.0)
     assert ch.ack_to_send(6.0) is None
     ch.receive_fragment(Fragment(8, 0, 1, 1, b"a"), 6.0)  # the eighth since the last ack
-    assert ch.ack_to_send(6.0) == [(0, 8)]
+    assert ranges(ch, 6.0) == [(0, 8)]
 
 
 def test_out_of_order_and_duplicates_are_acked_at_once() -> None:
     ch = ReliableChannel(max_fragment=10)
     assert ch.receive_fragment(Fragment(1, 0, 1, 1, b"b"), 0.0)
-    assert ch.ack_to_send(0.0) == [(1, 1)]
+    assert ranges(ch, 0.0) == [(1, 1)]
     assert ch.receive_fragment(Fragment(0, 0, 1, 1, b"a"), 0.5)
-    assert ch.ack_to_send(0.5) == [(0, 1)]
+    assert ranges(ch, 0.5) == [(0, 1)]
     assert not ch.receive_fragment(Fragment(0, 0, 1, 1, b"a"), 1.0)
-    assert ch.duplicates == 1 and ch.ack_to_send(1.0) == [(0, 1)]
+    assert ch.duplicates == 1 and ranges(ch, 1.0) == [(0, 1)]
     assert [e.payload for e in events(ch) if isinstance(e, MessageReceived)] == [b"b", b"a"]
 
 
@@ -343,9 +477,9 @@ def test_ack_lists_recent_ranges_and_reacks_old_duplicates() -> None:
     ch = ReliableChannel(max_fragment=10, max_ack_ranges=4)
     for seq in range(0, 141, 2):
         ch.receive_fragment(Fragment(seq, 0, 1, 1, b""), 0.0)
-    assert ch.ack_to_send(0.0) == [(140, 140), (138, 138), (136, 136), (134, 134)]
+    assert ranges(ch, 0.0) == [(140, 140), (138, 138), (136, 136), (134, 134)]
     ch.receive_fragment(Fragment(2, 0, 1, 1, b""), 1.0)  # its ack was lost long ago
-    assert ch.ack_to_send(1.0) == [(140, 140), (138, 138), (136, 136), (2, 2)]
+    assert ranges(ch, 1.0) == [(140, 140), (138, 138), (136, 136), (2, 2)]
 
 
 def test_messages_complete_in_any_order() -> None:
@@ -380,7 +514,7 @@ def test_protocol_violation_leaves_state_unchanged(bad: Fragment) -> None:
 
 
 def test_reassembly_budget_refuses_and_sender_recovers() -> None:
-    settings: dict[str, Any] = {"max_fragment": 10, "max_reassembly": 25}
+    settings: dict[str, Any] = {"max_fragment": 10, "max_reassembly": 25, "max_ack_delay": 0}
     a, b = ReliableChannel(**settings), ReliableChannel(**settings)
     a.send(1, bytes(range(30)), 0.0)  # seqs 0..2
     a.send(2, bytes(range(30, 60)), 0.0)  # seqs 3..5
@@ -388,17 +522,18 @@ def test_reassembly_budget_refuses_and_sender_recovers() -> None:
     assert deliver(b, sent[1:3], 0.01) == [True, True]  # 20 bytes buffered
     assert deliver(b, sent[3:6], 0.01) == [False, False, False]  # would pass 25
     assert b.refused == 3 and b.duplicates == 0
-    ack = b.ack_to_send(0.01)
+    ack = ranges(b, 0.01)
     assert ack == [(1, 2)]  # refused fragments are not acked
     a.receive_ack(ack, 0.02)
     assert b.receive_fragment(sent[0], 0.03)  # completes message 0, frees the buffer
-    a.receive_ack(b.ack_to_send(0.03) or [], 0.04)
+    a.receive_ack(ranges(b, 0.03) or [], 0.04)
     assert [type(e) for e in events(a)] == [MessageAcked]
     deadline = a.next_deadline() or 0.0
     assert deadline == pytest.approx(0.3)  # the refused ones time out
     a.handle_timer(deadline)
     again = a.fragments_to_send(deadline)
-    assert again == sent[3:6] and a.retransmits == 3
+    assert again == [dataclasses.replace(f, again=True) for f in sent[3:6]]
+    assert a.retransmits == 3
     assert deliver(b, again, 0.31) == [True, True, True]
     assert [e for e in events(b)] == [MessageReceived(0, 1, bytes(range(30))),
                                       MessageReceived(3, 2, bytes(range(30, 60)))]
@@ -420,7 +555,7 @@ def test_too_many_gaps_are_refused_not_forgotten() -> None:
         True, True, True, True, False]
     assert ch.refused == 1
     assert ch.receive_fragment(Fragment(7, 0, 1, 1, b""), 0.0)  # joins a range
-    assert ch.ack_to_send(0.0) == [(6, 7), (4, 4), (2, 2), (0, 0)]
+    assert ranges(ch, 0.0) == [(6, 7), (4, 4), (2, 2), (0, 0)]
     assert not ch.receive_fragment(Fragment(0, 0, 1, 1, b""), 0.0)  # still a duplicate
 
 
@@ -443,6 +578,9 @@ def test_lossy_duplicating_reordering_link_delivers_each_message_once() -> None:
     check_exactly_once(link, sent[1], side=1)
     a, b = link.channels
     assert a.retransmits > 0 and b.duplicates > 0
+    # Lost acks make some retransmissions needless, and the network's copies of them
+    # are never taken for news of an original.
+    assert 0 < a.spurious < a.retransmits
     assert a.bytes_acked == sum(len(p) for _, p in sent[0].values())
     assert a.srtt is not None and 0.005 <= a.srtt < 0.1
     assert a.delivery_rate is not None and a.delivery_rate > 0
@@ -479,7 +617,8 @@ def test_any_loss_pattern_delivers_exactly_once(drops: list[bool], sizes: list[i
 
 # ---- the datagram size: black holes, parts ---------------------------------------------
 def test_a_full_size_fragment_lost_three_times_while_the_peer_is_heard_steps_down() -> None:
-    ch = ReliableChannel(max_fragment=1000, smaller=(500,))  # rto 0.3 until a sample
+    # rto 0.3 until a sample
+    ch = ReliableChannel(max_fragment=1000, smaller=(500,), max_ack_delay=0)
     ch.send(1, bytes(range(250)) * 8, 0.0)  # two full fragments
     assert [f.seq for f in ch.fragments_to_send(0.0)] == [0, 1]
     for heard, expiry in ((0.1, 0.3), (0.5, 0.9)):
@@ -538,7 +677,9 @@ def test_a_black_hole_is_found_and_every_message_still_arrives_once() -> None:
     check_exactly_once(link, sent[1], side=1)
     sender = link.channels[0]
     assert sender.steps_down == 2 and sender.fragment_size == 300
-    assert link.now < 5.0
+    # 5.0 s before the timer allowed 50 ms for the peer's ack: each of the losses in a
+    # row that find a hole waits that much longer.
+    assert link.now < 7.0
 
 
 def test_random_loss_does_not_step_down() -> None:
@@ -573,7 +714,7 @@ def test_parts_assemble_in_any_order_and_a_finer_cut_replaces_a_coarser_one() ->
     assert list(events(ch)) == []
     assert ch.receive_fragment(fine[1], 0.0)
     assert list(events(ch)) == [MessageReceived(0, 1, data)]
-    assert ch.ack_to_send(1.0) == [(0, 0)]
+    assert ranges(ch, 1.0) == [(0, 0)]
     assert not ch.receive_fragment(coarse[0], 1.0)  # the seq is in: a duplicate
     whole = ReliableChannel(max_fragment=1000, smaller=(500,))
     assert whole.receive_fragment(coarse[0], 0.0)

@@ -119,7 +119,8 @@ def test_the_handshake_gives_each_side_a_first_rtt_sample() -> None:
     pair.run(0.05)  # every datagram crosses within a 1 ms step
     for node in (pair.master, pair.slave):
         assert node.channel.srtt is not None and node.channel.srtt <= 0.002
-        assert node.channel.rto == node.channel.min_rto  # not the 0.3 s guess
+        # Not the 0.3 s guess: the link's round trip and the allowance for the peer's ack.
+        assert node.channel.rto < 0.06
 
 
 def test_a_greeting_answered_late_gives_no_rtt_sample() -> None:
@@ -138,7 +139,9 @@ def test_messages_are_delivered_once_over_a_lossy_link() -> None:
     pair.run(1.0)
     assert pair.master.connected and pair.slave.connected
     sent = {pair.master.send(Kind.JOBS, bytes([n]) * (n * 300), pair.now): n for n in range(40)}
-    pair.run(5.0)
+    # Over a 1 ms path at 30% loss each way the timeout is mostly the 50 ms allowed for
+    # the peer's ack, and backed off in the silences: 8 s, where 5 s did without it.
+    pair.run(10.0)
     received = [e for e in pair.events[Role.SLAVE] if isinstance(e, MessageReceived)]
     assert sorted(e.payload for e in received) == sorted(bytes([n]) * (n * 300) for n in range(40))
     acked = {e.message_id for e in pair.events[Role.MASTER] if isinstance(e, MessageAcked)}

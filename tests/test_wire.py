@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from loadbalancer import wire
-from loadbalancer.reliable import Fragment
+from loadbalancer.reliable import MAX_ORIGINALS, Fragment
 from loadbalancer.wire import Header, Kind, Rejected, Role
 
 KEY = wire.Keys("a secret of some length")
@@ -84,10 +84,11 @@ def test_rejections_name_their_reason() -> None:
     assert reason(bytes(flipped)) == "bad_tag"
 
 
-def sealed(kind: int, role: int, body: bytes) -> bytearray:
+def sealed(kind: int, role: int, body: bytes, flags: int = 0) -> bytearray:
     """A datagram the key holder made, whatever its type and role."""
     data = bytearray(wire.OVERHEAD + len(body))
-    wire.HEADER.pack_into(data, 0, wire.MAGIC, wire.VERSION, kind, 0, role, 1, 2, 3, len(body))
+    wire.HEADER.pack_into(data, 0, wire.MAGIC, wire.VERSION, kind, flags, role, 1, 2, 3,
+                          len(body))
     data[wire.HEADER.size:-wire.TAG_SIZE] = body
     view = memoryview(data)
     KEY.sign(role, 1, 3, view[:-wire.TAG_SIZE], view[-wire.TAG_SIZE:])
@@ -103,6 +104,36 @@ def test_unknown_type_or_role_is_rejected_even_when_sealed() -> None:
 def test_malformed_ack_is_rejected_after_the_tag() -> None:
     body = struct.pack("!H", 2) + wire.ACK_RANGE.pack(1, 2)  # says two ranges, holds one
     assert reason(sealed(Kind.ACK, 0, body)) == "malformed"
+    ranges = struct.pack("!H", 1) + wire.ACK_RANGE.pack(1, 2)
+    assert reason(sealed(Kind.ACK, 0, ranges)) == "malformed"  # no count of originals
+    too_many = MAX_ORIGINALS + 1
+    body = ranges + struct.pack("!H", too_many) + bytes(8 * too_many)
+    assert reason(sealed(Kind.ACK, 0, body)) == "malformed"  # bounded, even when it fits
+    assert reason(sealed(Kind.ACK, 0, ranges + struct.pack("!H", 1) + bytes(7))) == "malformed"
+
+
+def test_retransmissions_are_flagged_and_acks_name_late_originals() -> None:
+    header = Header(Kind.RESULTS, Role.MASTER, 1, 2, 7)
+    again = Fragment(seq=4, index=0, count=1, kind=Kind.RESULTS, data=b"r", again=True)
+    data = wire.encode(KEY, header, fragment=again)
+    assert wire.HEADER.unpack_from(data)[3] == wire.FLAG_AGAIN
+    assert wire.decode(KEY, data, 1400).fragment == again
+    originals = tuple(range(MAX_ORIGINALS))
+    ranges = tuple((n, n) for n in range(200, 72, -2))  # as many as an ack lists: 64
+    ack = wire.encode(KEY, Header(Kind.ACK, Role.SLAVE, 1, 2, 8), ranges=ranges,
+                      originals=originals)
+    assert len(ack) <= wire.DEFAULT_MAX_DATAGRAM  # the largest ack fits any path
+    assert wire.decode(KEY, ack, 1400)[2:4] == (ranges, originals)
+    with pytest.raises(ValueError):
+        wire.encode(KEY, Header(Kind.ACK, Role.SLAVE, 1, 2, 9), originals=(*originals, 99))
+
+
+@pytest.mark.parametrize(("kind", "flags"), [(Kind.ACK, wire.FLAG_AGAIN),
+                                             (Kind.STATE, wire.FLAG_AGAIN), (Kind.JOBS, 2)])
+def test_a_flag_a_kind_does_not_take_is_malformed(kind: Kind, flags: int) -> None:
+    body = (wire.FRAGMENT_HEADER.pack(0, 0, 1, 0, 1) if kind is Kind.JOBS
+            else struct.pack("!HH", 0, 0) if kind is Kind.ACK else b"")
+    assert reason(sealed(kind, 0, body, flags)) == "malformed"
 
 
 def test_each_sender_incarnation_has_its_own_key() -> None:

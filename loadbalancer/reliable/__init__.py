@@ -3,7 +3,7 @@
 A pure state machine shaped like aioquic's ``QuicConnection``: no sockets, no
 asyncio, the clock is an argument. After anything arrives (``receive_fragment``,
 ``receive_ack``) or ``next_deadline()`` passes (``handle_timer``), the glue sends
-``ack_to_send(now)`` and ``fragments_to_send(now)``, drains ``next_event()`` and
+``ack_to_send(now)`` (until None) and ``fragments_to_send(now)``, drains ``next_event()`` and
 re-arms its one timer at ``next_deadline()``.
 
 :class:`ReliableChannel` (:mod:`.channel`) composes one part per job, as aioquic's
@@ -21,6 +21,8 @@ recovery splits loss detection, the RTT and congestion control:
 from loadbalancer.reliable.channel import ReliableChannel
 from loadbalancer.reliable.fragment import (
     MAX_COUNT,
+    MAX_ORIGINALS,
+    Ack,
     Event,
     Fragment,
     MessageAcked,
@@ -29,5 +31,5 @@ from loadbalancer.reliable.fragment import (
     ProtocolViolation,
 )
 
-__all__ = ["MAX_COUNT", "Event", "Fragment", "MessageAcked", "MessageReceived",
-           "MessageTooLarge", "ProtocolViolation", "ReliableChannel"]
+__all__ = ["MAX_COUNT", "MAX_ORIGINALS", "Ack", "Event", "Fragment", "MessageAcked",
+           "MessageReceived", "MessageTooLarge", "ProtocolViolation", "ReliableChannel"]

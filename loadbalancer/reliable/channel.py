@@ -7,10 +7,10 @@ from collections.abc import Sequence
 
 from loadbalancer.rangeset import RangeSet
 from loadbalancer.reliable.congestion import CongestionWindow
-from loadbalancer.reliable.fragment import MAX_COUNT, Event, Fragment
+from loadbalancer.reliable.fragment import MAX_COUNT, Ack, Event, Fragment
 from loadbalancer.reliable.rate import DeliveryRate
 from loadbalancer.reliable.receiver import AckState, Receiver
-from loadbalancer.reliable.rtt import RttEstimate
+from loadbalancer.reliable.rtt import MAX_ACK_DELAY, RttEstimate
 from loadbalancer.reliable.sender import Sender
 from loadbalancer.reliable.sizing import FragmentSize
 
@@ -21,15 +21,16 @@ class ReliableChannel:
     def __init__(self, *, max_fragment: int, smaller: Sequence[int] = (),
                  max_message: int = 64 * 2**20,
                  max_reassembly: int = 128 * 2**20, initial_rtt: float = 0.1,
-                 min_rto: float = 0.01, max_rto: float = 2.0,
+                 min_rto: float = 0.01, max_rto: float = 2.0, max_ack_delay: float = MAX_ACK_DELAY,
                  initial_window: int = 32, max_window: int = 1024,
                  ack_delay: float = 0.002, ack_every: int = 8, max_ack_ranges: int = 64) -> None:
-        if max_fragment < 1 or not 0 < min_rto <= max_rto or not 1 <= initial_window <= max_window:
+        if (max_fragment < 1 or not 0 < min_rto <= max_rto or not 1 <= initial_window <= max_window
+                or not 0 <= max_ack_delay <= max_rto):
             raise ValueError("bad reliable channel settings")
         self._sizing = FragmentSize.of(max_fragment, smaller)
         # Capped so that every message fits the 16-bit fragment count.
         self.max_message = min(max_message, MAX_COUNT * max_fragment)
-        self._rtt = RttEstimate.initial(initial_rtt, min_rto, max_rto)
+        self._rtt = RttEstimate.initial(initial_rtt, min_rto, max_rto, max_ack_delay)
         self._cc = CongestionWindow(initial_window * max_fragment, max_window)
         self._rate = DeliveryRate()
         self._events: deque[Event] = deque()
@@ -53,10 +54,13 @@ class ReliableChannel:
         """Fragments to transmit now: retransmissions first, then new ones, up to the window."""
         return self._sender.fragments_to_send(now)
 
-    def receive_ack(self, ranges: Sequence[tuple[int, int]], now: float) -> None:
-        """Take the inclusive seq ranges the peer holds; unknown or old seqs are ignored."""
+    def receive_ack(self, ranges: Sequence[tuple[int, int]], now: float,
+                    originals: Sequence[int] = ()) -> None:
+        """Take the inclusive seq ranges the peer holds, and the seqs whose first
+        transmission it says arrived (an :class:`Ack`'s two parts); unknown or old seqs
+        are ignored."""
         self._sizing.heard(now)
-        self._sender.receive_ack(ranges, now)
+        self._sender.receive_ack(ranges, now, originals)
 
     def handle_timer(self, now: float) -> None:
         """Declare lost every fragment whose retransmission timer ran out by ``now``."""
@@ -81,8 +85,9 @@ class ReliableChannel:
         self._sizing.heard(now)
         return kept
 
-    def ack_to_send(self, now: float) -> list[tuple[int, int]] | None:
-        """The ranges to acknowledge, most recent first, if an ack is due by ``now``."""
+    def ack_to_send(self, now: float) -> Ack | None:
+        """The ack to send, if one is due by ``now``; call again until None (news held
+        back for the ack after a first one goes at once)."""
         return self._receiver.ack_to_send(now)
 
     # ---- timer and events ---------------------------------------------------------
@@ -145,6 +150,11 @@ class ReliableChannel:
     def retransmits(self) -> int:
         """Fragments sent again."""
         return self._sender.retransmits
+
+    @property
+    def spurious(self) -> int:
+        """Retransmissions whose original the peer showed was acknowledged after all."""
+        return self._sender.spurious
 
     @property
     def duplicates(self) -> int:

@@ -9,7 +9,7 @@ comes up or when stale ones pile up.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 
@@ -22,11 +22,13 @@ class Sent:
 
     fragment: Fragment
     first_sent: float  # when it first went (again from a step down of the size)
+    original_sent: float  # when it first went, ever: the copy an ack's "originals" speak of
     tx: int = 0  # number of its latest transmission; orders sends like a QUIC packet number
     time_sent: float = 0.0
     size: int = 0  # payload bytes of the largest datagram of its latest transmission
     losses: int = 0  # times declared lost since first_sent
-    retransmitted: bool = False
+    resent: int = 0  # times it was sent again
+    timed_out: bool = False  # its timer ran out at least once (not only fast retransmit)
     backoff: int = 0  # RTO expiries in silence: its timeout is rto * 2**backoff
     later_acked: int = 0  # fragments sent after this transmission and acked since
     delivered: int = 0  # bytes acked at send time, for the delivery rate
@@ -68,13 +70,23 @@ class Flight:
             self.floor += 1
         return acked
 
-    def expired(self, now: float) -> list[Sent]:
-        """Take out of flight what was in flight when its timer ran out by ``now``."""
+    def expired(self, now: float, deadline: Callable[[Sent], float]) -> list[Sent]:
+        """Take out of flight what was in flight when its timer ran out by ``now``, and
+        is still late by ``deadline`` (the timeout as estimated now): a timer set before
+        the estimate grew is set again instead, as QUIC recomputes its loss timer."""
         out: list[Sent] = []
+        later: list[tuple[float, int, int]] = []
         while self.timers and self.timers[0][0] <= now:
             entry = heapq.heappop(self.timers)
-            if self._armed(entry):
+            if not self._armed(entry):
+                continue
+            sent = self.in_flight[entry[2]]
+            if (due := deadline(sent)) > now:
+                later.append((due, entry[1], entry[2]))
+            else:
                 out.append(self.land(entry[2]))
+        for entry in later:
+            heapq.heappush(self.timers, entry)
         return out
 
     def next_timer(self) -> float | None:

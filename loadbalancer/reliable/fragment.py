@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 MAX_COUNT = 65535  # fragments per message: the count travels in 16 bits
 MAX_PARTS = 255  # parts of a fragment: the count travels in 8 bits
+# Seqs an ack may report as "its original arrived after all", 8 bytes each: with the 64
+# ranges an ack may list (16 bytes each) it stays within the default 1,400-byte datagram.
+MAX_ORIGINALS = 32
 
 
 @dataclass(slots=True)  # not frozen, though never changed: that would cost 5x per datagram
@@ -17,6 +20,18 @@ class Fragment:
     data: bytes | memoryview  # this fragment's slice of the payload (a view: no copy)
     part: int = 0  # which part of the fragment this datagram carries, from 0
     parts: int = 1  # the fragment was cut into this many, 1..255
+    again: bool = False  # a retransmission, not the fragment's first transmission
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """What an ack tells: the seqs held, as inclusive ranges, most recent first; and
+    ``originals``, seqs received again as copies proving that their first transmission
+    arrived (RFC 2883's D-SACK, made exact by the ``again`` flag): a retransmission of
+    one of them was spurious."""
+
+    ranges: tuple[tuple[int, int], ...]
+    originals: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

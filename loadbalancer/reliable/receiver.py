@@ -7,6 +7,19 @@ missing seq: it always completes, so the buffer cannot fill with messages that a
 for refused fragments. Complete messages are delivered at once, in any order, each exactly
 once. The parts of a fragment are held until all are in (a finer cut of it replaces a
 coarser one) and count towards the same budget.
+
+Spurious retransmissions. A seq names a fragment, not a transmission, so an ack cannot
+tell the sender which copy arrived. Each retransmission carries the ``again`` flag, and
+the receiver reports a seq in the ack's ``originals`` when a copy proves that the
+fragment's first transmission arrived: a copy without the flag (the original, late), or
+a copy with it while the copy kept was the original. The seqs whose kept copy was a
+retransmission are remembered (at most ``MAX_RESENT_KEPT``, the oldest forgotten): a
+flagged copy of one of those is a network duplicate or another retransmission, not news
+of the original, so a duplicating network cannot pass for a spurious retransmission.
+When both copies came before any ack listed the seq (this end was too slow to answer,
+not the ack lost), the report waits for the ack after the one that lists it, sent at
+once: the sender sees the seq acked first and learns how long the original's answer
+took (:mod:`sender`).
 """
 
 from __future__ import annotations
@@ -16,7 +29,17 @@ from dataclasses import dataclass, field
 from itertools import islice
 
 from loadbalancer.rangeset import RangeSet
-from loadbalancer.reliable.fragment import Event, Fragment, MessageReceived, ProtocolViolation
+from loadbalancer.reliable.fragment import (
+    MAX_ORIGINALS,
+    Ack,
+    Event,
+    Fragment,
+    MessageReceived,
+    ProtocolViolation,
+)
+
+MAX_RESENT_KEPT = 1024  # seqs whose kept copy was a retransmission: 16 windows of them
+MAX_FRESH = 1024  # seqs kept since the last ack that are remembered as such
 
 
 @dataclass(slots=True)
@@ -49,10 +72,23 @@ class AckState:
     ack_at: float | None = None
     unacked: int = 0  # fragments taken since the last ack
     oldest_duplicate: int | None = None  # since the last ack
+    originals: dict[int, None] = field(default_factory=dict)  # to report, in order
+    later: dict[int, None] = field(default_factory=dict)  # to report in the ack after next
+    fresh: set[int] = field(default_factory=set)  # kept since the last ack, most of them
 
-    def received(self, now: float, urgent: bool) -> None:
+    def original(self, seq: int) -> None:
+        """A copy proved that seq's first transmission arrived: tell the sender. Past
+        MAX_ORIGINALS waiting, the news is dropped: the count is an undercount, never
+        an overcount."""
+        pending = self.later if seq in self.fresh else self.originals
+        if len(pending) < MAX_ORIGINALS:
+            pending[seq] = None
+
+    def received(self, seq: int, now: float, urgent: bool) -> None:
         """A new fragment was kept."""
         self.unacked += 1
+        if len(self.fresh) < MAX_FRESH:  # one forgotten is reported at once: no sample
+            self.fresh.add(seq)
         self._by(now if urgent or self.unacked >= self.ack_every else now + self.ack_delay)
 
     def duplicate(self, seq: int, now: float) -> None:
@@ -65,7 +101,7 @@ class AckState:
     def _by(self, deadline: float) -> None:
         self.ack_at = deadline if self.ack_at is None else min(self.ack_at, deadline)
 
-    def to_send(self, now: float, received: RangeSet) -> list[tuple[int, int]] | None:
+    def to_send(self, now: float, received: RangeSet) -> Ack | None:
         """The ranges to acknowledge, most recent first, if an ack is due by ``now``."""
         if self.ack_at is None or now < self.ack_at:
             return None
@@ -73,8 +109,13 @@ class AckState:
         old = self.oldest_duplicate
         if old is not None and old < ranges[-1][0] and (found := received.find(old)):
             ranges[-1] = found  # still older than all the others, so the order holds
+        originals = tuple(self.originals)
         self.ack_at, self.unacked, self.oldest_duplicate = None, 0, None
-        return ranges
+        self.fresh.clear()
+        self.originals, self.later = self.later, {}
+        if self.originals:
+            self.ack_at = now  # the next ack, at once
+        return Ack(tuple(ranges), originals)
 
 
 @dataclass(slots=True)
@@ -95,6 +136,8 @@ class Receiver:
     buffered: int = 0  # payload bytes held in partials and pieces
     duplicates: int = 0  # fragments received again and suppressed
     refused: int = 0  # fragments neither kept nor acked: no budget or no range left
+    resent_kept: dict[int, None] = field(default_factory=dict)  # oldest first
+    forgotten_upto: int = -1  # seqs at or below it may have left resent_kept
 
     def receive(self, fragment: Fragment, now: float) -> bool:
         """True if the fragment was new and kept, False if a duplicate or refused.
@@ -110,6 +153,8 @@ class Receiver:
             raise ProtocolViolation(f"part {f.part} of {f.parts} at seq {f.seq}")
         if f.seq in self.received:
             self.duplicates += 1
+            if not f.again or (f.seq not in self.resent_kept and f.seq > self.forgotten_upto):
+                self.acks.original(f.seq)
             self.acks.duplicate(f.seq, now)
             return False
         partial = self.partials.get(message_id)
@@ -138,6 +183,8 @@ class Receiver:
                 or not self.received.add(f.seq)):
             self.refused += 1
             return False
+        if f.again:
+            self._kept_resent(f.seq)
         if partial is None:
             partial = self.partials[message_id] = _Partial(f.kind, f.count)
         partial.parts[f.index] = f.data
@@ -151,8 +198,15 @@ class Receiver:
         in_order = f.seq == self.largest_received + 1
         self.largest_received = max(self.largest_received, f.seq)
         # A gap is news the sender acts on (fast retransmit): tell it at once.
-        self.acks.received(now, urgent=not in_order)
+        self.acks.received(f.seq, now, urgent=not in_order)
         return True
+
+    def _kept_resent(self, seq: int) -> None:
+        self.resent_kept[seq] = None
+        if len(self.resent_kept) > MAX_RESENT_KEPT:
+            oldest = next(iter(self.resent_kept))
+            del self.resent_kept[oldest]
+            self.forgotten_upto = max(self.forgotten_upto, oldest)
 
     def _check_part(self, f: Fragment, pieces: _Pieces | None) -> int:
         """Raise ProtocolViolation unless the part can be right; the size of its whole
@@ -197,7 +251,8 @@ class Receiver:
             return True, None
         self._drop_pieces(f.seq)
         data = b"".join(pieces.parts[part] for part in range(f.parts))
-        return True, Fragment(f.seq, f.index, f.count, f.kind, data)
+        # Parts are always a retransmission: the original went whole, at the old size.
+        return True, Fragment(f.seq, f.index, f.count, f.kind, data, again=True)
 
     def _drop_pieces(self, seq: int) -> None:
         self.buffered -= self.pieces.pop(seq).size
@@ -206,5 +261,5 @@ class Receiver:
         """Whether the message holds the lowest seq not received yet."""
         return message_id <= self.received.first_missing() < message_id + count
 
-    def ack_to_send(self, now: float) -> list[tuple[int, int]] | None:
+    def ack_to_send(self, now: float) -> Ack | None:
         return self.acks.to_send(now, self.received)

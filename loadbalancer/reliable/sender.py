@@ -5,15 +5,31 @@ A message becomes fragments with consecutive seqs; its id is the first. A lost f
 goes again under the *same* seq, which the receiver uses to drop copies. It is lost when
 its own timer runs out (the RTO, doubled per expiry of that fragment while the peer acks
 nothing else, like QUIC's PTO: a peer that acks is there, and a loss among acks is bad
-luck, not an outage), or on fast retransmit: ``PACKET_THRESHOLD`` fragments sent after it
+luck, not an outage; a timer set before the estimate grew runs to the timeout as it is
+now), or on fast retransmit: ``PACKET_THRESHOLD`` fragments sent after it
 are acked, or one that was sent more than 9/8 of a round trip after it (RFC 9002's time
-rule, which catches tails too short for three). RTT samples come only from fragments sent
-once (Karn's rule). The count of fragments in flight is capped at ``max_window``, which
-bounds the gaps a receiver must track.
+rule, which catches tails too short for three). RTT samples, and the acks that declare
+others lost, come only from fragments sent once (Karn's rule). The count of fragments in
+flight is capped at ``max_window``, which bounds the gaps a receiver must track.
 
 When the size steps down (:mod:`sizing`), what is unacknowledged goes again at once under
 its own seqs, each fragment cut into *parts* of the new size (one datagram each,
 acknowledged together as the fragment's seq), and new messages are cut to the new size.
+
+A retransmission goes with the ``again`` flag, and an ack may name seqs whose original
+transmission arrived after all (:mod:`receiver`): each retransmission of those was
+*spurious*. The sender remembers the retransmitted fragments acked lately (at most
+``MAX_RESENT_ACKED``) to match that news, which comes with the ack of the copy that came
+second. Like Eifel's response to a spurious timeout (RFC 4015), the news also adapts the
+timer, when the seq was acked by an earlier ack than the one with the news: that ack
+answered the original (the copy had not reached the peer, or the peer held both unacked
+and said so later, :mod:`receiver`), so its delay since the original is a round trip
+this peer really took, and it is sampled. Karn's rule hides exactly these from the
+estimate otherwise: a peer stalled longer than the timeout (its loop waiting for the GIL,
+a loaded machine) gives no sample but a retransmission. When the first ack of the seq is
+the one with the news, the original's own ack may have been lost: its delay would be the
+timeout's and a round trip, and sampling it would feed the timer its own length, so
+nothing is sampled.
 """
 
 from __future__ import annotations
@@ -37,6 +53,7 @@ from loadbalancer.reliable.rate import DeliveryRate
 from loadbalancer.reliable.rtt import RttEstimate
 from loadbalancer.reliable.sizing import FragmentSize
 
+MAX_RESENT_ACKED = 1024  # retransmitted fragments acked, kept to match news of originals
 PACKET_THRESHOLD = 3  # acked fragments sent after one that declare it lost
 TIME_THRESHOLD = 9 / 8  # or this many round trips older than an acked one (RFC 9002)
 
@@ -56,6 +73,12 @@ class Sender:
     remaining: dict[int, int] = field(default_factory=dict)  # message id -> fragments unacked
     tx: int = 0  # the number of the next transmission
     retransmits: int = 0  # fragments sent again
+    spurious: int = 0  # of those, the ones whose original was acknowledged after all
+    # Fragments sent again and acked since, by seq, oldest first: their retransmissions,
+    # the round trip to sample if the original arrived after a timeout, and which ack
+    # acked them.
+    resent_acked: dict[int, tuple[int, float | None, int]] = field(default_factory=dict)
+    acks: int = 0  # acks received
     last_ack_at: float = -math.inf  # when an ack last took something out of flight
 
     def send(self, kind: int, payload: bytes) -> int:
@@ -84,25 +107,31 @@ class Sender:
         while flight.bytes_in_flight < self.cc.window and len(flight.in_flight) < self.max_window:
             if flight.lost:
                 sent = flight.lost.pop(next(iter(flight.lost)))
-                sent.retransmitted = True
+                sent.resent += 1
                 self.retransmits += 1
             elif self.queue:
-                sent = Sent(self.queue.popleft(), first_sent=now)
+                sent = Sent(self.queue.popleft(), first_sent=now, original_sent=now)
             else:
                 break
             self._transmit(sent, now)
-            if len(sent.fragment.data) <= self.sizing.size:
-                out.append(sent.fragment)
+            fragment = sent.fragment
+            if len(fragment.data) > self.sizing.size:
+                out.extend(self._parts(fragment))
+            elif sent.resent:
+                # A copy, flagged: the original may still be on its way to the receiver.
+                out.append(Fragment(fragment.seq, fragment.index, fragment.count,
+                                    fragment.kind, fragment.data, again=True))
             else:
-                out.extend(self._parts(sent.fragment))
+                out.append(fragment)
         return out
 
     def _parts(self, fragment: Fragment) -> list[Fragment]:
-        """A fragment cut larger than the current size, as datagrams of that size."""
+        """A fragment cut larger than the current size, as datagrams of that size; it
+        went whole before, so these are retransmissions."""
         size, data = self.sizing.size, fragment.data
         parts = -(-len(data) // size)
         return [Fragment(fragment.seq, fragment.index, fragment.count, fragment.kind,
-                         data[part * size:(part + 1) * size], part, parts)
+                         data[part * size:(part + 1) * size], part, parts, again=True)
                 for part in range(parts)]
 
     def _transmit(self, sent: Sent, now: float) -> None:
@@ -115,20 +144,38 @@ class Sender:
         sent.app_limited = not (self.queue or self.flight.lost)
         self.flight.take_off(sent, now + self.rtt.timeout(sent.backoff))
 
-    def receive_ack(self, ranges: Sequence[tuple[int, int]], now: float) -> None:
-        """Take the inclusive seq ranges the peer holds; unknown or old seqs are ignored."""
+    def receive_ack(self, ranges: Sequence[tuple[int, int]], now: float,
+                    originals: Sequence[int] = ()) -> None:
+        """Take the inclusive seq ranges the peer holds, and the seqs whose originals it
+        says arrived; unknown or old seqs are ignored."""
+        self.acks += 1
         acked = self.flight.acked(ranges)
-        if not acked:
-            return
         for sent in acked:
             self._acked(sent)
+            if sent.resent:
+                rtt = now - sent.original_sent if sent.timed_out else None
+                self._remember(sent.fragment.seq, (sent.resent, rtt, self.acks))
+        for seq in originals:
+            resent, rtt, by = self.resent_acked.pop(seq, (0, None, self.acks))
+            self.spurious += resent
+            if rtt is not None and by < self.acks:
+                self.rtt.sample(rtt)
+        if not acked:
+            return
         newest = max(acked, key=lambda sent: sent.tx)
         self.rate.sample(newest.delivered, newest.delivered_time, newest.app_limited, now)
         self.last_ack_at = now
-        once = [sent for sent in acked if not sent.retransmitted]  # Karn's rule
+        once = [sent for sent in acked if not sent.resent]  # Karn's rule
         if once:
             self.rtt.sample(now - max(once, key=lambda sent: sent.tx).time_sent)
-        self._detect_lost(sorted(sent.tx for sent in acked), now)
+            # Karn's rule for loss detection too: the ack of a fragment sent again may
+            # answer its original, sent before the fragments it would declare lost.
+            self._detect_lost(sorted(sent.tx for sent in once), now)
+
+    def _remember(self, seq: int, resent: tuple[int, float | None, int]) -> None:
+        self.resent_acked[seq] = resent
+        if len(self.resent_acked) > MAX_RESENT_ACKED:
+            del self.resent_acked[next(iter(self.resent_acked))]
 
     def _acked(self, sent: Sent) -> None:
         size = len(sent.fragment.data)
@@ -159,10 +206,12 @@ class Sender:
 
     def handle_timer(self, now: float) -> None:
         """Declare lost every fragment whose retransmission timer ran out by ``now``."""
-        lost = self.flight.expired(now)
+        lost = self.flight.expired(
+            now, lambda sent: sent.time_sent + self.rtt.timeout(sent.backoff))
         for sent in lost:
             silent = self.last_ack_at <= sent.time_sent
             sent.backoff = sent.backoff + 1 if silent else 0
+            sent.timed_out = True
         self._declare_lost(lost, now)
 
     def _declare_lost(self, lost: list[Sent], now: float) -> None:
