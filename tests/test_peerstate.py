@@ -75,7 +75,8 @@ def test_a_nodes_own_status_crosses_the_wire_and_parses_as_it_was() -> None:
     status = Status(role="slave", phase="processing", queued=3, running=1, executed=9,
                     failed=0, throttle=0.5, workers=2, cpu=50.0, speed=4.0, eta=1.0,
                     job_seconds=0.25, job_error=0.1, peer="connected", moved_out=1,
-                    moved_in=2, bootstrap=5, retransmits=0, datagram=1472, datagram_steps=0,
+                    moved_in=2, bootstrap=5, retransmits=0, spurious=0, datagram=1472,
+                    datagram_steps=0,
                     dropped={}, suppressed=0, bytes_sent=100, refused=0, policy="symmetric",
                     total=None, finished=7)
     body = messages.encode_state(status, sent_jobs=1, received_jobs=7, session_executed=9,
