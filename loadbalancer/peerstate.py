@@ -45,8 +45,10 @@ _DISPLAY: dict[str, Callable[[object], bool]] = {
     "datagram_steps": _count, "bootstrap": _count}
 
 
-def _number(meta: dict[str, Any], key: str, low: float, high: float) -> float:
-    value = meta.get(key)
+def _number(meta: dict[str, Any], key: str, low: float, high: float,
+            default: float | None = None) -> float:
+    """A number field, within bounds; ``default`` stands in for one that is absent."""
+    value = meta.get(key, default)
     if not fields.number(value, low, high):
         raise Rejected("malformed", f"state field {key!r}")
     return value
@@ -76,8 +78,7 @@ class PeerState:
         view = NodeView(queued=_jobs(meta, "queued"), running=_jobs(meta, "running"),
                         throttle=float(_number(meta, "throttle", 0, 1)), workers=workers,
                         job_seconds=job_seconds,
-                        job_error=float(_number({"job_error": 0.0, **meta}, "job_error", 0,
-                                                MAX_JOB_ERROR)))
+                        job_error=float(_number(meta, "job_error", 0, MAX_JOB_ERROR, 0.0)))
         status = {key: value if valid(value := meta.get(key)) else None
                   for key, valid in _DISPLAY.items()}
         status.update(dropped=fields.counters(meta.get("dropped")), queued=view.queued,
