@@ -8,7 +8,9 @@ or a result is delivered, it counts once.
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Iterable
+from array import array
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 
 from loadbalancer.tasks import Task
 from loadbalancer.wire import Role
@@ -16,66 +18,161 @@ from loadbalancer.wire import Role
 Queued = tuple[int, Task, bytes | None]  # a job, its task, its input if held
 
 
+@dataclass(slots=True)
+class Parcel:
+    """Jobs of one task leaving this node together, in queue order: their numbers packed
+    eight bytes each (a bootstrap hands over half of a map of millions), and the inputs
+    this node holds for them by number (the rest the master makes when they are sent)."""
+
+    task: Task
+    jobs: array[int] = field(default_factory=lambda: array("q"))
+    data: dict[int, bytes] = field(default_factory=dict)
+
+    def input(self, job: int) -> bytes | None:
+        return self.data.get(job)
+
+
+class _Run:
+    """Consecutive job numbers ``start..stop-1`` of one task, in queue order."""
+
+    __slots__ = ("start", "stop", "task")
+
+    def __init__(self, start: int, stop: int, task: Task) -> None:
+        self.start, self.stop, self.task = start, stop, task
+
+
 class JobQueue:
     """Jobs waiting on this node, head first, each with its task and its input; the input
-    is None where the master can make it when needed (its own jobs)."""
+    is None where the master can make it when needed (its own jobs).
+
+    The order is kept as runs of consecutive job numbers of one task, so a million queued
+    jobs of a map cost a few runs and a dict entry each, not a linked-list node each. A
+    removed job stays inside its run and is skipped when reached; before a removed job can
+    be queued again the runs are rebuilt without the removed ones, so no job is ever
+    covered twice."""
 
     def __init__(self) -> None:
-        self._jobs: collections.OrderedDict[int, tuple[Task, bytes | None]] = \
-            collections.OrderedDict()
-        # One shared (task, None) entry per task: a million queued jobs of one task cost a
-        # pointer each, not a tuple each.
-        self._bare: dict[int, tuple[Task, None]] = {}
+        self._runs: collections.deque[_Run] = collections.deque()
+        self._held: dict[int, bytes | None] = {}  # the queued jobs and their inputs
+        self._stale = 0  # positions in runs whose job was removed
 
     def __len__(self) -> int:
-        return len(self._jobs)
+        return len(self._held)
 
     def __contains__(self, job: object) -> bool:
-        return job in self._jobs
+        return job in self._held
 
     def ids(self) -> list[int]:
-        return list(self._jobs)
-
-    def _entry(self, task: Task, data: bytes | None) -> tuple[Task, bytes | None]:
-        if data is not None:
-            return task, data
-        return self._bare.setdefault(id(task), (task, None))
+        return [job for run in self._runs for job in range(run.start, run.stop)
+                if job in self._held]
 
     def push(self, job: int, task: Task, data: bytes | None = None) -> None:
-        self._jobs[job] = self._entry(task, data)
+        if self._admit(job, data):
+            return
+        last = self._runs[-1] if self._runs else None
+        if last is not None and last.task is task and last.stop == job:
+            last.stop += 1
+        else:
+            self._runs.append(_Run(job, job + 1, task))
 
     def push_front(self, job: int, task: Task, data: bytes | None) -> None:
-        self.push(job, task, data)
-        self._jobs.move_to_end(job, last=False)
+        self.remove(job)
+        self._admit(job, data)
+        first = self._runs[0] if self._runs else None
+        if first is not None and first.task is task and first.start == job + 1:
+            first.start -= 1
+        else:
+            self._runs.appendleft(_Run(job, job + 1, task))
+
+    def _admit(self, job: int, data: bytes | None) -> bool:
+        """Hold ``job``'s input; whether it was queued already (it keeps its place)."""
+        queued = job in self._held
+        if not queued and self._stale:
+            self._compact()
+        self._held[job] = data
+        return queued
 
     def pop(self) -> Queued:
-        job, (task, data) = self._jobs.popitem(last=False)
-        return job, task, data
+        run = self._head()
+        job = run.start
+        run.start += 1
+        if run.start == run.stop:
+            self._runs.popleft()
+        return job, run.task, self._held.pop(job)
 
     def peek(self) -> Task:
         """The task of the job at the head."""
-        return next(iter(self._jobs.values()))[0]
+        return self._head().task
+
+    def _head(self) -> _Run:
+        """The first run, its removed jobs at the front skipped (IndexError if empty)."""
+        while True:
+            run = self._runs[0]
+            while run.start < run.stop and run.start not in self._held:
+                run.start += 1
+                self._stale -= 1
+            if run.start < run.stop:
+                return run
+            self._runs.popleft()
 
     def remove(self, job: int) -> bool:
-        return self._jobs.pop(job, None) is not None
+        """Drop a queued job; False if it was not queued."""
+        if job not in self._held:
+            return False
+        del self._held[job]
+        self._stale += 1
+        return True
 
-    def take_tail(self, count: int, movable: Callable[[Task], bool]) -> list[Queued]:
-        """Up to ``count`` jobs whose task is ``movable``, from the tail: the ones this node
-        would reach last."""
-        taken: list[Queued] = []
-        for job in reversed(self._jobs):
-            if len(taken) == count:
+    def take_tail(self, count: int, movable: Callable[[Task], bool]) -> list[Parcel]:
+        """Up to ``count`` jobs whose task is ``movable``, from the tail (the ones this node
+        would reach last), as parcels in queue order."""
+        parcels: list[Parcel] = []
+        taken = 0
+        for run in reversed(self._runs):
+            if taken == count:
                 break
-            task, data = self._jobs[job]
-            if movable(task):
-                taken.append((job, task, data))
-        for job, _, _ in taken:
-            del self._jobs[job]
-        taken.reverse()
-        return taken
+            if not movable(run.task):
+                continue
+            if not parcels or parcels[-1].task is not run.task:
+                parcels.append(Parcel(run.task))
+            parcel = parcels[-1]
+            while run.stop > run.start and taken < count:
+                run.stop -= 1
+                if run.stop not in self._held:
+                    self._stale -= 1
+                    continue
+                data = self._held.pop(run.stop)
+                parcel.jobs.append(run.stop)
+                if data is not None:
+                    parcel.data[run.stop] = data
+                taken += 1
+        if any(run.start == run.stop for run in self._runs):
+            self._runs = collections.deque(run for run in self._runs if run.start < run.stop)
+        for parcel in parcels:
+            parcel.jobs.reverse()
+        parcels.reverse()
+        return [parcel for parcel in parcels if parcel.jobs]
 
     def clear(self) -> None:
-        self._jobs.clear()
+        self._runs.clear()
+        self._held.clear()
+        self._stale = 0
+
+    def _compact(self) -> None:
+        """The runs without their removed jobs."""
+        runs: collections.deque[_Run] = collections.deque()
+        for run in self._runs:
+            start = None
+            for job in range(run.start, run.stop):
+                if job in self._held and start is None:
+                    start = job
+                elif job not in self._held and start is not None:
+                    runs.append(_Run(start, job, run.task))
+                    start = None
+            if start is not None:
+                runs.append(_Run(start, run.stop, run.task))
+        self._runs = runs
+        self._stale = 0
 
 
 class Ledger:
@@ -160,6 +257,7 @@ class Ledger:
         self.failed_attempts[job] = attempts
         return attempts
 
-    def unfinished(self, role: Role) -> list[int]:
-        return [j for j in range(self.job_count)
-                if self._owner[j] == role and not self._done[j]]
+    def unfinished(self, role: Role) -> Iterator[int]:
+        """The jobs ``role`` holds that have no final outcome, in order."""
+        owner, done = self._owner, self._done
+        return (job for job in range(self.job_count) if owner[job] == role and not done[job])

@@ -26,6 +26,7 @@ import shutil
 import struct
 import threading
 import zlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -126,7 +127,7 @@ def decode_entry(kind: int, body: bytes) -> tuple[int, Entry]:
     return job, (Failure(*fields[:3]), fields[3])
 
 
-def _runs(jobs: list[int]) -> list[list[int]]:
+def _runs(jobs: Iterable[int]) -> list[list[int]]:
     """Jobs as [first, last + 1] runs: the jobs that move are mostly consecutive (taken
     from the tail of the queue), so half a million of them are a few runs, not 5 MB."""
     runs: list[list[int]] = []
@@ -242,7 +243,7 @@ class Journal:
         length, kind, _ = RECORD.unpack(head)
         return decode_entry(kind, os.pread(self._file.fileno(), length, offset + RECORD.size))
 
-    def owners(self, jobs: list[int], role: Role) -> None:
+    def owners(self, jobs: Sequence[int], role: Role) -> None:
         if not jobs:
             return
         self._append(OWNERS, json.dumps({"role": int(role), "runs": _runs(jobs)}).encode())

@@ -32,11 +32,12 @@ from loadbalancer.journal import Entry
 
 STDOUT = "standard output"
 HELD_INPUTS = 64 * 2**20  # bytes of encoded inputs kept in memory
-HELD_OUTPUTS = 64 * 2**20  # bytes of early outcomes kept in memory
+HELD_OUTPUTS = 16 * 2**20  # bytes of early outcomes kept in memory; the rest wait in the journal
 # Lines written in one go: when a late job frees a long run of early ones, they are written
 # a slice at a time, between other work, not in one long turn of the event loop.
 WRITE_SLICE = 2000
-ENTRY_OVERHEAD = 64  # what an entry costs besides its bytes (object, index)
+ENTRY_OVERHEAD = 96  # what an entry costs besides its bytes (object, index, dict slot)
+NO_OFFSET = -1  # no early outcome waits in the journal for this index
 
 
 class InputError(ValueError):
@@ -129,7 +130,11 @@ class Output:
         # Where an outcome that waits by its offset is read back from (the journal's read).
         self.read_back: Callable[[int], tuple[int, Entry]] | None = None
         self.written = 0  # the next index to write
-        self._early: dict[int, Entry | int] = {}  # an early outcome, or its journal offset
+        # An early outcome waits in _early while the budget lasts, else as its journal
+        # offset in _offsets (by index, NO_OFFSET where none): eight bytes a job, where a
+        # dict of the half a map the slave ran early would cost a hundred.
+        self._early: dict[int, Entry] = {}
+        self._offsets = array("q")
         self._held = 0
 
     @classmethod
@@ -151,7 +156,9 @@ class Output:
         size = _size(entry)
         if entry is None or (offset is not None and self._held + size > HELD_OUTPUTS):
             assert offset is not None
-            self._early[job] = offset
+            if len(self._offsets) <= job:  # jobs are the ledger's: the array stays bounded
+                self._offsets.extend(array("q", [NO_OFFSET]) * (job + 1 - len(self._offsets)))
+            self._offsets[job] = offset
         else:
             self._early[job] = entry
             self._held += size
@@ -160,18 +167,26 @@ class Output:
     def drain(self) -> bool:
         """Write up to WRITE_SLICE lines that are due; whether more are due."""
         for _ in range(WRITE_SLICE):
-            early = self._early.pop(self.written, None)
-            if early is None:
+            entry = self._take(self.written)
+            if entry is None:
                 return False
-            if isinstance(early, int):
-                early = self._read(early)
-            else:
-                self._held -= _size(early)
-            self._write(self.written, early)
-        return self.written in self._early
+            self._write(self.written, entry)
+        return self._due(self.written)
 
-    def _read(self, offset: int | None) -> Entry:
-        assert offset is not None and self.read_back is not None
+    def _due(self, job: int) -> bool:
+        return job in self._early or (job < len(self._offsets)
+                                      and self._offsets[job] != NO_OFFSET)
+
+    def _take(self, job: int) -> Entry | None:
+        """Job ``job``'s outcome if it has come, no longer waiting."""
+        entry = self._early.pop(job, None)
+        if entry is not None:
+            self._held -= _size(entry)
+            return entry
+        if not self._due(job):
+            return None
+        offset, self._offsets[job] = self._offsets[job], NO_OFFSET
+        assert self.read_back is not None
         return self.read_back(offset)[1]
 
     @property

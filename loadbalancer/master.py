@@ -16,10 +16,12 @@ nodes leave.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import math
 import time
+from array import array
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,7 @@ from loadbalancer.balancer import Phase, Tick
 from loadbalancer.batch import Batch
 from loadbalancer.copies import Copies
 from loadbalancer.exits import EXIT_FAILURE, EXIT_JOBS_FAILED, EXIT_OK
-from loadbalancer.jobs import Ledger
+from loadbalancer.jobs import Ledger, Parcel
 from loadbalancer.journal import Journal, Recovered
 from loadbalancer.logs import duration, jobs
 from loadbalancer.messages import (
@@ -167,14 +169,14 @@ class Master(Node):
         return len(self.copies)
 
     def run_copies(self, count: int, why: str) -> None:
-        outstanding = [job for job in self.ledger.unfinished(Role.SLAVE) if job not in
-                       self.copies and job not in self.queue and job not in self.running]
-        for job in outstanding[:count]:
+        outstanding = list(itertools.islice(
+            (job for job in self.ledger.unfinished(Role.SLAVE) if job not in self.copies
+             and job not in self.queue and job not in self.running), count))
+        for job in outstanding:
             self.copies.add(job)
             self.queue.push_front(job, self.batch.task(job), None)
         if outstanding:
-            copied = min(count, len(outstanding))
-            self.say(f"copying {jobs(copied)} the slave is running: {why}")
+            self.say(f"copying {jobs(len(outstanding))} the slave is running: {why}")
             self.wake()
 
     def grow(self) -> None:
@@ -261,7 +263,7 @@ class Master(Node):
         if self.phase == Phase.PROCESSING:  # afterwards every result is held: nothing to take back
             self._take_back(self.ledger.unfinished(Role.SLAVE), f"{reason}: took back")
 
-    def _take_back(self, jobs: list[int], why: str) -> None:
+    def _take_back(self, jobs: Iterable[int], why: str) -> None:
         jobs = [job for job in jobs if job not in self.queue and not self.ledger.is_done(job)]
         self.ledger.assign(jobs, Role.MASTER)
         if self.journal is not None:
@@ -273,7 +275,7 @@ class Master(Node):
             self.say(f"{why} {len(jobs)} jobs")
         self.wake()
 
-    def jobs_sent(self, jobs: list[int], bootstrap: bool) -> None:
+    def jobs_sent(self, jobs: array[int], bootstrap: bool) -> None:
         if not bootstrap:
             self.ledger.mark_moved(jobs)
         self.ledger.assign(jobs, Role.SLAVE)
@@ -377,7 +379,7 @@ class Master(Node):
             log.info("job %d failed on the %s (%s): attempt %d of %d next", job, on,
                      failure.line(), attempts + 1, self.config.retries + 1)
             if on is Role.MASTER and self.movable(task):
-                self.ship([(job, task, None)])  # "on the other node where possible"
+                self.ship([Parcel(task, array("q", [job]))])  # "on the other node where possible"
             elif job not in self.queue:
                 self.ledger.assign([job], Role.MASTER)
                 self.queue.push_front(job, task, None)

@@ -16,6 +16,7 @@ import itertools
 import logging
 import secrets
 import time
+from array import array
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ from loadbalancer.balancer import (
 )
 from loadbalancer.config import Config
 from loadbalancer.endpoint import Endpoint, path_max_datagram, resolve
-from loadbalancer.jobs import Queued
+from loadbalancer.jobs import Parcel
 from loadbalancer.logs import jobs
 from loadbalancer.messages import Jobs, Message, Request, WorkloadSpec
 from loadbalancer.outcome import Outcome
@@ -309,38 +310,47 @@ class Node:
         taken = self.queue.take_tail(count, self.movable)
         self.wake()
         if taken:
-            self.recorder.event("sent", jobs=len(taken))
+            moving = sum(len(parcel.jobs) for parcel in taken)
+            self.recorder.event("sent", jobs=moving)
             why = f": {reason}" if reason else ""
-            self.say(f"sent {jobs(len(taken))} to the {self.role.peer}{why}")
+            self.say(f"sent {jobs(moving)} to the {self.role.peer}{why}")
         return self.ship(taken, request, bootstrap)
 
-    def ship(self, jobs: list[Queued], request: int | None = None,
+    def ship(self, parcels: list[Parcel], request: int | None = None,
              bootstrap: bool = False) -> int:
         """Send these jobs to the peer (and answer ``request``, even with none); how many."""
-        jobs = [entry for entry in jobs if self.claim(entry[0], here=False)]
-        if not jobs and request is None:
+        parcels = [claimed for claimed in (self._claimed(parcel) for parcel in parcels)
+                   if claimed.jobs]
+        if not parcels and request is None:
             return 0
-        self.balance(JobsSent(len(jobs)))
+        count = sum(len(parcel.jobs) for parcel in parcels)
+        self.balance(JobsSent(count))
         if bootstrap:
-            self.bootstrapped += len(jobs)
+            self.bootstrapped += count
         else:
-            self.moved_out += len(jobs)
-        self.jobs_sent([job for job, _, _ in jobs], bootstrap)
-        self.spawn(self._transmit(jobs, request, bootstrap))
-        return len(jobs)
+            self.moved_out += count
+        self.jobs_sent(array("q", itertools.chain.from_iterable(
+            parcel.jobs for parcel in parcels)), bootstrap)
+        self.spawn(self._transmit(parcels, request, bootstrap))
+        return count
 
-    async def _transmit(self, jobs: list[Queued], request: int | None,
+    def _claimed(self, parcel: Parcel) -> Parcel:
+        jobs = array("q", (job for job in parcel.jobs if self.claim(job, here=False)))
+        return parcel if len(jobs) == len(parcel.jobs) else Parcel(parcel.task, jobs,
+                                                                   parcel.data)
+
+    async def _transmit(self, parcels: list[Parcel], request: int | None,
                         bootstrap: bool) -> None:
         """Encode and send jobs a message at a time, yielding in between: the
         peer starts on the first message while the rest are made, and the
         event loop stays responsive. If the session ends meanwhile, the
         master's ledger takes the jobs back."""
-        groups = [(task, list(group)) for task, group in
-                  itertools.groupby(jobs, key=lambda entry: entry[1])] or [(None, [])]
-        for task, group in groups:
-            spec = NO_JOBS if task is None else task.spec
-            data = ((job, blob if blob is not None else self.job_data(job))
-                    for job, _, blob in group)
+        sending: list[Parcel | None] = [*parcels] or [None]  # None: an empty answer
+        for parcel in sending:
+            spec = NO_JOBS if parcel is None else parcel.task.spec
+            data = () if parcel is None else (
+                (job, held if (held := parcel.input(job)) is not None else self.job_data(job))
+                for job in parcel.jobs)
             for payload, count in messages.job_messages(spec, data, request, bootstrap):
                 if self.connection.send(Kind.JOBS, payload, self.loop.time()) is None:
                     return
@@ -349,7 +359,7 @@ class Node:
                 self.endpoint.flush()
                 await asyncio.sleep(0)
 
-    def jobs_sent(self, jobs: list[int], bootstrap: bool) -> None: ...
+    def jobs_sent(self, jobs: array[int], bootstrap: bool) -> None: ...
 
     # ---- state manager --------------------------------------------------------------
     def status(self) -> Status:

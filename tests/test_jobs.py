@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from loadbalancer.jobs import JobQueue, Ledger
+from typing import Any
+
+from loadbalancer.jobs import JobQueue, Ledger, Parcel, Queued
 from loadbalancer.messages import WorkloadSpec
 from loadbalancer.tasks import WorkloadTask
 from loadbalancer.wire import Role
@@ -14,15 +16,19 @@ B = WorkloadTask(WorkloadSpec("vector", {"elements": 16, "jobs": 8}), create("ve
     "elements": 16, "jobs": 8}))
 
 
+def entries(parcels: list[Parcel]) -> list[Queued]:
+    return [(job, parcel.task, parcel.input(job)) for parcel in parcels for job in parcel.jobs]
+
+
 def test_queue_runs_from_the_head_and_gives_from_the_tail() -> None:
     queue = JobQueue()
     for job in range(6):
         queue.push(job, A)
     assert queue.pop() == (0, A, None)
-    assert [job for job, _, _ in queue.take_tail(2, lambda task: True)] == [4, 5]
+    assert [job for job, _, _ in entries(queue.take_tail(2, lambda task: True))] == [4, 5]
     queue.push_front(0, A, b"data")
     assert queue.ids() == [0, 1, 2, 3]
-    assert queue.take_tail(10, lambda task: True) == [
+    assert entries(queue.take_tail(10, lambda task: True)) == [
         (0, A, b"data"), (1, A, None), (2, A, None), (3, A, None)]
     assert len(queue) == 0
 
@@ -32,7 +38,8 @@ def test_only_jobs_the_peer_can_run_are_given() -> None:
     for job in range(6):
         queue.push(job, A if job % 2 else B)
     taken = queue.take_tail(2, lambda task: task is A)
-    assert [(job, task) for job, task, _ in taken] == [(3, A), (5, A)]
+    assert [(job, task) for job, task, _ in entries(taken)] == [(3, A), (5, A)]
+    assert len(taken) == 1  # one parcel of one task, though the jobs were not neighbours
     assert queue.ids() == [0, 1, 2, 4]
     assert queue.peek() is B
     assert queue.remove(2) and not queue.remove(2)
@@ -67,8 +74,8 @@ def test_unfinished_jobs_of_a_node_are_what_is_taken_back() -> None:
     ledger = Ledger(5)
     ledger.assign([1, 2, 3], Role.SLAVE)
     ledger.record(2)
-    assert ledger.unfinished(Role.SLAVE) == [1, 3]
-    assert ledger.unfinished(Role.MASTER) == [0, 4]
+    assert list(ledger.unfinished(Role.SLAVE)) == [1, 3]
+    assert list(ledger.unfinished(Role.MASTER)) == [0, 4]
 
 
 def test_the_ledger_counts_each_jobs_moves() -> None:
@@ -115,3 +122,49 @@ def test_a_slave_trace_s_numbers_out_of_bounds_are_left_out() -> None:
     assert checked.stats == {"bytes_sent": 8, "dropped": {"stale_session": 1}}
     many = Trace([], [], {"dropped": {str(n): n for n in range(65)}})  # more than a node counts
     assert checked_trace(many).stats == {"dropped": {}}
+
+
+def test_the_queue_behaves_as_an_ordered_dict_under_any_sequence_of_operations() -> None:
+    """Runs, lazy removal and rebuilding are an implementation; the order is the contract."""
+    import collections
+    import random
+
+    rng = random.Random(7)
+    for _ in range(200):
+        queue, model = JobQueue(), collections.OrderedDict[int, tuple[Any, bytes | None]]()
+        for _ in range(60):
+            job, task = rng.randrange(20), rng.choice((A, B))
+            data = rng.choice((None, bytes([job])))
+            match rng.randrange(6):
+                case 0 | 1:
+                    queue.push(job, task, data)
+                    model[job] = (model[job][0], data) if job in model else (task, data)
+                case 2:
+                    queue.push_front(job, task, data)
+                    model.pop(job, None)
+                    model[job] = (task, data)
+                    model.move_to_end(job, last=False)
+                case 3:
+                    assert queue.remove(job) == (model.pop(job, None) is not None)
+                case 4 if model:
+                    head, (task, data) = model.popitem(last=False)
+                    assert queue.peek() is task
+                    assert queue.pop() == (head, task, data)
+                case 5:
+                    count = rng.randrange(4)
+                    wanted = [j for j in reversed(model) if model[j][0] is A][:count]
+                    assert entries(queue.take_tail(count, lambda t: t is A)) == [
+                        (j, *model.pop(j)) for j in reversed(wanted)]
+            assert queue.ids() == list(model) and len(queue) == len(model)
+            assert all((job in queue) == (job in model) for job in range(20))
+
+
+def test_a_million_queued_jobs_of_one_task_are_one_run() -> None:
+    queue = JobQueue()
+    for job in range(1_000_000):
+        queue.push(job, A)
+    queue.remove(10)
+    assert len(queue._runs) == 1 and len(queue) == 999_999
+    assert [job for job, _, _ in entries(queue.take_tail(3, lambda task: True))] == [
+        999_997, 999_998, 999_999]
+    assert [queue.pop()[0] for _ in range(11)] == [*range(10), 11]

@@ -80,12 +80,14 @@ def test_early_outcomes_beyond_the_budget_wait_in_the_journal(
     for job in range(10, 0, -1):  # every one early but the last
         data = codec.encode("x" * 100 + str(job))
         output.put(job, data, journal.result(job, data))
-    assert output._held <= 300 and sum(isinstance(e, int) for e in output._early.values()) > 5
+    waiting = len(output._offsets) - output._offsets.count(jsonlines.NO_OFFSET)
+    assert output._held <= 300 and len(output._early) + waiting == 10 and waiting > 5
     data = codec.encode("first")
     output.put(0, data, journal.result(0, data))
     results = [json.loads(line)["result"] for line in stream.getvalue().splitlines()]
     assert results == ["first"] + ["x" * 100 + str(job) for job in range(1, 11)]
     assert output._held == 0 and not output._early
+    assert output._offsets.count(jsonlines.NO_OFFSET) == len(output._offsets)
 
 
 def test_a_long_run_freed_at_once_is_written_a_slice_at_a_time(
