@@ -198,3 +198,13 @@ class LoggedMessages:
 
     def update(self, local: dict[str, Any], remote: dict[str, Any] | None) -> None:
         self.dashboard.update(local, remote)
+
+
+def summary_line(summary: Mapping[str, Any]) -> str:
+    """A run's summary for people, in one line (the JSON has the rest)."""
+    ratio = f" ({summary['ratio']:.2f} x the ideal)" if summary.get("ratio") else ""
+    executed, moved = summary["executed"], summary["moved"]
+    return (f"done: {summary['jobs']} jobs in {duration(summary['makespan_s'])}{ratio}; "
+            f"run here {executed['master']}, on the slave {executed['slave']}; "
+            f"{summary['failed']['count']} failed; bootstrap {summary['bootstrap']}, "
+            f"then moved {moved['to_slave']} to the slave and {moved['to_master']} back")

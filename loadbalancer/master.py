@@ -19,7 +19,6 @@ import asyncio
 import itertools
 import json
 import logging
-import math
 import time
 from array import array
 from collections.abc import Iterable
@@ -33,7 +32,7 @@ from loadbalancer.copies import Copies
 from loadbalancer.exits import EXIT_FAILURE, EXIT_JOBS_FAILED, EXIT_OK
 from loadbalancer.jobs import Ledger, Parcel
 from loadbalancer.journal import Journal, Recovered
-from loadbalancer.logs import duration, jobs
+from loadbalancer.logs import duration, jobs, summary_line
 from loadbalancer.messages import (
     Cancel,
     Finish,
@@ -427,7 +426,7 @@ class Master(Node):
             self.stop(EXIT_FAILURE)
             return
         failed = self.summary["failed"]["count"]
-        self.say(_summary_line(self.summary))
+        self.say(summary_line(self.summary))
         if error is not None:
             self.say(f"VERIFICATION FAILED: {error}")
         elif failed:
@@ -449,20 +448,9 @@ class Master(Node):
         self.wake()
         self.balance(Tick())
 
-    def _slave_work(self) -> tuple[int, float]:
-        """Jobs the slave computed in this run, in every session, and their compute seconds:
-        the sessions as this node saw them, the last one as the slave's own trace says."""
-        history, stats = self.peer_history, self.slave_trace.stats if self.slave_trace else {}
-        executed, compute = history.executed, history.compute
-        if history.sessions and "executed" in stats:
-            last = history.sessions[-1]
-            executed += int(stats["executed"]) - last.executed
-            compute += float(stats.get("compute_seconds", 0.0)) - last.compute
-        return executed, compute
-
     def _summarise(self, makespan: float, error: str | None) -> dict[str, Any]:
         stats = self.slave_trace.stats if self.slave_trace else {}
-        slave_executed, slave_compute = self._slave_work()
+        slave_executed, slave_compute = self.peer_history.work(stats)
         executed = {"master": self.monitor.executed, "slave": slave_executed}
         compute = self.monitor.compute_seconds + slave_compute
         runs = executed["master"] + executed["slave"]
@@ -504,20 +492,6 @@ class Master(Node):
             "recovered": self.recovered,
         }
 
-    def _slave_trace(self) -> dict[str, list[dict[str, Any]]]:
-        """The slave's line in every session: its own trace where it sent one (finer), and
-        before that what this node saw of it (sessions of slaves that died)."""
-        history, own = self.peer_history, self.slave_trace
-        # The slave's own record starts when its process did (with its first throttle event).
-        since = min((r["t"] for r in [*own.samples, *own.events]), default=math.inf) \
-            if own is not None else math.inf
-        samples = [s for s in history.samples if s["t"] < since]
-        events = [e for e in history.events if e["t"] < since]
-        if own is not None:
-            samples += own.samples
-            events += own.events
-        return {"samples": samples, "events": events}
-
     def _write_outputs(self) -> bool:
         """The summary and the trace files; False (and one line) if one cannot be written."""
         try:
@@ -527,7 +501,9 @@ class Master(Node):
                 nodes = {"master": {"samples": self.recorder.samples,
                                     "events": self.recorder.events}}
                 if self.peer_history.sessions:
-                    nodes["slave"] = self._slave_trace()
+                    own = self.slave_trace
+                    nodes["slave"] = self.peer_history.timeline(
+                        own.samples if own else [], own.events if own else [])
                 _write_json(self.trace_path, {"start": self.start, "policy": self.config.policy,
                                               "summary": self.summary, "nodes": nodes,
                                               "runs": self.recorder.runs})
@@ -536,16 +512,6 @@ class Master(Node):
                      "so --resume writes it again")
             return False
         return True
-
-
-def _summary_line(summary: dict[str, Any]) -> str:
-    """The summary for people, in one line (the JSON has the rest)."""
-    ratio = f" ({summary['ratio']:.2f} x the ideal)" if summary.get("ratio") else ""
-    executed, moved = summary["executed"], summary["moved"]
-    return (f"done: {summary['jobs']} jobs in {duration(summary['makespan_s'])}{ratio}; "
-            f"run here {executed['master']}, on the slave {executed['slave']}; "
-            f"{summary['failed']['count']} failed; bootstrap {summary['bootstrap']}, "
-            f"then moved {moved['to_slave']} to the slave and {moved['to_master']} back")
 
 
 # The slave's own samples carry its throttle and its jobs done, besides what every sample has.

@@ -12,6 +12,7 @@ what its readers take from them.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -171,6 +172,26 @@ class PeerHistory:
     @property
     def compute(self) -> float:
         return sum(session.compute for session in self.sessions)
+
+    def work(self, own: Mapping[str, Any]) -> tuple[int, float]:
+        """Jobs the slave computed in this run, in every session, and their compute
+        seconds: the sessions as the master saw them, the last one as the slave's own
+        counters ``own`` (from its trace, where it sent one) say."""
+        executed, compute = self.executed, self.compute
+        if self.sessions and "executed" in own:
+            last = self.sessions[-1]
+            executed += int(own["executed"]) - last.executed
+            compute += float(own.get("compute_seconds", 0.0)) - last.compute
+        return executed, compute
+
+    def timeline(self, samples: list[dict[str, Any]], events: list[dict[str, Any]],
+                 ) -> dict[str, list[dict[str, Any]]]:
+        """The slave's line in every session: its own records where it sent them (finer),
+        and before them what the master saw of it (sessions of slaves that died)."""
+        # The slave's own record starts when its process did (with its first throttle event).
+        since = min((r["t"] for r in [*samples, *events]), default=math.inf)
+        return {"samples": [s for s in self.samples if s["t"] < since] + samples,
+                "events": [e for e in self.events if e["t"] < since] + events}
 
     def capacity_steps(self) -> list[tuple[float, float]]:
         """(time, workers * throttle) of the peer: only while a session was open."""
