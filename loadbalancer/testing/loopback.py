@@ -180,6 +180,15 @@ class Cluster:
         except control.ControlError:
             return None
 
+    def set_throttle(self, role: str, value: float) -> None:
+        """What `lb throttle VALUE` does, over the control socket from this process (no
+        process of its own to start mid-run); ClusterError if the node refuses or is gone."""
+        path = control.socket_path(Path(self.settings["runtime_dir"]), role)
+        try:
+            control.request(path, {"cmd": "throttle", "value": value})
+        except control.ControlError as error:
+            raise ClusterError(f"throttle {value} for the {role}: {error}") from None
+
     def wait_for(self, role: str, check: Callable[[dict[str, Any]], bool],
                  timeout: float = START_TIMEOUT, *,
                  what: str = "the expected state") -> dict[str, Any]:
