@@ -196,13 +196,13 @@ def measure_path(path: NetPath, inputs: Path, count: int, rounds: int,
     finally:
         if namespaces is not None:
             namespaces.close()
-    lb_rate = statistics.median(run["MB_s"] for run in runs["lb"])
-    tcp_rate = statistics.median(run["MB_s"] for run in runs["tcp"])
+    lb_rate = round(statistics.median(run["MB_s"] for run in runs["lb"]), 1)
+    tcp_rate = round(statistics.median(run["MB_s"] for run in runs["tcp"]), 1)
     return {"path": path.name, "mtu": path.mtu,
             "link_mtu": path.mtu if path.mtu is not None else loopback_mtu(),
             "lb_MB_s": lb_rate, "tcp_MB_s": tcp_rate,
             "ratio": round(lb_rate / tcp_rate, 3),
-            "bootstrap_s": statistics.median(run["seconds"] for run in runs["lb"]),
+            "bootstrap_s": round(statistics.median(run["seconds"] for run in runs["lb"]), 3),
             "bootstrap_bytes": runs["lb"][0]["bytes"],
             "verified": all(run["verified"] for run in runs["lb"]), "runs": runs}
 
