@@ -16,6 +16,9 @@ spell of the machine hits both), ``ROUNDS`` times:
   both nodes start at throttle 0 with one worker and policy none (no balancing moves), so
   the transfer has the two cores to itself; once the slave holds its half, both go to
   throttle 1 and the map finishes (the output is checked).
+  The figure is what a map's bootstrap costs end to end: the master reads each input back
+  from the file as it sends it (JSON, then base64: a few ms a MiB), then frames, seals and
+  sends it a datagram at a time; the slave takes it in and queues it.
 - TCP: a stream of as many bytes from a process in the master's namespace to one in the
   slave's (benchmarks/tcpstream.py), large writes on a plain socket.
 
