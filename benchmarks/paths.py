@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import math
 import random
 import statistics
 import time
@@ -44,7 +45,7 @@ from typing import Any
 from benchmarks import jobs, tcpstream
 from benchmarks.overheads import Measure, _scratch
 from benchmarks.results import write_json
-from loadbalancer import local
+from loadbalancer import local, wire
 from loadbalancer.testing import netns
 from loadbalancer.testing.loopback import SLAVE_GRACE, Cluster, ClusterError
 
@@ -129,7 +130,9 @@ def lb_bootstrap(directory: Path, inputs: Path, count: int, job_bytes: int,
         trace, summary = pair.trace() or {}, pair.result() or {}
     results = [json.loads(line)["result"] for line in output.read_text().splitlines()]
     transfer = bootstrap_transfer(trace, job_bytes)
-    return {**transfer, "verified": results == [job_bytes] * count,
+    datagram = (summary.get("datagram") or {}).get("master")
+    return {**transfer, **_per_datagram(transfer, datagram),
+            "verified": results == [job_bytes] * count,
             "executed": summary.get("executed"), "retransmits": summary.get("retransmits"),
             "datagram": summary.get("datagram"), "bytes_sent": summary.get("bytes_sent"),
             "makespan_s": summary.get("makespan_s")}
@@ -167,6 +170,16 @@ def bootstrap_transfer(trace: dict[str, Any], job_bytes: int) -> dict[str, Any]:
             "messages": len(received)}
 
 
+def _per_datagram(transfer: dict[str, Any], datagram: int | None) -> dict[str, Any]:
+    """The master's time per datagram of job data: what a faster sending path must cut."""
+    if not datagram:
+        return {}
+    carried = datagram - wire.HEADER.size - wire.FRAGMENT_HEADER.size - wire.TAG_SIZE
+    datagrams = math.ceil(transfer["bytes"] / carried)
+    return {"datagrams": datagrams, "us_per_datagram": round(transfer["seconds"] / datagrams
+                                                             * 1e6, 2)}
+
+
 # ---- TCP ------------------------------------------------------------------------------------
 def tcp(total: int, namespaces: netns.Namespaces | None) -> dict[str, Any]:
     if namespaces is None:
@@ -195,6 +208,7 @@ def measure_path(path: NetPath, inputs: Path, count: int, rounds: int,
             runs["tcp"].append(stream)
             progress(f"{path.label}, round {round_}/{rounds}: lb {lb['MB_s']} MB/s "
                      f"({lb['bytes'] / 2**20:.0f} MiB in {lb['seconds']:.2f}s, "
+                     f"{lb.get('us_per_datagram')} µs a datagram, "
                      f"{lb['retransmits']} retransmits, datagram {lb['datagram']}), "
                      f"TCP {stream['MB_s']} MB/s")
     finally:
