@@ -95,3 +95,24 @@ def _details(measure: Measure) -> str:
                 f"TCP {tcp['MB_s']} MB/s {tcp['jobs_s']} jobs/s; lb = "
                 f"{details['share_of_tcp']:.2f} x TCP")
     return ", ".join(f"{k} {v}" for k, v in details.items())
+
+
+def print_paths(out: Console, measures: Sequence[Measure]) -> None:
+    """The goodput per path (lb beside TCP, medians of the rounds) and the bootstraps."""
+    table = Table(title="goodput of incompressible job data, two processes (medians)")
+    for name, justify in (("path", "left"), ("MTU", "right"), ("lb MB/s", "right"),
+                          ("TCP MB/s", "right"), ("ratio", "right"), ("target", "left"),
+                          ("", "center")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    bootstraps = []
+    for measure in measures:
+        if "tcp_MB_s" not in measure.details:
+            bootstraps.append(measure)
+            continue
+        row, style = measure.details, STYLES[measure.status]
+        table.add_row(row["path"], str(row["link_mtu"] or "-"), f"{row['lb_MB_s']:g}",
+                      f"{row['tcp_MB_s']:g}", f"{row['ratio']:.3f}", measure.target,
+                      f"[{style}]{measure.status}[/{style}]")
+    out.print(table)
+    if bootstraps:
+        print_overheads(out, bootstraps, title="bootstrap")

@@ -1,8 +1,10 @@
 """The benchmark harness: every scenario under every policy with real nodes, Dask on the same
-work, the targets, the overheads (issue 4) and the function jobs' figures (issue 10).
+work, the targets, the overheads (issue 4), the function jobs' figures (issue 10) and the
+goodput on real paths beside TCP (benchmarks/paths.py).
 
     python -m benchmarks.run [--quick] [--out DIR] [--scenarios equal,hetero] [--policies ...]
                              [--repeat N] [--no-dask] [--no-overheads] [--no-functions]
+                             [--no-paths]
 
 Writes DIR/runs/<scenario>-<policy>[-<n>].json per run (the master's summary and trace, the
 throttle schedule and the pause as applied), DIR/<scenario>.png per scenario (the median runs)
@@ -23,7 +25,7 @@ from typing import Any
 
 from rich.console import Console
 
-from benchmarks import dask_peer, functions, overheads, plot, report, targets
+from benchmarks import dask_peer, functions, overheads, paths, plot, report, targets
 from benchmarks.results import Cell, Row, cells, write_json
 from benchmarks.scenarios import BENCHES, POLICIES, Bench, Run, Size, calibrate, run_one, sized
 
@@ -63,6 +65,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-overheads", action="store_true", help="skip the overheads")
     parser.add_argument("--no-functions", action="store_true",
                         help="skip the function jobs' figures")
+    parser.add_argument("--no-paths", action="store_true",
+                        help="skip the goodput on loopback and veth paths (root for veth)")
     return parser.parse_args(argv)
 
 
@@ -188,6 +192,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.quick, not args.no_dask, console.print)
     if function_jobs:
         report.print_overheads(console, function_jobs, title="function jobs")
+    path_measures = [] if args.no_paths else paths.measure_all(args.quick, console.print)
+    if path_measures:
+        report.print_paths(console, path_measures)
     summary = {"size": asdict(size),
                "sizes": {bench.name: asdict(own) for bench, own in sizes},
                "repeat": args.repeat, "rows": [row.to_json() for row in rows],
@@ -195,6 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                "targets": [c.to_json() for c in checks], "policy_choice": ranked,
                "overheads": [m.to_json() for m in measures],
                "function_jobs": [m.to_json() for m in function_jobs],
+               "paths": [m.to_json() for m in path_measures],
                "plots": [str(p) for p in pictures]}
     write_json(args.out / "summary.json", summary)
     console.print(f"wrote {args.out}/summary.json, {len(rows)} run files in {args.out}/runs, "

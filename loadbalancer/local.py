@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +42,11 @@ def write_config(directory: Path, *, jobs: int = 256, elements_per_job: int = 32
     return path
 
 
-def launch(config: Path, role: str, *args: str, log: Path | None = None) -> subprocess.Popen[bytes]:
-    """Start ``lb launch`` for one role, its output going to ``log``."""
-    command = [sys.executable, "-m", "loadbalancer", "launch", "--role", role,
+def launch(config: Path, role: str, *args: str, log: Path | None = None,
+           prefix: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+    """Start ``lb launch`` for one role, its output going to ``log``; ``prefix`` runs it
+    elsewhere (``ip netns exec NAME``: in a network namespace of a test's)."""
+    command = [*prefix, sys.executable, "-m", "loadbalancer", "launch", "--role", role,
                "--config", str(config), "--no-dashboard", *args]
     out = subprocess.DEVNULL if log is None else log.open("wb")
     try:

@@ -186,6 +186,8 @@ class Slave(Node):
                 reason = str(error)
                 continue
             self.queue.push(job, task, data)
+        # When each message of jobs arrived: where a transfer ends (the harness's goodput).
+        self.recorder.event("received", jobs=len(message.jobs), bootstrap=message.bootstrap)
         if message.bootstrap:
             self.bootstrapped += len(message.jobs) - len(bad)
         else:

@@ -3,5 +3,6 @@
 - ``faultproxy``: a UDP proxy between the nodes that loses, duplicates, reorders, delays and
   rate-limits datagrams (``python -m loadbalancer.testing.faultproxy``);
 - ``loopback``: a master and a slave on loopback, started as a user starts them, optionally
-  through the fault proxy.
+  through the fault proxy or each in a network namespace;
+- ``netns``: two network namespaces joined by a veth pair at chosen MTUs (root).
 """

@@ -1,4 +1,5 @@
-"""A master and a slave on loopback for a test or a benchmark, optionally through the fault proxy.
+"""A master and a slave on loopback for a test or a benchmark, optionally through the fault proxy,
+or each in a network namespace of :class:`loadbalancer.testing.netns.Namespaces`.
 
 Nodes are started the way a user starts them: a config written by
 :func:`loadbalancer.local.write_config`, the slave first, the master once the slave's control
@@ -26,6 +27,7 @@ import psutil
 from loadbalancer import control, local
 from loadbalancer.addresses import Address, format_address
 from loadbalancer.testing.faultproxy import Faults
+from loadbalancer.testing.netns import Namespaces
 
 ROLES = ("master", "slave")
 START_TIMEOUT = 30.0
@@ -34,6 +36,7 @@ RUN_TIMEOUT = 60.0
 # of its trace, which a lossy link may drop after the master has gone: nothing left to measure.
 SLAVE_GRACE = 2.0
 LOG_TAIL = 2000  # characters of a node's log that an error carries
+NETNS_PORT = 7700  # each node's UDP port in its own namespace: nothing else is there
 
 
 class ClusterError(RuntimeError):
@@ -47,13 +50,18 @@ class Cluster:
     ``cli_status``: ask a node's status with ``lb status --json`` in a process of its own, as
     a user does (the tests); else over the control socket from this process, as that command
     asks it (a benchmark: a process started mid-run takes 0.5-2 s and a share of the two busy
-    cores from the nodes being measured)."""
+    cores from the nodes being measured).
+
+    ``namespaces``: each node runs in its own network namespace, at its address there (the
+    control sockets are files in the runtime directory, reachable from any namespace)."""
 
     config: Path  # the config both nodes share, once configured
 
-    def __init__(self, directory: Path, *, cli_status: bool = False) -> None:
+    def __init__(self, directory: Path, *, cli_status: bool = False,
+                 namespaces: Namespaces | None = None) -> None:
         self.directory = directory
         self.cli_status = cli_status
+        self.namespaces = namespaces
         self.configs: dict[str, Path] = {}  # per role: through a proxy they differ
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.proxy: subprocess.Popen[bytes] | None = None
@@ -62,7 +70,10 @@ class Cluster:
     # ---- the config ------------------------------------------------------------------------
     def configure(self, **settings: Any) -> Path:
         """Write the config: fresh secret, free ports, ``settings`` as local.write_config takes
-        them."""
+        them; in namespaces, the nodes' addresses there unless ``settings`` name others."""
+        if self.namespaces is not None:
+            settings = {role: self.namespaces.address(role, NETNS_PORT) for role in ROLES} \
+                | settings
         self.config = local.write_config(self.directory, **settings)
         self.configs = {role: self.config for role in ROLES}
         return self.config
@@ -113,7 +124,9 @@ class Cluster:
         extra = list(args)
         if role == "master":
             extra += ["--result", str(self.result_path), "--trace", str(self.trace_path)]
-        process = local.launch(self.configs[role], role, *extra, log=self.log_path(role))
+        prefix = () if self.namespaces is None else self.namespaces.prefix(role)
+        process = local.launch(self.configs[role], role, *extra, log=self.log_path(role),
+                               prefix=prefix)
         self.processes[role] = process
         return process
 
@@ -166,6 +179,15 @@ class Cluster:
             return control.request(path, {"cmd": "status"})
         except control.ControlError:
             return None
+
+    def set_throttle(self, role: str, value: float) -> None:
+        """What `lb throttle VALUE` does, over the control socket from this process (no
+        process of its own to start mid-run); ClusterError if the node refuses or is gone."""
+        path = control.socket_path(Path(self.settings["runtime_dir"]), role)
+        try:
+            control.request(path, {"cmd": "throttle", "value": value})
+        except control.ControlError as error:
+            raise ClusterError(f"throttle {value} for the {role}: {error}") from None
 
     def wait_for(self, role: str, check: Callable[[dict[str, Any]], bool],
                  timeout: float = START_TIMEOUT, *,
