@@ -45,34 +45,29 @@ side: 10,000 records with a nested list take 12 ms to encode and 14 ms to decode
 alone 3 and 5). Each array adds about 5 µs each way. A 100 MB float64 array encodes in
 50 ms (one copy: the output) and decodes in 5 µs (no copy).
 
-:func:`to_json` and :func:`from_json` give the same values a JSON form for the input and
-output files people read and write, with one-key tag objects for what JSON lacks:
-``{"$bytes": base64}``, ``{"$array": {"dtype", "shape", "data"}}``, ``{"$float": "nan"}``,
-and ``{"$dict": {...}}`` for a dict that would otherwise look like a tag.
+The arrays' description and checks are :mod:`loadbalancer.arrays`; the same values' JSON
+form, for the files people read and write, is :mod:`loadbalancer.jsonform`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import functools
 import json
 import math
 import re
 import reprlib
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import msgpack
 import numpy as np
-from numpy.lib import format as npy_format
+
+from loadbalancer.arrays import ALIGNMENT, MAX_ARRAY_HEADER, _align, _Arrays, _describe, _scalar
+from loadbalancer.codecerror import CodecError as CodecError
+from loadbalancer.codecerror import _a, _one_line, _Reject, _short
 
 MAX_DEPTH: Final = 100  # containers inside containers, the outermost counting as 1
 MAX_INT_DIGITS: Final = 4300
-MAX_NDIM: Final = 32  # numpy 1's limit (numpy 2 allows 64)
-MAX_ARRAY_HEADER: Final = 64 * 1024  # an array's extension payload, dtype description and all
-ALIGNMENT: Final = 16
 
 _HEADER: Final = struct.Struct("!I")
 _EXT_ARRAY: Final = 1
@@ -84,11 +79,7 @@ _UINT_MAX: Final = 2**64 - 1
 # str() is asked to convert them, which is quadratic when the interpreter's limit is off.
 _MAX_INT_BITS: Final = math.ceil(MAX_INT_DIGITS * math.log2(10))
 _INT_TEXT: Final = re.compile(rb"-?[0-9]{1,%d}" % MAX_INT_DIGITS)
-_MAX_DTYPE_NESTING: Final = 32
 _PADDING: Final = bytes(ALIGNMENT - 1)
-_TAGS: Final = frozenset({"$bytes", "$array", "$float", "$dict"})
-_FLOAT_NAMES: Final = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
-_CONTAINERS: Final = (list, tuple, dict)
 _STR: Final = frozenset({str})
 # Exact types that contain nothing and that msgpack packs or our hook checks: a container
 # whose elements are all of these needs no walk. Subclasses (an OrderedDict, a namedtuple)
@@ -97,25 +88,11 @@ _LEAVES: Final = frozenset(
     {type(None), bool, int, float, str, bytes, bytearray, np.ndarray}
     | {np.bool_, np.int32, np.int64, np.float32, np.float64}
 )
-_ARRAY_TYPES: Final = (np.memmap, np.recarray)  # subclasses that are just dtype, shape, bytes
 _SHOWN_STEPS: Final = 8
 _ExtType: Final = msgpack.ExtType
 _Timestamp: Final = msgpack.Timestamp
 
 _Path = list[object]  # list indices and dict keys
-
-
-class CodecError(ValueError):
-    """A value that cannot be encoded, or bytes or JSON that do not decode to a value."""
-
-
-class _Reject(Exception):
-    """What is wrong (``what``) and with which object; its path is looked up only then."""
-
-    def __init__(self, obj: object, what: str) -> None:
-        super().__init__(what)
-        self.obj = obj
-        self.what = what
 
 
 # --- bytes -------------------------------------------------------------------------------
@@ -289,31 +266,6 @@ class _Encoder:
         return b"".join(chunks)
 
 
-def _describe(arr: np.ndarray[Any, Any], origin: object) -> object:
-    """The dtype description of ``arr`` as lists (what msgpack and JSON carry), if it can go."""
-    if type(arr) is not np.ndarray and not isinstance(arr, _ARRAY_TYPES):
-        raise _Reject(origin, f"{_a(arr)} (only plain ndarrays: pass np.asarray(x))")
-    if arr.ndim > MAX_NDIM:
-        raise _Reject(origin, f"an array of more than {MAX_NDIM} dimensions")
-    dtype = arr.dtype
-    if dtype.hasobject:
-        raise _Reject(origin, f"an array of dtype {dtype}, which holds Python objects")
-    try:
-        descr = _listify(npy_format.dtype_to_descr(npy_format.drop_metadata(dtype)))
-        same = _dtype_from_descr(descr) == dtype
-    except (ValueError, TypeError) as exc:  # CodecError is a ValueError
-        raise _Reject(origin, f"an array of dtype {dtype} ({_one_line(exc)})") from None
-    if not same:
-        raise _Reject(origin, f"an array of dtype {dtype}, which its description loses")
-    return descr
-
-
-def _listify(descr: object) -> object:
-    if isinstance(descr, (list, tuple)):
-        return [_listify(part) for part in descr]
-    return descr
-
-
 def _pack_int(value: int, origin: object) -> object:
     if _INT_MIN <= value <= _UINT_MAX:
         return value
@@ -330,10 +282,6 @@ def _int_text(value: int, origin: object) -> str:
             if len(text) - (value < 0) <= MAX_INT_DIGITS:
                 return text
     raise _Reject(origin, f"an int of more than {MAX_INT_DIGITS} digits")
-
-
-def _align(offset: int) -> int:
-    return -(-offset // ALIGNMENT) * ALIGNMENT
 
 
 def _byte_view(data: object) -> memoryview:
@@ -354,7 +302,7 @@ def _unpack(view: memoryview) -> object:
     head = _HEADER.size + tree_size
     if head > len(view):
         raise CodecError(f"cannot decode: truncated ({len(view)} bytes, the tree ends at {head})")
-    arrays = _Arrays(view, head)
+    arrays = _Extensions(view, head)
     value = msgpack.unpackb(
         view[_HEADER.size : head], ext_hook=arrays.ext_hook, raw=False, strict_map_key=True
     )
@@ -363,289 +311,21 @@ def _unpack(view: memoryview) -> object:
     return value
 
 
-class _Arrays:
-    """The unpacker's ext hook for one decode: arrays become views of the data."""
+class _Extensions(_Arrays):
+    """The unpacker's ext hook for one decode: arrays (views of the data), scalars, big ints."""
 
-    __slots__ = ("cursor", "data", "end", "start")
-
-    def __init__(self, data: memoryview, head: int) -> None:
-        self.data = data
-        self.start = _align(head)  # the buffer area
-        self.cursor = 0  # where in the buffer area the next buffer must start
-        self.end = head  # where the encoded value ends so far
+    __slots__ = ()
 
     def ext_hook(self, code: int, payload: bytes) -> object:
         if code == _EXT_ARRAY:
-            return self._array(payload)
+            return self.array(payload)
         if code == _EXT_SCALAR:
-            return _scalar(self._array(payload))
+            return _scalar(self.array(payload))
         if code == _EXT_INT:
             if _INT_TEXT.fullmatch(payload) is None:
                 raise CodecError("cannot decode a big int: malformed decimal text")
             return int(payload)
         raise CodecError(f"cannot decode extension type {code}")
-
-    def _array(self, payload: bytes) -> np.ndarray[Any, Any]:
-        if len(payload) > MAX_ARRAY_HEADER:
-            raise CodecError(f"cannot decode an array header of {len(payload)} bytes")
-        header = msgpack.unpackb(payload, raw=False, strict_map_key=True)
-        if type(header) is not list or len(header) != 4:
-            raise CodecError("cannot decode an array header: not [dtype, shape, offset, length]")
-        descr, shape, offset, length = header
-        dtype = _dtype_from_descr(descr)
-        dims = _shape(shape)
-        count = math.prod(dims)
-        if type(length) is not int or count * dtype.itemsize != length:
-            raise CodecError(f"cannot decode an array of {dims} {dtype} in {length!r} bytes")
-        # Buffers follow one another in the order of the tree, each at the next aligned
-        # offset: no overlaps, no holes, so one buffer is never two arrays.
-        if type(offset) is not int or offset != self.cursor:
-            raise CodecError(f"cannot decode an array at offset {offset!r}, not {self.cursor}")
-        begin = self.start + offset
-        if begin + length > len(self.data):
-            raise CodecError(f"cannot decode: truncated (an array ends at {begin + length})")
-        self.cursor = _align(offset + length)
-        self.end = begin + length
-        flat = np.frombuffer(self.data, dtype, count, begin)
-        _check_contents(flat)
-        return flat.reshape(dims)
-
-
-def _scalar(arr: np.ndarray[Any, Any]) -> object:
-    if arr.ndim:
-        raise CodecError(f"cannot decode a numpy scalar of shape {arr.shape}")
-    if arr.dtype.kind == "V":  # a record scalar is a view of its array: give it its own bytes
-        arr = arr.copy()
-    return arr[()]
-
-
-def _check_contents(arr: np.ndarray[Any, Any]) -> None:
-    """Refuse bools other than 0 and 1 and str code points past U+10FFFF, in records too.
-
-    No array holds them; numpy would not fail on them here but later, in the user's
-    function (printing such a str array raises SystemError).
-    """
-    if arr.dtype.names:
-        for name in arr.dtype.names:
-            _check_contents(arr[name])
-        return
-    kind = arr.dtype.kind
-    if not arr.size or kind not in "bU":
-        return
-    flat = np.ascontiguousarray(arr).reshape(-1)  # copies only a record's field
-    if kind == "b" and flat.view(np.uint8).max() > 1:
-        raise CodecError("cannot decode a bool array holding bytes other than 0 and 1")
-    if kind == "U":
-        codes = flat.view(np.dtype(np.uint32).newbyteorder(arr.dtype.byteorder))
-        if codes.max() > 0x10FFFF:
-            raise CodecError("cannot decode a str array holding invalid code points")
-
-
-def _dtype_from_descr(descr: object) -> np.dtype[Any]:
-    """The dtype that a description (str, or a list of fields, as carried) stands for."""
-    fields = _descr_fields(descr, 0)
-    try:
-        dtype = npy_format.descr_to_dtype(cast(Any, fields))
-    except Exception as exc:  # numpy parsing hostile text: whatever it raises means "no dtype"
-        raise CodecError(f"not a dtype description ({_one_line(exc)})") from None
-    if dtype.hasobject:
-        raise CodecError(f"dtype {dtype} holds Python objects")
-    if dtype.subdtype is not None:  # frombuffer would add its dimensions to the shape
-        raise CodecError(f"dtype {dtype} is a sub-array")
-    if dtype.itemsize == 0:  # any shape would fit in no bytes at all
-        raise CodecError(f"dtype {dtype} has zero-size items")
-    return dtype
-
-
-def _descr_fields(descr: object, nesting: int) -> object:
-    """Check a description's structure; rebuild the tuples that msgpack and JSON make lists."""
-    if type(descr) is str:
-        return descr
-    if type(descr) is not list or nesting > _MAX_DTYPE_NESTING:
-        raise CodecError("not a dtype description (a str or a list of fields)")
-    return [_descr_field(field, nesting) for field in descr]
-
-
-def _descr_field(field: object, nesting: int) -> tuple[object, ...]:
-    if type(field) is not list or len(field) not in (2, 3):
-        raise CodecError("not a dtype field ([name, dtype] or [name, dtype, shape])")
-    name = field[0]
-    if type(name) is list and len(name) == 2 and all(type(part) is str for part in name):
-        name = tuple(name)  # (title, name)
-    elif type(name) is not str:
-        raise CodecError(f"not a dtype field name: {reprlib.repr(name)}")
-    subtype = _descr_fields(field[1], nesting + 1)
-    return (name, subtype) if len(field) == 2 else (name, subtype, _shape(field[2]))
-
-
-def _shape(shape: object) -> tuple[int, ...]:
-    if (
-        type(shape) is not list
-        or len(shape) > MAX_NDIM
-        or not all(type(dim) is int and dim >= 0 for dim in shape)
-    ):
-        raise CodecError(f"not a shape (at most {MAX_NDIM} non-negative ints): {shape!r:.80}")
-    return tuple(shape)
-
-
-# --- JSON --------------------------------------------------------------------------------
-
-
-def to_json(value: object) -> object:
-    """``value`` in JSON-native types only, for ``json.dumps(..., allow_nan=False)``."""
-    try:
-        return _to_json(value, 1)
-    except _Reject as exc:
-        place = _where(value, exc.obj, 1, _value_path)
-        raise CodecError(f"cannot convert {exc.what} to JSON at {place}") from None
-
-
-def from_json(value: object) -> object:
-    """The value that :func:`to_json` gave ``value`` for; arrays are writable copies."""
-    return _from_json_at(value, "value")
-
-
-def parse_call(line: str) -> tuple[list[object], dict[str, object]]:
-    """A line of a JSON-lines input file as ``(args, kwargs)``.
-
-    An array gives the positional arguments, an object (not a tag) the keyword arguments,
-    and any other value, a tagged one included, is the only positional argument.
-    """
-    try:
-        value = json.loads(line)
-    except (ValueError, RecursionError) as exc:
-        raise CodecError(f"bad JSON: {_one_line(exc)}") from None
-    if type(value) is list:
-        return cast("list[object]", _from_json_at(value, "args")), {}
-    if type(value) is dict and _tag(value) is None:
-        return [], cast("dict[str, object]", _from_json_at(value, "kwargs"))
-    return [_from_json_at(value, "args[0]")], {}
-
-
-def _from_json_at(value: object, root: str) -> object:
-    try:
-        return _from_json(value, 1)
-    except _Reject as exc:
-        place = _where(value, exc.obj, 1, functools.partial(_format_path, root))
-        raise CodecError(f"cannot read {exc.what} from JSON at {place}") from None
-
-
-def _to_json(value: object, depth: int) -> object:
-    if value is None or type(value) is bool or type(value) is str:
-        return value
-    if isinstance(value, np.generic):  # first: float64 is a float, str_ a str
-        return _scalar_to_json(value)
-    if isinstance(value, int):
-        number = int.__int__(value)
-        if not _INT_MIN <= number <= _UINT_MAX:
-            _int_text(number, value)
-        return number
-    if isinstance(value, float):
-        if math.isfinite(value):
-            return float.__float__(value)
-        return {"$float": "nan" if math.isnan(value) else "inf" if value > 0 else "-inf"}
-    if isinstance(value, str):
-        return str.__str__(value)
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        if type(value) is memoryview:
-            _check_memoryview(value)
-        return {"$bytes": base64.b64encode(value).decode("ascii")}
-    if isinstance(value, np.ndarray):
-        return _array_to_json(value, value)
-    if isinstance(value, _CONTAINERS) and type(value) is not _ExtType:
-        if depth > MAX_DEPTH:
-            raise _Reject(value, f"{_a(value)} nested more than {MAX_DEPTH} deep")
-        if not isinstance(value, dict):
-            return [_to_json(item, depth + 1) for item in value]
-        _check_keys(value)
-        result = {str.__str__(key): _to_json(item, depth + 1) for key, item in value.items()}
-        return {"$dict": result} if _tag(result) is not None else result
-    raise _Reject(value, _a(value))
-
-
-def _scalar_to_json(value: np.generic) -> object:
-    # Numbers that JSON holds exactly read as numbers; a float wider than float64, a
-    # non-finite float, a datetime, a record... keep their dtype in the array form.
-    kind, size = value.dtype.kind, value.dtype.itemsize
-    if kind in "biu" or (kind == "f" and size <= 8 and math.isfinite(value)):
-        return value.item()
-    return _array_to_json(np.asarray(value), value)
-
-
-def _array_to_json(arr: np.ndarray[Any, Any], origin: object) -> object:
-    descr = _describe(arr, origin)
-    data = base64.b64encode(arr.tobytes()).decode("ascii")
-    return {"$array": {"dtype": descr, "shape": list(arr.shape), "data": data}}
-
-
-def _tag(value: dict[Any, object]) -> str | None:
-    if len(value) == 1:
-        (key,) = value
-        if key in _TAGS:
-            return str(key)
-    return None
-
-
-def _from_json(value: object, depth: int) -> object:
-    if value is None or type(value) in (bool, int, float, str):
-        return value
-    if type(value) is list:
-        if depth > MAX_DEPTH:
-            raise _Reject(value, f"a list nested more than {MAX_DEPTH} deep")
-        return [_from_json(item, depth + 1) for item in value]
-    if type(value) is dict:
-        tag = _tag(value)
-        if tag in (None, "$dict") and depth > MAX_DEPTH:  # the other tags stand for leaves
-            raise _Reject(value, f"a dict nested more than {MAX_DEPTH} deep")
-        if tag is None:
-            return _from_plain_dict(value, depth)
-        try:
-            return _from_tag(tag, value[tag], depth)
-        except CodecError as exc:
-            raise _Reject(value, f"a bad {tag} ({exc})") from None
-    raise _Reject(value, f"{_a(value)}, which is not a JSON type")
-
-
-def _from_plain_dict(value: dict[Any, object], depth: int) -> dict[str, object]:
-    _check_keys(value)
-    return {key: _from_json(item, depth + 1) for key, item in value.items()}
-
-
-def _from_tag(tag: str, body: object, depth: int) -> object:
-    if tag == "$dict":
-        if type(body) is not dict:
-            raise CodecError("not an object")
-        return _from_plain_dict(body, depth)  # the wrapper is no level of its own
-    if tag == "$float":
-        if type(body) is not str or body not in _FLOAT_NAMES:
-            raise CodecError('not "nan", "inf" or "-inf"')
-        return _FLOAT_NAMES[body]
-    if tag == "$bytes":
-        return _base64(body)
-    return _array_from_json(body)
-
-
-def _array_from_json(body: object) -> np.ndarray[Any, Any]:
-    if type(body) is not dict or body.keys() != {"dtype", "shape", "data"}:
-        raise CodecError('not an object of "dtype", "shape" and "data"')
-    dtype = _dtype_from_descr(body["dtype"])
-    dims = _shape(body["shape"])
-    data = _base64(body["data"])
-    count = math.prod(dims)
-    if count * dtype.itemsize != len(data):
-        raise CodecError(f"{len(data)} bytes of data for {dims} {dtype}")
-    flat = np.frombuffer(bytearray(data), dtype, count)
-    _check_contents(flat)
-    return flat.reshape(dims)
-
-
-def _base64(text: object) -> bytes:
-    if type(text) is not str:
-        raise CodecError("base64 data must be a string")
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise CodecError(f"bad base64: {exc}") from None
 
 
 # --- where: the error path only ----------------------------------------------------------
@@ -696,17 +376,3 @@ def _call_path(path: _Path) -> str:
     if path[0] in (0, 1):
         return _format_path("kwargs" if path[0] else "args", path[1:])
     return _format_path("call", path)
-
-
-def _a(obj: object) -> str:
-    name = type(obj).__name__
-    return f"{'an' if name[0] in 'aeiouAEIOU' else 'a'} {name}"
-
-
-def _short(text: str, limit: int = 40) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _one_line(exc: BaseException) -> str:
-    message = " ".join(str(exc).split())
-    return _short(f"{type(exc).__name__}: {message}" if message else type(exc).__name__, 200)

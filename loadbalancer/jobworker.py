@@ -48,7 +48,7 @@ from contextlib import suppress
 from types import ModuleType
 from typing import Any
 
-from loadbalancer import codec, functions
+from loadbalancer import arrays, codec, functions
 from loadbalancer.functions import import_spec, plain_function
 from loadbalancer.outcome import Failure
 
@@ -69,7 +69,9 @@ READ_BUFFER = 64 * 1024
 PR_SET_PDEATHSIG = 1
 
 # Leading traceback frames that are the machinery's, not the user's: left out of a Failure.
-_OWN_FILES = frozenset({__file__, functions.__file__, codec.__file__, importlib.__file__})
+_OWN_FILES = frozenset(
+    {__file__, functions.__file__, codec.__file__, arrays.__file__, importlib.__file__}
+)
 
 
 def pack_failure(failure: Failure) -> bytes:

@@ -3,7 +3,7 @@
 Inputs: one job a line (blank lines are skipped and do not count). A JSON array
 is the positional arguments, an object the keyword arguments, any other value
 the single argument; bytes and arrays have a tagged JSON form
-(:func:`loadbalancer.codec.to_json`). The whole file is read and checked once
+(:func:`loadbalancer.jsonform.to_json`). The whole file is read and checked once
 at the start, so a bad line is one error before anything runs, not a failure
 an hour in; after that a job's input is read again from the file when it is
 needed, and only small inputs stay in memory.
@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, BinaryIO
 
-from loadbalancer import codec
+from loadbalancer import codec, jsonform
 from loadbalancer.journal import Entry
 
 STDOUT = "standard output"
@@ -91,7 +91,7 @@ class Inputs:
 
     def _encode(self, line: bytes, number: int) -> bytes:
         try:
-            return codec.encode_call(*codec.parse_call(line.decode()))
+            return codec.encode_call(*jsonform.parse_call(line.decode()))
         except UnicodeDecodeError:
             raise InputError(f"{self.name} line {number}: not UTF-8 text") from None
         except codec.CodecError as error:
@@ -104,7 +104,7 @@ class Inputs:
             return held
         self._file.seek(self._starts[job])
         line = self._file.read(self._ends[job] - self._starts[job])
-        return codec.encode_call(*codec.parse_call(line.decode()))
+        return codec.encode_call(*jsonform.parse_call(line.decode()))
 
 
 def output_line(job: int, entry: Entry) -> str:
@@ -114,7 +114,7 @@ def output_line(job: int, entry: Entry) -> str:
         return json.dumps({"index": job, "error": failure.line(),
                            "traceback": failure.traceback, "attempts": attempts})
     try:
-        value = codec.to_json(codec.decode(entry))
+        value = jsonform.to_json(codec.decode(entry))
     except codec.CodecError as error:  # a peer's result we cannot read is this job's error
         return json.dumps({"index": job, "error": f"CodecError: {error}", "traceback": "",
                            "attempts": 1})

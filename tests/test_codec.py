@@ -27,10 +27,8 @@ from loadbalancer.codec import (
     decode_call,
     encode,
     encode_call,
-    from_json,
-    parse_call,
-    to_json,
 )
+from loadbalancer.jsonform import from_json, parse_call, to_json
 
 
 def nested(depth: int) -> object:

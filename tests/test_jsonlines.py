@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from loadbalancer import codec, jsonlines
+from loadbalancer import codec, jsonform, jsonlines
 from loadbalancer.journal import Journal
 from loadbalancer.jsonlines import InputError, Inputs, Output
 from loadbalancer.outcome import Failure
@@ -65,7 +65,8 @@ def test_outcomes_are_written_in_input_order_as_soon_as_they_can_be(tmp_path: Pa
     output.put(2, (Failure("ValueError", "no", "Traceback\n"), 3), None)
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert lines[0] == {"index": 0, "result": {"$bytes": "AA=="}}
-    assert lines[1]["index"] == 1 and codec.from_json(lines[1]["result"])["b"].tolist() == [0, 1, 2]
+    assert lines[1]["index"] == 1
+    assert jsonform.from_json(lines[1]["result"])["b"].tolist() == [0, 1, 2]
     assert lines[2] == {"index": 2, "error": "ValueError: no", "traceback": "Traceback\n",
                         "attempts": 3}
 

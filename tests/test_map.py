@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from loadbalancer import codec
+from loadbalancer import jsonform
 from loadbalancer.exits import EXIT_JOBS_FAILED
 from loadbalancer.functions import import_spec
 from loadbalancer.testing.loopback import Cluster
@@ -18,7 +18,7 @@ JOBS = Path(__file__).with_name("mapjobs.py")
 
 
 def write_inputs(path: Path, lines: list[object]) -> Path:
-    path.write_text("".join(json.dumps(codec.to_json(line)) + "\n" for line in lines))
+    path.write_text("".join(json.dumps(jsonform.to_json(line)) + "\n" for line in lines))
     return path
 
 
@@ -47,12 +47,12 @@ def test_a_map_gives_what_a_local_call_gives_with_arrays_and_bytes(cluster: Clus
                                                            calls))
     assert cluster.wait() == {"slave": 0, "master": 0}, cluster.log("master")
     transform = import_spec(str(JOBS)).transform
-    expected = [codec.to_json(transform(*c) if isinstance(c, list) else transform(**c))
+    expected = [jsonform.to_json(transform(*c) if isinstance(c, list) else transform(**c))
                 for c in calls]
     lines = read_output(output)
     assert [line["index"] for line in lines] == list(range(60))
     assert [line["result"] for line in lines] == json.loads(json.dumps(expected))
-    back = codec.from_json(lines[8]["result"])
+    back = jsonform.from_json(lines[8]["result"])
     assert isinstance(back, dict) and back["grid"].dtype == np.float64
     assert back["reversed"] == calls[8][1][::-1]  # type: ignore[index]
     result = cluster.result()
