@@ -110,12 +110,12 @@ def write_inputs(path: Path, count: int, job_bytes: int = JOB_BYTES, seed: int =
 
 # ---- lb ----------------------------------------------------------------------------------------
 def lb_bootstrap(directory: Path, inputs: Path, count: int, job_bytes: int,
-                 namespaces: netns.Namespaces | None) -> dict[str, Any]:
+                 namespaces: netns.Namespaces | None, offload: bool = True) -> dict[str, Any]:
     """One map over ``inputs`` on a master and a slave (each in its namespace, if any): the
     bootstrap's bytes, seconds and MB/s from the trace, and the run's checks."""
     output = directory / "out.jsonl"
     with Cluster(directory, namespaces=namespaces) as pair:
-        pair.configure(policy="none", workers=1)
+        pair.configure(policy="none", workers=1, offload=offload)
         pair.start("slave", "--workload-module", str(JOBS_MODULE), "--throttle", "0")
         pair.wait_until_up("slave")
         pair.start("master", "--map", f"{JOBS_MODULE}:length", "--inputs", str(inputs),
@@ -194,7 +194,8 @@ def tcp(total: int, namespaces: netns.Namespaces | None) -> dict[str, Any]:
 
 # ---- one path, all paths ----------------------------------------------------------------------
 def measure_path(path: NetPath, inputs: Path, count: int, rounds: int,
-                 progress: Callable[[str], None], job_bytes: int = JOB_BYTES) -> dict[str, Any]:
+                 progress: Callable[[str], None], job_bytes: int = JOB_BYTES,
+                 offload: bool = True) -> dict[str, Any]:
     """``rounds`` of lb then TCP on ``path`` (``inputs``: ``count`` jobs of ``job_bytes``);
     every run and the medians."""
     namespaces = None if path.mtu is None else netns.Namespaces(path.mtu)
@@ -202,7 +203,7 @@ def measure_path(path: NetPath, inputs: Path, count: int, rounds: int,
     try:
         for round_ in range(1, rounds + 1):
             with _scratch() as directory:
-                lb = lb_bootstrap(directory, inputs, count, job_bytes, namespaces)
+                lb = lb_bootstrap(directory, inputs, count, job_bytes, namespaces, offload)
             runs["lb"].append(lb)
             stream = tcp(lb["bytes"], namespaces)
             runs["tcp"].append(stream)
@@ -247,7 +248,7 @@ def bootstrap_measure(row: dict[str, Any]) -> Measure:
 
 
 def measure_all(quick: bool, progress: Callable[[str], None] = print,
-                paths: Sequence[NetPath] = PATHS) -> list[Measure]:
+                paths: Sequence[NetPath] = PATHS, offload: bool = True) -> list[Measure]:
     step = Progress(progress)
     why = netns.available()
     if why is not None:
@@ -261,7 +262,7 @@ def measure_all(quick: bool, progress: Callable[[str], None] = print,
         step(f"{inputs.stat().st_size / 2**20:.0f} MiB of inputs written; the bootstrap moves "
              f"{count // 2 * JOB_BYTES / 2**20:.0f} MiB")
         for path in paths:
-            rows.append(measure_path(path, inputs, count, rounds, step))
+            rows.append(measure_path(path, inputs, count, rounds, step, offload=offload))
     measures = [goodput_measure(row) for row in rows]
     measures += [bootstrap_measure(row) for row in rows if row["mtu"] in (None, 1500)]
     return measures
@@ -276,12 +277,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"a {QUICK_JOBS // 2 * JOB_BYTES // 2**20} MiB bootstrap, "
                         f"{QUICK_ROUNDS} rounds (default "
                         f"{FULL_JOBS // 2 * JOB_BYTES // 2**20} MiB, {ROUNDS} rounds)")
+    parser.add_argument("--no-offload", action="store_true",
+                        help="lb sends one datagram a system call (the config's offload: "
+                        "false), for the figure before segmentation offload")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out"),
                         help="directory for paths.json")
     args = parser.parse_args(argv)
     console = report.console()
     began = time.monotonic()
-    measures = measure_all(args.quick, console.print)
+    measures = measure_all(args.quick, console.print, offload=not args.no_offload)
     report.print_paths(console, measures)
     write_json(args.out / "paths.json", [m.to_json() for m in measures])
     console.print(f"wrote {args.out}/paths.json ({time.monotonic() - began:.0f}s in all)")

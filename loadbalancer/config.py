@@ -64,6 +64,7 @@ class Config:
     workers: int = 1
     throttle: float = 1.0
     max_datagram: int | None = None  # None: from the route's MTU (endpoint.path_max_datagram)
+    offload: bool = True  # bursts of datagrams in one send (GSO) where the kernel has it
     runtime_dir: Path = field(default_factory=default_runtime_dir)
     journal: Path = field(default_factory=default_journal)
     workload: WorkloadSpec = field(default_factory=lambda: WorkloadSpec("vector", {}))
@@ -155,9 +156,8 @@ def _workload(value: object) -> WorkloadSpec:
 
 
 KEYS = {"master", "slave", "secret", "policy", "state_interval", "heartbeat_timeout",
-        "master_timeout", "progress_interval", "workers",
-        "throttle", "max_datagram", "runtime_dir", "journal", "workload", "workload_modules",
-        "retries"}
+        "master_timeout", "progress_interval", "workers", "throttle", "max_datagram",
+        "offload", "runtime_dir", "journal", "workload", "workload_modules", "retries"}
 MAX_RETRIES = 100
 
 
@@ -193,6 +193,10 @@ def from_dict(raw: dict[str, Any]) -> Config:
     if raw.get("max_datagram", "auto") != "auto":
         changes["max_datagram"] = _integer(raw, "max_datagram", wire.MIN_DATAGRAM,
                                            wire.MAX_DATAGRAM)
+    if "offload" in raw:
+        if not isinstance(raw["offload"], bool):
+            raise ConfigError(f"offload must be true or false, not {raw['offload']!r}")
+        changes["offload"] = raw["offload"]
     for key in ("runtime_dir", "journal"):
         if key in raw:
             if not isinstance(raw[key], str) or not raw[key]:

@@ -136,7 +136,7 @@ class Node:
                                      peer_address=peer, new_incarnation=new_incarnation,
                                      now=self.loop.time(), max_datagram=max_datagram,
                                      heartbeat_timeout=self.config.heartbeat_timeout)
-        self.endpoint = Endpoint(self.connection, self._on_event)
+        self.endpoint = Endpoint(self.connection, self._on_event, offload=self.config.offload)
         await self.endpoint.bind(local)
         self.bound()
         self._control = await control.serve(
