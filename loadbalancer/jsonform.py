@@ -16,7 +16,6 @@ as decoding does (:mod:`loadbalancer.arrays`). Both raise
 
 from __future__ import annotations
 
-import base64
 import binascii
 import functools
 import json
@@ -24,6 +23,7 @@ import math
 from typing import Any, Final, cast
 
 import numpy as np
+import pybase64
 
 from loadbalancer.arrays import _check_contents, _describe, _dtype_from_descr, _shape
 from loadbalancer.codec import (
@@ -103,7 +103,7 @@ def _to_json(value: object, depth: int) -> object:
     if isinstance(value, (bytes, bytearray, memoryview)):
         if type(value) is memoryview:
             _check_memoryview(value)
-        return {"$bytes": base64.b64encode(value).decode("ascii")}
+        return {"$bytes": pybase64.b64encode(value).decode("ascii")}
     if isinstance(value, np.ndarray):
         return _array_to_json(value, value)
     if isinstance(value, _CONTAINERS) and type(value) is not _ExtType:
@@ -128,7 +128,7 @@ def _scalar_to_json(value: np.generic) -> object:
 
 def _array_to_json(arr: np.ndarray[Any, Any], origin: object) -> object:
     descr = _describe(arr, origin)
-    data = base64.b64encode(arr.tobytes()).decode("ascii")
+    data = pybase64.b64encode(arr.tobytes()).decode("ascii")
     return {"$array": {"dtype": descr, "shape": list(arr.shape), "data": data}}
 
 
@@ -197,6 +197,8 @@ def _base64(text: object) -> bytes:
     if type(text) is not str:
         raise CodecError("base64 data must be a string")
     try:
-        return base64.b64decode(text, validate=True)
+        # SIMD base64 (pybase64): the stdlib's validated decode took a quarter of a master's
+        # time handing over a map of 1 MiB inputs, 3.3 ms a MiB against 0.1.
+        return pybase64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise CodecError(f"bad base64: {exc}") from None
