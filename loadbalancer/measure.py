@@ -17,6 +17,8 @@ Steps = Sequence[tuple[float, float]]  # (time, capacity from then on), sorted b
 def ideal_makespan(work: float, start: float, nodes: Sequence[Steps]) -> float:
     """Seconds from ``start`` until ``work`` compute seconds fit under the
     summed capacity curve. Before a node's first step its capacity is 0."""
+    if work <= 0:  # nothing ran (an Executor whose every job was cancelled): no time at all
+        return 0.0
     times = sorted({t for steps in nodes for t, _ in steps if t > start} | {start})
     done, previous = 0.0, start
     for index, moment in enumerate(times):

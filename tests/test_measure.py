@@ -24,3 +24,10 @@ def test_a_late_node_counts_from_when_it_joined() -> None:
 
 def test_no_capacity_means_no_finish() -> None:
     assert ideal_makespan(1.0, 0.0, [[(0.0, 0.0)]]) == float("inf")
+
+
+def test_no_work_takes_no_time_even_where_a_node_starts_stopped() -> None:
+    # An Executor shut down with every job cancelled: no compute, and the first node's
+    # capacity 0 until its throttle event (this divided by zero and killed the master).
+    assert ideal_makespan(0.0, 0.0, [[(0.0, 0.0), (1.0, 1.0)]]) == 0.0
+    assert ideal_makespan(0.0, 0.0, [[(0.5, 1.0)]]) == 0.0
