@@ -47,14 +47,15 @@ class JobQueue:
 
     The order is kept as runs of consecutive job numbers of one task, so a million queued
     jobs of a map cost a few runs and a dict entry each, not a linked-list node each. A
-    removed job stays inside its run and is skipped when reached; before a removed job can
-    be queued again the runs are rebuilt without the removed ones, so no job is ever
-    covered twice."""
+    removed job stays inside its run and is skipped when reached; before such a job is
+    queued again the runs are rebuilt without the removed ones, so no job is ever covered
+    twice. A run emptied behind one whose task could not move stays until it is reached:
+    an empty run is skipped like a removed job."""
 
     def __init__(self) -> None:
         self._runs: collections.deque[_Run] = collections.deque()
         self._held: dict[int, bytes | None] = {}  # the queued jobs and their inputs
-        self._stale = 0  # positions in runs whose job was removed
+        self._removed: set[int] = set()  # removed jobs still inside a run
 
     def __len__(self) -> int:
         return len(self._held)
@@ -87,7 +88,7 @@ class JobQueue:
     def _admit(self, job: int, data: bytes | None) -> bool:
         """Hold ``job``'s input; whether it was queued already (it keeps its place)."""
         queued = job in self._held
-        if not queued and self._stale:
+        if job in self._removed:  # only then would two runs cover it
             self._compact()
         self._held[job] = data
         return queued
@@ -109,8 +110,8 @@ class JobQueue:
         while True:
             run = self._runs[0]
             while run.start < run.stop and run.start not in self._held:
+                self._removed.discard(run.start)
                 run.start += 1
-                self._stale -= 1
             if run.start < run.stop:
                 return run
             self._runs.popleft()
@@ -120,7 +121,7 @@ class JobQueue:
         if job not in self._held:
             return False
         del self._held[job]
-        self._stale += 1
+        self._removed.add(job)
         return True
 
     def take_tail(self, count: int, movable: Callable[[Task], bool]) -> list[Parcel]:
@@ -139,15 +140,15 @@ class JobQueue:
             while run.stop > run.start and taken < count:
                 run.stop -= 1
                 if run.stop not in self._held:
-                    self._stale -= 1
+                    self._removed.discard(run.stop)
                     continue
                 data = self._held.pop(run.stop)
                 parcel.jobs.append(run.stop)
                 if data is not None:
                     parcel.data[run.stop] = data
                 taken += 1
-        if any(run.start == run.stop for run in self._runs):
-            self._runs = collections.deque(run for run in self._runs if run.start < run.stop)
+        while self._runs and self._runs[-1].start == self._runs[-1].stop:
+            self._runs.pop()
         for parcel in parcels:
             parcel.jobs.reverse()
         parcels.reverse()
@@ -156,7 +157,7 @@ class JobQueue:
     def clear(self) -> None:
         self._runs.clear()
         self._held.clear()
-        self._stale = 0
+        self._removed.clear()
 
     def _compact(self) -> None:
         """The runs without their removed jobs."""
@@ -172,7 +173,7 @@ class JobQueue:
             if start is not None:
                 runs.append(_Run(start, run.stop, run.task))
         self._runs = runs
-        self._stale = 0
+        self._removed.clear()
 
 
 class Ledger:
