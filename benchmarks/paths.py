@@ -174,8 +174,7 @@ def _per_datagram(transfer: dict[str, Any], datagram: int | None) -> dict[str, A
     """The master's time per datagram of job data: what a faster sending path must cut."""
     if not datagram:
         return {}
-    carried = datagram - wire.HEADER.size - wire.FRAGMENT_HEADER.size - wire.TAG_SIZE
-    datagrams = math.ceil(transfer["bytes"] / carried)
+    datagrams = math.ceil(transfer["bytes"] / wire.fragment_capacity(datagram))
     return {"datagrams": datagrams, "us_per_datagram": round(transfer["seconds"] / datagrams
                                                              * 1e6, 2)}
 

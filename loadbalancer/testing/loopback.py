@@ -27,9 +27,8 @@ import psutil
 from loadbalancer import control, local
 from loadbalancer.addresses import Address, format_address
 from loadbalancer.testing.faultproxy import Faults
-from loadbalancer.testing.netns import Namespaces
+from loadbalancer.testing.netns import ROLES, Namespaces
 
-ROLES = ("master", "slave")
 START_TIMEOUT = 30.0
 RUN_TIMEOUT = 60.0
 # Seconds a benchmark gives a slave to leave after the master. It waits up to 5 s for the ack
@@ -174,20 +173,21 @@ class Cluster:
         if self.cli_status:
             answer = self.lb("status", "--role", role, "--config", str(self.config), "--json")
             return dict(json.loads(answer.stdout)) if answer.returncode == 0 else None
-        path = control.socket_path(Path(self.settings["runtime_dir"]), role)
         try:
-            return control.request(path, {"cmd": "status"})
+            return control.request(self._control_path(role), {"cmd": "status"})
         except control.ControlError:
             return None
 
     def set_throttle(self, role: str, value: float) -> None:
         """What `lb throttle VALUE` does, over the control socket from this process (no
         process of its own to start mid-run); ClusterError if the node refuses or is gone."""
-        path = control.socket_path(Path(self.settings["runtime_dir"]), role)
         try:
-            control.request(path, {"cmd": "throttle", "value": value})
+            control.request(self._control_path(role), {"cmd": "throttle", "value": value})
         except control.ControlError as error:
             raise ClusterError(f"throttle {value} for the {role}: {error}") from None
+
+    def _control_path(self, role: str) -> Path:
+        return control.socket_path(Path(self.settings["runtime_dir"]), role)
 
     def wait_for(self, role: str, check: Callable[[dict[str, Any]], bool],
                  timeout: float = START_TIMEOUT, *,
