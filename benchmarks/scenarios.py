@@ -1,6 +1,6 @@
 """The scenarios of DESIGN.md 5 and issue 12, their run sizes, and one real lb run of one.
 
-Throttle schedules come from the simulator's scenario table (benchmarks/simulate.py), so the
+Throttle schedules come from the simulator's scenario table (benchmarks/simulation.py), so the
 simulated and the real runs are the same experiments; `lossy` adds the fault proxy. Issue 12's
 cases where peers fail: `pause` (the slave's process stopped for 5 s at ~25 % and continued),
 `late` (the slave to 0.2 at ~80 %), `uneven` (lognormal job costs, sigma 1), `straggler` (one
@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks import ideal, simulate
+from benchmarks import ideal, simulation
 from benchmarks.results import Extra, Row, lb_row
 from loadbalancer.testing.faultproxy import Faults
 from loadbalancer.testing.loopback import SLAVE_GRACE, Cluster, ClusterError
@@ -38,7 +38,7 @@ class Bench:
     """A scenario as the harness runs it: a throttle schedule, faults on the link, the slave
     stopped for a while, the jobs' costs, a size of its own."""
 
-    scenario: simulate.Scenario
+    scenario: simulation.Scenario
     faults: Faults | None = None
     pause: tuple[float, float] | None = None  # (share of the nominal run, seconds stopped)
     spread: float = 0.0  # sigma of the jobs' lognormal cost multiplier
@@ -57,15 +57,15 @@ TINY_SHAPE = (100_000, 20_000, 0.0001, 16)  # 16 float64 a job: nothing to move 
 
 
 def _benches() -> dict[str, Bench]:
-    simulated = {s.name: s for s in simulate.SCENARIOS}
+    simulated = {s.name: s for s in simulation.SCENARIOS}
     benches = {name: Bench(simulated[name]) for name in ("equal", "hetero", "change", "drain")}
-    benches["lossy"] = Bench(simulate.Scenario("lossy", (1.0, 1.0)), LOSSY)
+    benches["lossy"] = Bench(simulation.Scenario("lossy", (1.0, 1.0)), LOSSY)
     equal = (1.0, 1.0)
-    benches["pause"] = Bench(simulate.Scenario("pause", equal), pause=(0.25, PAUSE_SECONDS))
-    benches["late"] = Bench(simulate.Scenario("late", equal, ((0.80, "slave", 0.2),)))
-    benches["uneven"] = Bench(simulate.Scenario("uneven", equal), spread=1.0)
-    benches["straggler"] = Bench(simulate.Scenario("straggler", equal), straggler=20)
-    benches["tiny"] = Bench(simulate.Scenario("tiny", equal), shape=TINY_SHAPE, per_job=True)
+    benches["pause"] = Bench(simulation.Scenario("pause", equal), pause=(0.25, PAUSE_SECONDS))
+    benches["late"] = Bench(simulation.Scenario("late", equal, ((0.80, "slave", 0.2),)))
+    benches["uneven"] = Bench(simulation.Scenario("uneven", equal), spread=1.0)
+    benches["straggler"] = Bench(simulation.Scenario("straggler", equal), straggler=20)
+    benches["tiny"] = Bench(simulation.Scenario("tiny", equal), shape=TINY_SHAPE, per_job=True)
     return benches
 
 
@@ -139,10 +139,10 @@ def sized(bench: Bench, size: Size, quick: bool) -> Size:
     return size
 
 
-def schedule(bench: Bench, size: Size) -> list[simulate.ThrottleChange]:
+def schedule(bench: Bench, size: Size) -> list[simulation.ThrottleChange]:
     """(seconds after the run starts, role, throttle), the starting throttles at 0."""
-    return simulate.schedule(
-        bench.scenario, simulate.Setup(jobs=size.jobs, job_seconds=size.job_seconds)
+    return simulation.schedule(
+        bench.scenario, simulation.Setup(jobs=size.jobs, job_seconds=size.job_seconds)
     )
 
 
@@ -242,7 +242,7 @@ def run_one(scenario: str | Bench, policy: str, size: Size) -> Run:
 Action = tuple[float, str, Callable[[], None]]  # (seconds after the join, what, do it)
 
 
-def _drive(pair: Cluster, changes: list[simulate.ThrottleChange],
+def _drive(pair: Cluster, changes: list[simulation.ThrottleChange],
            pause: tuple[float, float] | None, timeout: float, record: dict[str, Any]) -> str:
     """Start both nodes, apply the throttle changes and the pause on time, wait for the end;
     a note if something went wrong."""

@@ -187,8 +187,10 @@ class Balancer:
             case StateReceived(remote):
                 self.remote, self.remote_at = remote, now
             case JobsSent(count):
+                # Until the peer hears our queue without them, it sees these jobs twice:
+                # in our last state and on their way to it, and asks for them again.
                 self.sent_jobs += count
-                return []
+                return [SendState()] if count else []
             case JobsReceived(count, request):
                 self.received_jobs += count
                 if self.requested is not None and request == self.requested.request:

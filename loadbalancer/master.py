@@ -365,6 +365,8 @@ class Master(Node):
         """The job has its result from ``on``: whatever other execution remains stops."""
         self.queue.remove(job)  # a copy queued here (or after a take-back) need not run
         if on is Role.SLAVE and job in self.copies:
+            if job in self.running:  # the copy's worker is free from now: the tail ends
+                self.last_done = time.time()
             self.copies.beaten(job, self.loop.time())
             self.stop_run(job)
         elif on is Role.MASTER and self.ledger.owner(job) is Role.SLAVE \

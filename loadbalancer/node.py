@@ -370,7 +370,8 @@ class Node:
         total, finished = self.progress()
         return Status(
             role=str(self.role), phase=self.phase, queued=len(self.queue),
-            running=len(self.running), executed=self.monitor.executed,
+            running=len(self.running), running_elapsed=self.runner.running_elapsed(),
+            executed=self.monitor.executed,
             failed=self.failed_runs, throttle=self.throttle.value,
             workers=self.config.workers, cpu=self.monitor.cpu, speed=speed, eta=eta,
             job_seconds=self.monitor.job_seconds, job_error=self.monitor.job_times.error,
@@ -451,7 +452,7 @@ class Node:
         channel = self.connection.channel
         view = adaptor.NodeView(len(self.queue), len(self.running), self.throttle.value,
                                 self.config.workers, self.monitor.job_seconds,
-                                self.monitor.job_times.error)
+                                self.monitor.job_times.error, self.runner.running_elapsed())
         link = adaptor.Link(rtt=channel.srtt or 0.001,
                             bandwidth=channel.delivery_rate or 10e6,
                             job_bytes=self._job_bytes or 1024.0)

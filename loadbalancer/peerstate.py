@@ -20,6 +20,8 @@ MAX_WORKERS = 4096
 MIN_JOB_SECONDS, MAX_JOB_SECONDS = 1e-9, 1e6
 # The relative standard error of that figure: beyond a hundredfold it says nothing more.
 MAX_JOB_ERROR = 100.0
+# How long running jobs have run: a paused node's may have run for years.
+MAX_ELAPSED = 1e9
 
 
 def _name(value: object) -> bool:
@@ -75,13 +77,17 @@ class PeerState:
             raise Rejected("malformed", "state field 'workers'")
         job_seconds = None if meta.get("job_seconds") is None else \
             float(_number(meta, "job_seconds", MIN_JOB_SECONDS, MAX_JOB_SECONDS))
+        elapsed = None if meta.get("running_elapsed") is None else \
+            float(_number(meta, "running_elapsed", 0, MAX_ELAPSED))
         view = NodeView(queued=_jobs(meta, "queued"), running=_jobs(meta, "running"),
                         throttle=float(_number(meta, "throttle", 0, 1)), workers=workers,
                         job_seconds=job_seconds,
-                        job_error=float(_number(meta, "job_error", 0, MAX_JOB_ERROR, 0.0)))
+                        job_error=float(_number(meta, "job_error", 0, MAX_JOB_ERROR, 0.0)),
+                        running_elapsed=elapsed)
         status = {key: value if valid(value := meta.get(key)) else None
                   for key, valid in _DISPLAY.items()}
         status.update(dropped=fields.counters(meta.get("dropped")), queued=view.queued,
                       running=view.running, throttle=view.throttle, workers=view.workers,
-                      job_seconds=view.job_seconds, job_error=view.job_error)
+                      job_seconds=view.job_seconds, job_error=view.job_error,
+                      running_elapsed=view.running_elapsed)
         return cls(view, _jobs(meta, "sent_jobs"), _jobs(meta, "received_jobs"), status)

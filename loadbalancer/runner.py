@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
@@ -64,6 +65,10 @@ class Runner:
             task = runs[0].task
             try:
                 if isinstance(task, FunctionTask):
+                    # A process reports no start of its own: the trip's stands for each job.
+                    started = time.monotonic()
+                    for run in runs:
+                        run.started = started
                     self._process_of.update((run.job, process) for run in runs)
                     outcomes = await process.run([
                         Call(run.job, task.module_spec, task.ref.function, run.data)
@@ -107,6 +112,15 @@ class Runner:
             else:
                 self.failed_runs += 1
         self.host.jobs_done(outcomes, first and self.monitor.job_seconds is not None)
+
+    def running_elapsed(self) -> float | None:
+        """Mean wall seconds the running jobs have run (those not begun count none);
+        None when nothing runs."""
+        if not self.running:
+            return None
+        now = time.monotonic()
+        return sum(now - run.started for run in self.running.values()
+                   if run.started is not None) / len(self.running)
 
     def stop_run(self, job: int) -> None:
         """Stop a job running here for good (its result came from elsewhere): a thread's

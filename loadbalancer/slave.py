@@ -54,7 +54,8 @@ class Slave(Node):
         self._flush_handle: asyncio.TimerHandle | None = None
         self._trace_message: int | None = None
         self._trace_acked = asyncio.Event()
-        self.last_done: float | None = None
+        self.last_done: float | None = None  # when a job last left a worker here (ended, or
+        # stopped because a copy won): the end of this node's part, for the tail
 
     def progress(self) -> tuple[int | None, int | None]:
         return None, self.delivered
@@ -143,6 +144,8 @@ class Slave(Node):
         elif isinstance(message, Cancel):
             for job in message.jobs:
                 self.queue.remove(job)
+                if job in self.running:  # a copy's result came first: the worker is free
+                    self.last_done = time.time()
                 self.stop_run(job)
         elif isinstance(message, Finish) and self.phase != Phase.DONE:
             self.spawn(self._leave())

@@ -15,6 +15,7 @@ class Status:
     phase: str  # balancer.Phase
     queued: int
     running: int
+    running_elapsed: float | None  # mean wall seconds the running jobs have run; None: none
     executed: int  # jobs computed here
     failed: int  # runs here that raised
     throttle: float

@@ -113,6 +113,7 @@ class Running:
     queued_as: bytes | None  # what goes back in the queue if it is preempted
     cancelled: bool = False  # taken back: throttle 0 or the session it came with ended
     requeue: bool = True  # on preemption, put it back in the queue
+    started: float | None = None  # time.monotonic() when its compute began; None: not yet
 
     def is_cancelled(self) -> bool:
         return self.cancelled
@@ -134,6 +135,7 @@ async def run_jobs(executor: ThreadPoolExecutor, workload: Workload, runs: list[
     def compute() -> list[Outcome]:
         outcomes = []
         for run in runs:
+            run.started = time.monotonic()
             cycle.begin()
             try:
                 result = workload.run(run.job, run.data,

@@ -45,8 +45,9 @@ def node(queued: int = 0, running: int = 0, throttle: float = 1.0,
 
 
 def peer(queued: int = 0, running: int = 0, throttle: float = 1.0, sent: int = 0,
-         received: int = 0) -> StateReceived:
-    return StateReceived(Peer(NodeView(queued, running, throttle, 1, 0.1), sent, received))
+         received: int = 0, elapsed: float | None = None) -> StateReceived:
+    view = NodeView(queued, running, throttle, 1, 0.1, running_elapsed=elapsed)
+    return StateReceived(Peer(view, sent, received))
 
 
 # What an instruction looks like in a scenario: "state", ("jobs", count, request) with
@@ -93,11 +94,11 @@ SCENARIOS: dict[str, list[Step]] = {
         (0.2 + REQUEST_TIMEOUT, Tick(), node(), [("request", 2, "some")])],
     "no grant while jobs we pushed are on their way": [
         *JOINED, (0.1, peer(queued=0), node(queued=100, balancing=False), []),
-        (0.2, JobsSent(30), node(queued=70), []),
+        (0.2, JobsSent(30), node(queued=70), ["state"]),
         (0.3, RequestReceived(1, 20), node(queued=70), [("jobs", 0, 1)])],
     "a grant once the peer counted what we pushed": [
         *JOINED, (0.1, peer(queued=0), node(queued=100, balancing=False), []),
-        (0.2, JobsSent(30), node(queued=70), []),
+        (0.2, JobsSent(30), node(queued=70), ["state"]),
         (0.3, peer(queued=0, received=30), node(queued=70, balancing=False), []),
         (0.4, RequestReceived(1, 20), node(queued=70), [("jobs", 20, 1)])],
     "a node that is not balancing neither moves nor grants": [
@@ -107,7 +108,7 @@ SCENARIOS: dict[str, list[Step]] = {
         *JOINED, (0.1, PeerLost(), node(queued=100), []),
         (0.2, Tick(), node(queued=100), [])],
     "a new session starts its counters over": [
-        *JOINED, (0.1, JobsSent(30), node(), []), (0.2, PeerJoined(), node(), ["state"]),
+        *JOINED, (0.1, JobsSent(30), node(), ["state"]), (0.2, PeerJoined(), node(), ["state"]),
         (0.3, peer(queued=0, received=0), node(queued=0, balancing=False), []),
         (0.4, RequestReceived(1, 20), node(queued=70), [("jobs", 20, 1)])],
     "a finished job with work queued waits for the period": [
@@ -186,6 +187,14 @@ COPY_SCENARIOS: dict[str, tuple[StateReceived, Local, int]] = {
     "not a job already copied": (peer(running=1, throttle=0.1),
                                  copier(running=1, copying=1, workers=2), 0),
     "one copy for each idle worker": (peer(running=3, throttle=0.1), copier(workers=2), 2),
+    # At throttle 0.25 the slave's job takes 0.4 s, a copy here 0.1 s: it depends on how far
+    # the slave's job has got, not on a guess of half-way.
+    "a job the slave has just begun": (peer(running=1, throttle=0.25, elapsed=0.01),
+                                       copier(), 1),
+    "not a job the slave is about to end": (peer(running=1, throttle=0.25, elapsed=0.35),
+                                            copier(), 0),
+    "not a job that ran past its expected time": (peer(running=1, throttle=0.25, elapsed=2.0),
+                                                  copier(), 0),
 }
 
 
@@ -197,6 +206,17 @@ def test_copies_of_the_tail(name: str) -> None:
     got = balancer.handle(state, local, 0.1)
     assert [(type(i), i.count) for i in got if isinstance(i, RunCopies)] == \
         ([(RunCopies, count)] if count else [])
+
+
+@pytest.mark.parametrize(("later", "copies"), [(0.05, [RunCopies]), (0.15, [])])
+def test_a_copy_counts_the_time_since_the_slaves_state(later: float, copies: list[type]) -> None:
+    balancer = Balancer("symmetric")
+    balancer.handle(PeerJoined(), copier(), 0.0)
+    # Its job had 0.2 s left when sampled: ample for a 0.1 s copy 0.05 s later, too little
+    # 0.15 s later.
+    state = peer(running=1, throttle=0.25, elapsed=0.2)
+    assert balancer.handle(state, copier(running=1), 0.0) == []
+    assert [type(i) for i in balancer.handle(Tick(), copier(), later)] == copies
 
 
 def test_a_quiet_slave_is_copied_from_even_at_full_speed() -> None:

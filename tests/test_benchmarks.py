@@ -116,7 +116,7 @@ def test_targets_judge_the_median_and_the_table_shows_median_and_worst() -> None
 
 
 def test_the_ideal_counts_a_pause_and_the_longest_job() -> None:
-    from benchmarks import ideal, simulate
+    from benchmarks import ideal, simulation
     two = [[(0.0, 1.0)], [(0.0, 1.0)]]
     assert ideal.ideal_makespan(10.0, 0.0, two) == 5.0
     # The slave stopped from 1 s to 6 s: 2 s of work by 1 s, 5 more by the master alone,
@@ -132,7 +132,7 @@ def test_the_ideal_counts_a_pause_and_the_longest_job() -> None:
     assert straggler.straggler == 31 and straggler.factor == 20
     assert ideal.longest_job(51.0, straggler) == pytest.approx(20.0)  # 31 + 20 job shares
     # The simulator has no ideal of its own: it uses this one.
-    assert simulate.from_changes is ideal.from_changes
+    assert simulation.from_changes is ideal.from_changes
 
 
 def test_the_new_scenarios_sizes_and_schedules() -> None:

@@ -14,15 +14,8 @@ from loadbalancer.adaptor import POLICIES, Policy
 # `pythonpath = ["."]` under [tool.pytest.ini_options] would make this unnecessary).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.simulate import (
-    SCENARIOS,
-    Scenario,
-    Setup,
-    from_changes,
-    main,
-    schedule,
-    simulate,
-)
+from benchmarks.simulate import main
+from benchmarks.simulation import SCENARIOS, Scenario, Setup, from_changes, schedule, simulate
 
 SMALL = Setup(jobs=128)
 BY_NAME = {scenario.name: scenario for scenario in SCENARIOS}
@@ -111,6 +104,16 @@ def test_drain_hands_the_stopped_nodes_queue_over() -> None:
 def test_symmetric_does_not_bounce_jobs(scenario: Scenario) -> None:
     result = simulate(scenario, "symmetric")
     assert result.bounced <= 0.03 * Setup().jobs  # without hysteresis: about 25 %
+
+
+@pytest.mark.parametrize("seed", [1, 3])
+def test_a_slave_slowed_in_its_last_job_is_copied_and_the_copy_wins(seed: int) -> None:
+    # At 97 % the slave drops to 0.05: its running job would take twenty times longer.
+    slowed = Scenario("slowed", (1.0, 1.0), ((0.97, "slave", 0.05),))
+    result = simulate(slowed, "symmetric", setup=Setup(jobs=128, seed=seed))
+    assert result.copies == 1 and result.tail == 0.0  # the slave stopped when the copy won
+    assert result.ratio <= 1.011 and result.copy_share < 0.01
+    assert sum(result.executed.values()) == 128  # the stopped original is not a result
 
 
 def test_cli_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None:
