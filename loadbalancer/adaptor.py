@@ -108,6 +108,11 @@ class Params:
     # A peer state older than this says the peer may have stopped (paused, hung): its
     # running jobs are then no nearer their end than when they began.
     stale_state: float = 2.0
+    # A move waits until the receiver would run dry within this many seconds (beyond the
+    # move's own delivery): while both nodes stay busy an imbalance costs nothing yet, and
+    # a later decision (three state periods later at the default) sees truer speeds. Early
+    # moves on young estimates were most of the churn between nodes of one speed.
+    lookahead: float = 1.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +240,12 @@ def _best_move(src: _Side, dst: _Side, latency: float, link: Link) -> _Move:
     return max(moves, key=lambda move: (move.gain, -move.count))
 
 
+def _delivery(move: _Move, link: Link) -> float:
+    """Seconds from deciding a move to its jobs landing: a request's round trip and the
+    transfer."""
+    return link.rtt + move.count * link.job_bytes / link.bandwidth
+
+
 def _half_cost(move: _Move, snap: Snapshot) -> float:
     """Half of what a move costs: transfer, rtt and the state's age (dask's halved margin).
 
@@ -313,6 +324,11 @@ def _balance(
     notes: list[str] = [policy]
     for action, move in candidates:
         if move is None or move.count == 0:
+            continue
+        due = params.lookahead + _delivery(move, snap.link)
+        if move.dst_before > due:
+            notes.append(f"{action} {move.count} waits: the receiver is busy for "
+                         f"{move.dst_before:.2f}s, >{due:.2f}s")
             continue
         margin = _margin(move, snap, params)
         if move.count >= params.min_batch and move.gain > margin:

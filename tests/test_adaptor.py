@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -24,6 +25,8 @@ from loadbalancer.peerstate import MAX_JOB_SECONDS, MAX_JOBS, MAX_WORKERS, MIN_J
 
 LAN = Link(rtt=0.002, bandwidth=12.5e6, job_bytes=8_000.0)
 JOB = 0.06  # measured compute seconds of one job at full speed
+# The model's counts on queues of any length: moves made at once, not when due.
+EAGER = Params(lookahead=math.inf)
 
 
 def node(
@@ -112,7 +115,7 @@ MOVES = [
 def test_imbalance_moves_the_equalizing_count(
     policy: Policy, local: NodeView, remote: NodeView, action: str, count: int
 ) -> None:
-    decision = decide(policy, snap(local, remote))
+    decision = decide(policy, snap(local, remote), EAGER)
     ideal = equalizing(local, remote) if action == "send" else -equalizing(local, remote)
     assert decision.action == action
     assert abs(decision.count - ideal) <= 2
@@ -133,9 +136,24 @@ def test_policy_decides_who_initiates(policy: Policy, local: NodeView, remote: N
     assert decide(policy, snap(local, remote)).action == "hold"
 
 
+@pytest.mark.parametrize("policy", ["sender", "receiver", "symmetric"])
+def test_a_move_waits_until_the_receiver_would_run_dry_soon(policy: Policy) -> None:
+    """Between two busy nodes an imbalance costs nothing yet: the move is made once the
+    receiver has lookahead seconds of work left, on what is known then."""
+    slow, fast = node(100, throttle=0.5), node(20)  # 12.06 s against 1.23 s
+    due = snap(slow, fast) if policy == "sender" else snap(fast, slow)
+    action = "send" if policy == "sender" else "request"
+    assert decide(policy, due).action == action
+    early = replace(due, local=replace(due.local, queued=due.local.queued + 30),
+                    remote=replace(due.remote, queued=due.remote.queued + 30))
+    waits = decide(policy, early)  # the fast one has 3.03 s left
+    assert waits.action == "hold" and "waits: the receiver is busy for 3.03s" in waits.reason
+    assert decide(policy, early, EAGER).action == action
+
+
 def test_the_peers_state_is_aged_by_the_work_done_since() -> None:
     # 1 s old: the peer has run 16.7 of its 100 jobs since; equalize 12.03 s against 5.03 s.
-    decision = decide("sender", snap(node(200), node(100), age=1.0))
+    decision = decide("sender", snap(node(200), node(100), age=1.0), EAGER)
     assert (decision.action, decision.count) == ("send", 58)
 
 
@@ -164,8 +182,8 @@ def test_whole_job_waves_near_the_end() -> None:
 
 def test_min_batch() -> None:
     view = snap(node(110), node(100))  # 5 jobs equalize
-    assert decide("sender", view, Params(min_batch=1, hysteresis=0.0)).count == 5
-    assert decide("sender", view, Params(min_batch=6, hysteresis=0.0)).action == "hold"
+    assert decide("sender", view, replace(EAGER, min_batch=1, hysteresis=0.0)).count == 5
+    assert decide("sender", view, replace(EAGER, min_batch=6, hysteresis=0.0)).action == "hold"
 
 
 @pytest.mark.parametrize("policy", ["receiver", "symmetric"])
@@ -234,7 +252,7 @@ def test_jobs_in_flight_from_the_peer_prevent_a_request() -> None:
 
 def test_no_ping_pong_between_two_symmetric_nodes() -> None:
     """A pushes to B; then each decides again from views that lag the move."""
-    a_first = decide("symmetric", snap(node(300), node(100)))
+    a_first = decide("symmetric", snap(node(300), node(100)), EAGER)
     assert a_first.action == "send"
     moved = a_first.count
     views_of_b = [
@@ -247,13 +265,13 @@ def test_no_ping_pong_between_two_symmetric_nodes() -> None:
     ]
     a_fresh = node(300 - moved)
     for view in views_of_b:
-        b = decide("symmetric", view)
+        b = decide("symmetric", view, EAGER)
         assert b.action != "send", b.reason
         if b.action == "request":  # A answers from its fresh state: nothing to give
             asked_by_b = snap(a_fresh, view.local, age=view.remote_age)
             assert grant(asked_by_b, b.count) == 0
     # A again, B's state still from before the jobs landed.
-    a_again = decide("symmetric", snap(a_fresh, node(100), age=0.5, to_remote=moved))
+    a_again = decide("symmetric", snap(a_fresh, node(100), age=0.5, to_remote=moved), EAGER)
     assert a_again.action == "hold", a_again.reason
 
 
@@ -284,8 +302,8 @@ def test_both_sides_never_send_at_each_other(
 def test_symmetric_request_crossing_a_send_gets_nothing() -> None:
     """Both sides act on the same imbalance at once: A sends, B asks. A's grant sees the send."""
     a, b = node(100, throttle=0.3), node(30)
-    sent = decide("symmetric", snap(a, b))
-    asked = decide("symmetric", snap(b, a))
+    sent = decide("symmetric", snap(a, b), EAGER)
+    asked = decide("symmetric", snap(b, a), EAGER)
     assert (sent.action, asked.action) == ("send", "request")
     after_send = snap(replace(a, queued=a.queued - sent.count), b, age=0.3, to_remote=sent.count)
     assert grant(after_send, asked.count) == 0
