@@ -16,7 +16,9 @@ a slow or far peer. The best k equalizes T_i' and T_j'. A node makes the move wh
 more than what noise could fake (see `_margin`: `confidence` standard errors of the gap
 between T_i and T_j, from the measured spread and drift of both job-time estimates, and the
 hysteresis share of max(T_i, T_j), both scaled by the receiver's share of the speed) plus
-half its cost (transfer + rtt + state age), dask stealing's halved margin, and k >= min_batch.
+half its cost (transfer + rtt + state age), dask stealing's halved margin, and k >= min_batch;
+and not before the receiver would run dry within `lookahead` seconds of the jobs landing
+(until then both stay busy, and a later decision sees truer speeds).
 
 Defaults from `python -m benchmarks.simulate --sweep` (the real Balancer and JobTimes in
 virtual time, with the duty cycle inside a job, running jobs' progress in the state and the
