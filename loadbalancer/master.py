@@ -252,7 +252,7 @@ class Master(Node):
         if newly and self.phase == Phase.PROCESSING and self._bootstrap_due:
             # Nothing is known of the new slave's speed yet: half, then the adaptor corrects.
             self._bootstrap_due = False
-            self.send_jobs(len(self.queue) // 2, reason="half of the queue, to start with",
+            self.shipper.send_jobs(len(self.queue) // 2, reason="half of the queue, to start with",
                            bootstrap=True)
         self.balance(Tick())
 
@@ -378,7 +378,8 @@ class Master(Node):
             log.info("job %d failed on the %s (%s): attempt %d of %d next", job, on,
                      failure.line(), attempts + 1, self.config.retries + 1)
             if on is Role.MASTER and self.movable(task):
-                self.ship([Parcel(task, array("q", [job]))])  # "on the other node where possible"
+                # "on the other node where possible"
+                self.shipper.ship([Parcel(task, array("q", [job]))])
             elif job not in self.queue:
                 self.ledger.assign([job], Role.MASTER)
                 self.queue.push_front(job, task, None)
