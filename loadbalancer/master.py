@@ -17,36 +17,33 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 import time
 from array import array
-from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
-from loadbalancer import fields, measure
+from loadbalancer import fields, outputs, progress
 from loadbalancer.balancer import Phase, Tick
 from loadbalancer.batch import Batch
 from loadbalancer.copies import Copies
 from loadbalancer.exits import EXIT_FAILURE, EXIT_JOBS_FAILED, EXIT_OK
+from loadbalancer.handover import Handover
 from loadbalancer.jobs import Ledger, Parcel
 from loadbalancer.journal import Journal, Recovered
-from loadbalancer.logs import duration, jobs, summary_line
+from loadbalancer.logs import jobs, summary_line
 from loadbalancer.messages import (
     Cancel,
     Finish,
     Jobs,
     Message,
-    Needs,
     Refuse,
     Results,
     Trace,
     Verdict,
-    WorkloadSpec,
 )
 from loadbalancer.node import Node
 from loadbalancer.outcome import Failure, Outcome
+from loadbalancer.summary import summarise
 from loadbalancer.tasks import Task, describe
 from loadbalancer.trace import COUNT, SAMPLE, PeerHistory, event_flaw, sample_flaw
 from loadbalancer.wire import Role
@@ -65,9 +62,7 @@ class Master(Node):
         super().__init__(*args, **kwargs)
         self.batch = batch
         self.ledger = Ledger(batch.count)
-        self.peer_able: dict[str, bool] = {}  # spec key -> the slave's verdict, this session
-        self._asked: set[str] = set()  # spec keys asked about, this session
-        self._bootstrap_due = False  # a session opened and has not had its half yet
+        self.handover = Handover(self)
         self.recovered = 0
         self.journal: Journal | None = None
         self._journal_wanted = journal and not resume  # made once the sockets are bound
@@ -146,13 +141,9 @@ class Master(Node):
         return self.ledger.finished
 
     def progress_line(self, rate: float) -> str:
-        done, total = self.ledger.finished, self.ledger.job_count
-        left = f", about {duration((total - done) / rate)} left" if rate > 0 else ""
         slave = self.remote.view.queued if self.remote and self.connection.connected else None
-        there = f", the slave {slave}" if slave is not None else ", no slave"
-        return (f"progress: {done} of {total} jobs done ({done / total:.0%}), "
-                f"{rate:.1f} jobs/s{left}; queued: here {len(self.queue)}{there}"
-                if total else "progress: no jobs yet")
+        return progress.master_line(self.ledger.finished, self.ledger.job_count, rate,
+                                    len(self.queue), slave)
 
     def job_data(self, job: int) -> bytes:
         return self.batch.job_data(job)
@@ -184,7 +175,7 @@ class Master(Node):
         self.ledger.add(len(new))
         for job in new:
             self.queue.push(job, self.batch.task(job))
-        self.ask({self.batch.task(job).spec.key(): self.batch.task(job).spec
+        self.handover.ask({self.batch.task(job).spec.key(): self.batch.task(job).spec
                   for job in new}.values())
         self.wake()
         self.balance(Tick())
@@ -204,26 +195,14 @@ class Master(Node):
     # ---- sessions -------------------------------------------------------------------
     def peer_joined(self) -> None:
         self.peer_history.joined(time.time())
-        self.peer_able = {}
-        self._asked = set()
-        self._bootstrap_due = True
+        self.handover.joined()
         if self.phase == Phase.PROCESSING:
-            self.ask(self.batch.specs())
+            self.handover.ask(self.batch.specs())
         elif self.phase == Phase.DONE:
             self.send(Finish())
 
-    def ask(self, specs: Iterable[WorkloadSpec]) -> None:
-        """Ask the slave whether it can run these kinds of job (each once a session);
-        their jobs stay here until it says it can, and the bootstrap waits for that."""
-        if not self.connection.connected:
-            return
-        new = [spec for spec in specs if spec.key() not in self._asked]
-        if new:
-            self._asked.update(spec.key() for spec in new)
-            self.send(Needs(new))
-
     def sharing(self) -> bool:
-        return any(self.peer_able.values())
+        return self.handover.sharing()
 
     def remote_updated(self) -> None:
         assert self.remote is not None
@@ -238,54 +217,22 @@ class Master(Node):
         self.peer_history.sample(time.time())
 
     def movable(self, task: Task) -> bool:
-        return self.peer_able.get(task.spec.key(), False)
-
-    def _on_verdict(self, verdict: Verdict) -> None:
-        newly = False
-        for spec in verdict.able:
-            newly = newly or not self.peer_able.get(spec.key(), False)
-            self.peer_able[spec.key()] = True
-        for spec, why in verdict.unable:
-            if self.peer_able.setdefault(spec.key(), False):
-                continue  # it said it can before; a contradiction changes nothing
-            self.say(f"the slave cannot run {describe(spec)}: {why}; carrying on without it")
-        if newly and self.phase == Phase.PROCESSING and self._bootstrap_due:
-            # Nothing is known of the new slave's speed yet: half, then the adaptor corrects.
-            self._bootstrap_due = False
-            self.send_jobs(len(self.queue) // 2, reason="half of the queue, to start with",
-                           bootstrap=True)
-        self.balance(Tick())
+        return self.handover.movable(task)
 
     def peer_lost(self, reason: str) -> None:
         self.peer_history.lost(time.time())
-        self.peer_able = {}
+        self.handover.lost()
         if self.phase == Phase.PROCESSING:  # afterwards every result is held: nothing to take back
-            self._take_back(self.ledger.unfinished(Role.SLAVE), f"{reason}: took back")
-
-    def _take_back(self, jobs: Iterable[int], why: str) -> None:
-        jobs = [job for job in jobs if job not in self.queue and not self.ledger.is_done(job)]
-        self.ledger.assign(jobs, Role.MASTER)
-        if self.journal is not None:
-            self.journal.owners(jobs, Role.MASTER)
-        for job in jobs:
-            if job not in self.running:  # a copy running here is the job now
-                self.queue.push(job, self.batch.task(job))  # input made again from the batch
-        if jobs:
-            self.say(f"{why} {len(jobs)} jobs")
-        self.wake()
+            self.handover.take_back(self.ledger.unfinished(Role.SLAVE), f"{reason}: took back")
 
     def jobs_sent(self, jobs: array[int], bootstrap: bool) -> None:
-        if not bootstrap:
-            self.ledger.mark_moved(jobs)
-        self.ledger.assign(jobs, Role.SLAVE)
-        if self.journal is not None:
-            self.journal.owners(jobs, Role.SLAVE)
+        self.handover.sent(jobs, bootstrap)
 
     # ---- messages ---------------------------------------------------------------------
     def handle(self, message: Message) -> None:
         match message:
             case Jobs():
-                self._accept_jobs(message)
+                self.handover.accept(message)
             case Results(results, failures):
                 self.peer_history.delivered(len(results) + len(failures))
                 for job, result in results:
@@ -293,38 +240,12 @@ class Master(Node):
                 for job, failure in failures:
                     self._record(Outcome(job, None, failure), on=Role.SLAVE)
             case Verdict():
-                self._on_verdict(message)
+                self.handover.on_verdict(message)
             case Refuse(jobs, reason):
-                self.refused += len(jobs)
-                for spec_key in self.peer_able:
-                    self.peer_able[spec_key] = False  # it said it could: trust it no more
-                self._take_back([job for job in jobs if job in self.ledger],
-                                f"slave refused ({reason}):")
+                self.handover.refused(jobs, reason)
             case Trace():
                 self.slave_trace = checked_trace(message)
                 self._trace_received.set()
-
-    def _accept_jobs(self, message: Jobs) -> None:
-        for job, data in message.jobs:
-            if job not in self.ledger or job in self.queue or self.ledger.is_done(job):
-                continue
-            task = self.batch.task(job)
-            if message.workload != task.spec:
-                self.connection.dropped["wrong_workload"] += 1
-                self._take_back([job], "slave sent a job as another kind; took back")
-                continue
-            try:
-                task.check_job(job, data)
-            except WorkloadError:
-                self.refused += 1
-                self.queue.push(job, task)  # our own copy of its input is the authority
-            else:
-                self.queue.push(job, task, data)
-            self.ledger.assign([job], Role.MASTER)
-            if self.journal is not None:
-                self.journal.owners([job], Role.MASTER)
-            self.moved_in += 1
-            self.ledger.mark_moved([job])
 
     def job_finished(self, outcome: Outcome) -> None:
         self.last_done = time.time()
@@ -380,7 +301,8 @@ class Master(Node):
             log.info("job %d failed on the %s (%s): attempt %d of %d next", job, on,
                      failure.line(), attempts + 1, self.config.retries + 1)
             if on is Role.MASTER and self.movable(task):
-                self.ship([Parcel(task, array("q", [job]))])  # "on the other node where possible"
+                # "on the other node where possible"
+                self.shipper.ship([Parcel(task, array("q", [job]))])
             elif job not in self.queue:
                 self.ledger.assign([job], Role.MASTER)
                 self.queue.push_front(job, task, None)
@@ -418,8 +340,8 @@ class Master(Node):
             except TimeoutError:
                 self.say("the slave's trace did not arrive")
         self.sample()  # the last frame: with the slave's final state, if it came
-        self.summary = self._summarise(makespan, error)
-        written = self._write_outputs()
+        self.summary = summarise(self, makespan, error)
+        written = outputs.write(self)
         if self.journal is not None:
             # Only once the outputs are safe is there nothing left to resume.
             journal, finished = self.journal, error is None and written
@@ -450,71 +372,6 @@ class Master(Node):
         self.wake()
         self.balance(Tick())
 
-    def _summarise(self, makespan: float, error: str | None) -> dict[str, Any]:
-        stats = self.slave_trace.stats if self.slave_trace else {}
-        slave_executed, slave_compute = self.peer_history.work(stats)
-        executed = {"master": self.monitor.executed, "slave": slave_executed}
-        compute = self.monitor.compute_seconds + slave_compute
-        runs = executed["master"] + executed["slave"]
-        # The ideal does each job of this run once: not what the journal held (a resumed
-        # run), nor results a slave brought from an earlier session, nor a job run twice
-        # because a session died with its result.
-        jobs = min(runs, self.ledger.finished - self.recovered)
-        work = compute / runs * jobs if runs else 0.0
-        ideal = measure.ideal_makespan(work, self.start, [self.recorder.capacity_steps(),
-                                                          self.peer_history.capacity_steps()])
-        dropped = self.connection.drops()
-        for reason, count in dict(stats.get("dropped", {})).items():
-            dropped[reason] = dropped.get(reason, 0) + int(count)
-        ends = [t for t in (self.last_done, stats.get("last_done")) if isinstance(t, float)]
-        return {
-            "verified": error is None and not self.batch.failures.count, "error": error,
-            "jobs": self.ledger.job_count,
-            "makespan_s": round(makespan, 3), "ideal_s": round(ideal, 3),
-            "ratio": round(makespan / ideal, 3) if ideal > 0 else None,
-            "tail_s": round(max(ends) - min(ends), 3) if len(ends) == 2 else None,
-            "executed": executed,
-            "failed": {"count": self.batch.failures.count, "first": self.batch.failures.first,
-                       "attempts_failed": self.failed_runs + int(stats.get("failed", 0))},
-            "moved": {"to_slave": self.moved_out, "to_master": self.moved_in},
-            "moved_again": self.ledger.moved_again,
-            "copies": self.copies.summary(),
-            "bootstrap": self.bootstrapped,
-            "work_s": round(work, 3),  # the ideal's compute seconds at full speed
-            "retransmits": self.connection.retransmits + int(stats.get("retransmits", 0)),
-            "spurious": self.connection.spurious + int(stats.get("spurious", 0)),
-            "datagram": {"master": self.connection.datagram_size, "slave": stats.get("datagram")},
-            "datagram_steps": self.connection.datagram_steps
-            + int(stats.get("datagram_steps", 0)),
-            "duplicates_suppressed": self.connection.suppressed + self.ledger.duplicates
-            + int(stats.get("suppressed", 0)),
-            "dropped": dropped, "refused": self.refused + int(stats.get("refused", 0)),
-            "bytes_sent": self.connection.bytes_sent + int(stats.get("bytes_sent", 0)),
-            "policy": self.config.policy, **self.batch.run(),
-            "recovered": self.recovered,
-        }
-
-    def _write_outputs(self) -> bool:
-        """The summary and the trace files; False (and one line) if one cannot be written."""
-        try:
-            if self.result_path is not None and self.summary is not None:
-                _write_json(self.result_path, self.summary)
-            if self.trace_path is not None:
-                nodes = {"master": {"samples": self.recorder.samples,
-                                    "events": self.recorder.events}}
-                if self.peer_history.sessions:
-                    own = self.slave_trace
-                    nodes["slave"] = self.peer_history.timeline(
-                        own.samples if own else [], own.events if own else [])
-                _write_json(self.trace_path, {"start": self.start, "policy": self.config.policy,
-                                              "summary": self.summary, "nodes": nodes,
-                                              "runs": self.recorder.runs})
-        except OSError as error:
-            self.say(f"cannot write {error.filename}: {error.strerror}; the journal is kept, "
-                     "so --resume writes it again")
-            return False
-        return True
-
 
 # The slave's own samples carry its throttle and its jobs done, besides what every sample has.
 _SLAVE_SAMPLE = {**SAMPLE, "throttle": (0, 1), "done": COUNT}
@@ -531,9 +388,3 @@ def checked_trace(trace: Trace) -> Trace:
     if "dropped" in trace.stats:
         stats["dropped"] = fields.counters(trace.stats["dropped"])
     return Trace(samples, events, stats)
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
