@@ -328,6 +328,24 @@ def test_an_ack_delayed_past_the_timer_makes_its_retransmission_spurious() -> No
     assert b.ack_to_send(0.43) is None and a.spurious == 1 and a.idle
 
 
+def test_after_a_spurious_timeout_the_timer_stays_above_the_stall_it_showed() -> None:
+    a, b, original, copy_ = timed_out_once()
+    assert b.receive_fragment(original, 0.38)
+    send_ack(b, a, 0.4)
+    assert not b.receive_fragment(copy_, 0.41)
+    send_ack(b, a, 0.42)  # the original took 0.4 s to answer
+    now = 1.0
+    for i in range(200):  # then a long run of 3 ms round trips (the ack waits 2 ms)
+        a.send(1, bytes([i]), now)
+        [fragment] = a.fragments_to_send(now)
+        b.receive_fragment(fragment, now + 0.0005)
+        send_ack(b, a, now + 0.003)
+        now += 0.01
+    assert a.srtt == pytest.approx(0.003, rel=0.1)
+    # Smoothing alone would be back near 53 ms, and the next such stall time out again.
+    assert a.rto == pytest.approx(1.25 * 0.4)
+
+
 def test_both_copies_held_unacked_are_told_in_two_acks() -> None:
     a, b, original, copy_ = timed_out_once()
     # The peer's loop was stalled: it reads both copies in one turn, before any ack.

@@ -11,6 +11,8 @@ MAX_BACKOFF_EXPONENT = 32  # keeps rto * 2**backoff finite; max_rto binds long b
 # joined, or shares a busy machine, took up to 56 ms to answer the session's first
 # large message while its round trip was 3 ms: 50 ms is what left no spurious timeout.
 MAX_ACK_DELAY = 0.05
+# A timeout at least this many times the longest answer a spurious retransmission showed.
+STALL_MARGIN = 1.25
 
 
 @dataclass(slots=True)
@@ -33,6 +35,7 @@ class RttEstimate:
     rttvar: float = 0.0
     latest: float = 0.0  # the last sample
     rto: float = 0.0
+    stall: float = 0.0  # the longest round trip a spurious retransmission showed
 
     @classmethod
     def initial(cls, initial_rtt: float, min_rto: float, max_rto: float,
@@ -51,6 +54,15 @@ class RttEstimate:
             self.srtt = 0.875 * self.srtt + 0.125 * rtt
         self.rto = self._clamp(self.srtt + 4 * self.rttvar)
 
+    def spurious(self, rtt: float) -> None:
+        """The original of a retransmission was acked after all, ``rtt`` after it was sent:
+        the peer can take that long (a loaded machine, its loop waiting for the GIL). One
+        sample among thousands of fast ones leaves the smoothed figures within a few dozen
+        acks, and the next stall timed out again; the timeout now stays above the longest
+        such answer for the session (Eifel's response, RFC 4015, kept)."""
+        self.stall = max(self.stall, rtt)
+        self.sample(rtt)
+
     def hint(self, rtt: float) -> None:
         """A round trip measured outside the channel stands in until there is a sample."""
         if self.srtt is None:
@@ -67,4 +79,5 @@ class RttEstimate:
         return max(self.srtt or 0.0, self.latest)
 
     def _clamp(self, rto: float) -> float:
-        return min(max(rto + self.max_ack_delay, self.min_rto), self.max_rto)
+        floor = max(self.min_rto, STALL_MARGIN * self.stall)
+        return min(max(rto + self.max_ack_delay, floor), self.max_rto)

@@ -159,7 +159,7 @@ class Sender:
             resent, rtt, by = self.resent_acked.pop(seq, (0, None, self.acks))
             self.spurious += resent
             if rtt is not None and by < self.acks:
-                self.rtt.sample(rtt)
+                self.rtt.spurious(rtt)
         if not acked:
             return
         newest = max(acked, key=lambda sent: sent.tx)
