@@ -15,7 +15,7 @@ from benchmarks.plot import plot_scenario
 from benchmarks.results import Row
 from benchmarks.scenarios import LOSSY, Size, run_one, schedule
 from benchmarks.targets import check
-from loadbalancer.testing.loopback import proxy_flags
+from loadbalancer.testing.proxyprocess import proxy_flags
 
 TINY = Size(jobs=32, elements_per_job=1024, iterations=2000, job_seconds=0.01)
 # Through the proxy the slave joins later (a lost HELLO costs 0.25 s): a run long enough that

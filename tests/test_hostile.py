@@ -22,10 +22,11 @@ from conftest import ISSUE_STATES, payload_of
 from loadbalancer import messages, wire
 from loadbalancer.addresses import Address, parse_address
 from loadbalancer.endpoint import Endpoint
+from loadbalancer.greeting import HELLO_SENDERS, WELCOME_GAP
 from loadbalancer.messages import Finish, Jobs, Needs, Refuse, Trace, Verdict, WorkloadSpec
 from loadbalancer.paths import CHALLENGE_GAP
 from loadbalancer.reliable import MessageReceived
-from loadbalancer.session import HELLO_SENDERS, WELCOME_GAP, Connection, Event, PeerJoined
+from loadbalancer.session import Connection, Event, PeerJoined
 from loadbalancer.testing.loopback import Cluster
 from loadbalancer.wire import Kind, Role
 

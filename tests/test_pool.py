@@ -20,7 +20,8 @@ import uvloop
 
 from loadbalancer import codec
 from loadbalancer.outcome import Outcome
-from loadbalancer.pool import Call, PauseSchedule, WorkerProcess
+from loadbalancer.pauses import PauseSchedule
+from loadbalancer.pool import Call, WorkerProcess
 from loadbalancer.worker import Throttle
 
 JOBS = Path(__file__).parent / "jobs"

@@ -13,21 +13,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loadbalancer import wire
+from loadbalancer.greeting import HELLO_SENDERS, WELCOME_GAP, Greeters
 from loadbalancer.paths import CHALLENGE_GAP
 from loadbalancer.reliable import MessageAcked, MessageReceived
 from loadbalancer.session import (
-    HELLO_SENDERS,
-    WELCOME_GAP,
     AuthenticationFailing,
     Connection,
     Event,
-    Greeters,
     NewcomerRefused,
     PeerJoined,
     PeerLost,
-    ReplayWindow,
     StateReceived,
 )
+from loadbalancer.sessionstate import ReplayWindow
 from loadbalancer.wire import Kind, Rejected, Role
 
 KEY = wire.Keys("the shared secret of this test")
@@ -283,7 +281,7 @@ def captured_hellos(role: Role, incarnations: int, seconds: float) -> list[bytes
     for n in range(incarnations):
         earlier = Connection(role, KEY, peer_address=ATTACKER, new_incarnation=counter(100 + n),
                              now=0.0)
-        for tick in range(round(seconds / earlier.hello_interval)):
+        for tick in range(round(seconds / earlier.greeting.interval)):
             hellos += [data for data, _ in earlier.datagrams_to_send(tick * 0.25)]
     return hellos
 

@@ -11,7 +11,6 @@ proxy's back as "master".
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import subprocess
@@ -25,16 +24,16 @@ from typing import Any
 import psutil
 
 from loadbalancer import control, local
-from loadbalancer.addresses import Address, format_address
 from loadbalancer.testing.faultproxy import Faults
 from loadbalancer.testing.netns import ROLES, Namespaces
+from loadbalancer.testing.proxyprocess import ProxyProcess
+from loadbalancer.testing.rundir import RunDirectory
 
 START_TIMEOUT = 30.0
 RUN_TIMEOUT = 60.0
 # Seconds a benchmark gives a slave to leave after the master. It waits up to 5 s for the ack
 # of its trace, which a lossy link may drop after the master has gone: nothing left to measure.
 SLAVE_GRACE = 2.0
-LOG_TAIL = 2000  # characters of a node's log that an error carries
 NETNS_PORT = 7700  # each node's UDP port in its own namespace: nothing else is there
 
 
@@ -42,9 +41,10 @@ class ClusterError(RuntimeError):
     """A node or the proxy did not start, did not finish, or never got where it was awaited."""
 
 
-class Cluster:
+class Cluster(RunDirectory):
     """A loopback config in ``directory``, the nodes started on it and maybe the fault proxy
-    between them; a context manager that stops whatever it started and has not finished.
+    between them; a context manager that stops whatever it started and has not finished. The
+    run's files are :class:`RunDirectory`'s.
 
     ``cli_status``: ask a node's status with ``lb status --json`` in a process of its own, as
     a user does (the tests); else over the control socket from this process, as that command
@@ -54,17 +54,13 @@ class Cluster:
     ``namespaces``: each node runs in its own network namespace, at its address there (the
     control sockets are files in the runtime directory, reachable from any namespace)."""
 
-    config: Path  # the config both nodes share, once configured
-
     def __init__(self, directory: Path, *, cli_status: bool = False,
                  namespaces: Namespaces | None = None) -> None:
-        self.directory = directory
+        super().__init__(directory)
         self.cli_status = cli_status
         self.namespaces = namespaces
-        self.configs: dict[str, Path] = {}  # per role: through a proxy they differ
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        self.proxy: subprocess.Popen[bytes] | None = None
-        self.proxy_stats: dict[str, Any] | None = None  # the proxy's counters, once it stopped
+        self.proxy: ProxyProcess | None = None
 
     # ---- the config ------------------------------------------------------------------------
     def configure(self, **settings: Any) -> Path:
@@ -77,47 +73,16 @@ class Cluster:
         self.configs = {role: self.config for role in ROLES}
         return self.config
 
-    @property
-    def settings(self) -> dict[str, Any]:
-        return dict(json.loads(self.config.read_text()))
-
     def add_proxy(self, faults: Faults, seed: int | None = None) -> None:
         """Route both directions through the fault proxy, ``faults`` each way."""
-        front, back = ("127.0.0.1", local.free_port()), ("127.0.0.1", local.free_port())
         settings = self.settings
-        seeded = [] if seed is None else ["--seed", str(seed)]
-        command = [sys.executable, "-m", "loadbalancer.testing.faultproxy",
-                   "--front", format_address(front), "--back", format_address(back),
-                   "--master", settings["master"], "--slave", settings["slave"],
-                   *proxy_flags(faults), *seeded]
-        self.proxy = subprocess.Popen(command, stdout=subprocess.PIPE,
-                                      stderr=subprocess.DEVNULL)
-        assert self.proxy.stdout is not None
-        ready = self.proxy.stdout.readline().decode()
-        if not ready.startswith("ready"):
-            self.proxy.kill()
-            raise ClusterError(f"the fault proxy did not start: {ready!r}")
-        self.route(front, back)
-
-    def route(self, front: Address, back: Address) -> None:
-        """A config per role: the master sends to the slave at ``front``, the slave to the
-        master at ``back``, where something (the proxy, a test's tap) relays to the node."""
-        settings = self.settings
-        for role, peer, via in (("master", "slave", front), ("slave", "master", back)):
-            path = self.directory / f"lb-{role}.json"
-            path.write_text(json.dumps({**settings, peer: format_address(via)}, indent=1))
-            os.chmod(path, 0o600)
-            self.configs[role] = path
+        self.proxy = ProxyProcess(faults, settings["master"], settings["slave"], seed)
+        refusal = self.proxy.refusal()
+        if refusal is not None:
+            raise ClusterError(f"the fault proxy did not start: {refusal!r}")
+        self.route(self.proxy.front, self.proxy.back)
 
     # ---- nodes -----------------------------------------------------------------------------
-    @property
-    def result_path(self) -> Path:
-        return self.directory / "result.json"
-
-    @property
-    def trace_path(self) -> Path:
-        return self.directory / "trace.json"
-
     def start(self, role: str, *args: str) -> subprocess.Popen[bytes]:
         """``lb launch`` for ``role``; the master writes its summary and its trace here."""
         extra = list(args)
@@ -215,42 +180,15 @@ class Cluster:
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True), " ".join(args))
 
-    # ---- outputs ---------------------------------------------------------------------------
-    def log_path(self, role: str) -> Path:
-        return self.directory / f"{role}.log"
-
-    def log(self, role: str) -> str:
-        path = self.log_path(role)
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def log_tail(self, role: str) -> str:
-        return self.log(role)[-LOG_TAIL:]
-
-    def result(self) -> dict[str, Any] | None:
-        """The master's summary; None if it wrote none."""
-        return _read_json(self.result_path)
-
-    def trace(self) -> dict[str, Any] | None:
-        """The master's trace of both nodes; None if it wrote none."""
-        return _read_json(self.trace_path)
-
     # ---- teardown --------------------------------------------------------------------------
     def stop_proxy(self) -> dict[str, Any] | None:
-        """Stop the proxy, if one runs; its per-direction counters (SIGTERM makes it print
-        them), None if it printed none."""
-        if self.proxy is None or self.proxy.returncode is not None:
-            return self.proxy_stats
-        self.proxy.terminate()
-        try:
-            out, _ = self.proxy.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proxy.kill()
-            self.proxy.communicate()
-            return None
-        for line in out.decode(errors="replace").splitlines():
-            if line.startswith("{"):
-                self.proxy_stats = json.loads(line)
-        return self.proxy_stats
+        """Stop the proxy, if one runs; its per-direction counters, None if it printed none."""
+        return None if self.proxy is None else self.proxy.stop()
+
+    @property
+    def proxy_stats(self) -> dict[str, Any] | None:
+        """The proxy's counters, once it stopped."""
+        return None if self.proxy is None else self.proxy.stats
 
     def signal(self, role: str, signum: int) -> None:
         """Send ``signum`` to the node of ``role`` and the processes it started (worker
@@ -279,20 +217,6 @@ class Cluster:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
         self.stop()
-
-
-def proxy_flags(faults: Faults) -> list[str]:
-    """The proxy's command-line flags for ``faults`` (both directions), defaults left out."""
-    flags: list[str] = []
-    for field in dataclasses.fields(Faults):
-        value = getattr(faults, field.name)
-        if value != field.default:
-            flags += [f"--{field.name.replace('_', '-')}", repr(value)]
-    return flags
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    return dict(json.loads(path.read_text())) if path.exists() else None
 
 
 # The `lb` console script, held until a line arrives on stdin.
