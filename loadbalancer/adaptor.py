@@ -20,21 +20,8 @@ half its cost (transfer + rtt + state age), dask stealing's halved margin, and k
 and not before the receiver would run dry within `lookahead` seconds of the jobs landing
 (until then both stay busy, and a later decision sees truer speeds).
 
-Defaults from `python -m benchmarks.simulate --sweep` (the real Balancer and JobTimes in
-virtual time, with the duty cycle inside a job, running jobs' progress in the state and the
-master's copies): 1024 jobs of 0.06 s, noise 10 %, state every 0.5 s, over {1 worker on a
-2 ms 100 Mbit/s link, 4 workers on it, 1 worker on a 50 ms 10 Mbit/s link} x {equal, hetero,
-change, drain, mild 1.0/0.75, resume 0 -> 0.25, late 0.2 at 80 %} x {sender, receiver,
-symmetric} x 2 seeds, ranked by worst ratio + ping-pong share (jobs the balancer moved a
-second time; the simulator charges nothing for a move, real machines do), confidence 2:
-    min_batch hysteresis  worst   mean  ping-pong  tail s
-        4       0.20     1.013  1.003    0.07 %   0.15   (the sweep's best, by 0.0014)
-        1       0.20     1.013  1.003    0.09 %   0.08
-        1       0.05     1.013  1.002    0.21 %   0.06   <- kept: the shortest tail
-        1       0.00     1.013  1.002    1.74 %   0.06   (the noise term alone: some ping-pong)
-       16       0.10     1.024  1.007    0.09 %   0.30   (big batches lengthen the tail)
-Every row within 0.002 of the best has the same worst ratio; the default keeps the tail.
-Before the noise term, hysteresis 0.05 had 9.6 % ping-pong and 0.1 was chosen at 0.21 %.
+Defaults from `python -m benchmarks.simulate --sweep`, the real Balancer and JobTimes in
+virtual time (its table is in the README's Balancing section).
 """
 
 from __future__ import annotations
