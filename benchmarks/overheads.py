@@ -43,9 +43,9 @@ from loadbalancer import app, config, local, messages
 from loadbalancer.batch import WorkloadBatch
 from loadbalancer.endpoint import Endpoint, path_max_datagram
 from loadbalancer.functions import Catalog
+from loadbalancer.lifecycle import new_incarnation
 from loadbalancer.master import Master
 from loadbalancer.messages import WorkloadSpec
-from loadbalancer.node import new_incarnation
 from loadbalancer.reliable import MessageReceived
 from loadbalancer.session import Connection, Event, PeerJoined
 from loadbalancer.tasks import Tasks

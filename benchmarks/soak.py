@@ -30,7 +30,7 @@ import psutil
 from loadbalancer import wire
 from loadbalancer.addresses import Address, parse_address
 from loadbalancer.endpoint import Endpoint
-from loadbalancer.node import new_incarnation
+from loadbalancer.lifecycle import new_incarnation
 from loadbalancer.reliable import Fragment
 from loadbalancer.session import Connection, PeerJoined
 from loadbalancer.testing.faultproxy import Faults

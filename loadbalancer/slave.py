@@ -205,7 +205,7 @@ class Slave(Node):
     async def _leave(self) -> None:
         self.phase = Phase.DONE
         self.sample()
-        self._state_now()  # the master's screen shows this node done, not still processing
+        self.peering.send_state()  # the master's screen shows this node done, not still processing
         executed, compute = self.session_work()
         stats = {"executed": executed, "failed": self.failed_runs, "compute_seconds": compute,
                  "retransmits": self.connection.retransmits,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,3 +43,15 @@ class Status:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+class Counts(Protocol):
+    """The counts of a node's jobs that its status shows and the master's summary adds up."""
+
+    moved_out: int
+    moved_in: int
+    bootstrapped: int
+    refused: int
+
+    @property
+    def failed_runs(self) -> int: ...

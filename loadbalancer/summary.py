@@ -14,10 +14,11 @@ from loadbalancer.jobs import Ledger
 from loadbalancer.messages import Trace
 from loadbalancer.monitor import Monitor
 from loadbalancer.session import Connection
+from loadbalancer.status import Counts
 from loadbalancer.trace import PeerHistory, Recorder
 
 
-class Counted(Protocol):
+class Counted(Counts, Protocol):
     """The master, as far as the summary reads it."""
 
     config: Config
@@ -32,13 +33,6 @@ class Counted(Protocol):
     start: float
     last_done: float | None
     recovered: int
-    moved_out: int
-    moved_in: int
-    bootstrapped: int
-    refused: int
-
-    @property
-    def failed_runs(self) -> int: ...
 
 
 def summarise(master: Counted, makespan: float, error: str | None) -> dict[str, Any]:

@@ -17,7 +17,7 @@ HMAC-SHA256 takes, and per-datagram cost is what bounds transfer speed.
 GMAC must never see one nonce twice under one key, so every sender
 incarnation has its own key, derived from the secret with its role and
 incarnation, and the nonce is the packet number, which an incarnation never
-reuses. Incarnations carry random low bits (``node.new_incarnation``), so even
+reuses. Incarnations carry random low bits (``lifecycle.new_incarnation``), so even
 a clock stepped back does not bring an old key back in practice.
 
 Decoding checks the cheap things first (size, magic, version, length) and the
