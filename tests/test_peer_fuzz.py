@@ -134,7 +134,7 @@ def snapshot(remote: adaptor.NodeView) -> adaptor.Snapshot:
 
 
 def use_state(body: bytes) -> None:
-    """What Peering._on_state and then Node.adapt do."""
+    """What Peering._on_state and then the balancer do with it."""
     state = PeerState.parse(messages.decode_state(body))
     json.dumps(state.status, allow_nan=False)  # `lb status --json`
     for policy in adaptor.POLICIES:
