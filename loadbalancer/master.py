@@ -67,7 +67,6 @@ class Master(Node):
         self.results = ResultBook(self)
         self.finishing = Finishing(self)
         self.summary: dict[str, Any] | None = None
-        self.last_done: float | None = None
 
     async def startup(self) -> None:
         self.phase = Phase.PROCESSING  # before the socket opens: a slave may join at once
@@ -206,7 +205,6 @@ class Master(Node):
                 self.finishing.trace_received.set()
 
     def job_finished(self, outcome: Outcome) -> None:
-        self.last_done = time.time()
         self.results.record(outcome, on=Role.MASTER)
 
 

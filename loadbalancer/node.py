@@ -53,6 +53,9 @@ class Node:
         self.queue, self.running = self.runner.queue, self.runner.running
         self.monitor, self.throttle = self.runner.monitor, self.runner.throttle
         self.recorder = Recorder()
+        # When a job last left a worker here (ended, or stopped because the other execution
+        # won): the end of this node's part of the run, for the tail.
+        self.last_done: float | None = None
         self.phase = Phase.WAITING
         self.remote: PeerState | None = None
         self.peer_left = False  # the peer said goodbye after the run was over
@@ -126,6 +129,8 @@ class Node:
         self.runner.wake()
 
     def jobs_done(self, outcomes: list[Outcome], first: bool) -> None:
+        if outcomes:
+            self.last_done = time.time()
         for outcome in outcomes:
             self.job_finished(outcome)
         if outcomes:
@@ -144,6 +149,8 @@ class Node:
         raise NotImplementedError
 
     def stop_run(self, job: int) -> None:
+        if job in self.running:  # its worker is free from now
+            self.last_done = time.time()
         self.runner.stop_run(job)
 
     def preempt_all(self, requeue: bool) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from array import array
 from typing import Protocol
 
@@ -25,7 +24,6 @@ from loadbalancer.shipping import Shipper
 from loadbalancer.tasks import Task
 from loadbalancer.trace import Recorder
 from loadbalancer.wire import Role
-from loadbalancer.worker import Running
 from loadbalancer.workload import WorkloadError
 
 log = logging.getLogger("lb")
@@ -38,13 +36,11 @@ class Host(Protocol):
     journal: Journal | None
     copies: Copies
     queue: JobQueue
-    running: dict[int, Running]
     recorder: Recorder
     connection: Connection
     shipper: Shipper
     finishing: Finishing
     loop: asyncio.AbstractEventLoop
-    last_done: float | None
 
     def movable(self, task: Task) -> bool: ...
 
@@ -98,8 +94,6 @@ class ResultBook:
         host = self.host
         host.queue.remove(job)  # a copy queued here (or after a take-back) need not run
         if on is Role.SLAVE and job in host.copies:
-            if job in host.running:  # the copy's worker is free from now: the tail ends
-                host.last_done = time.time()
             host.copies.beaten(job, host.loop.time())
             host.stop_run(job)
         elif on is Role.MASTER and host.ledger.owner(job) is Role.SLAVE \

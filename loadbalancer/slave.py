@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import time
 from typing import Any
 
 from loadbalancer.balancer import Phase, Tick
@@ -54,8 +53,6 @@ class Slave(Node):
         self._flush_handle: asyncio.TimerHandle | None = None
         self._trace_message: int | None = None
         self._trace_acked = asyncio.Event()
-        self.last_done: float | None = None  # when a job last left a worker here (ended, or
-        # stopped because a copy won): the end of this node's part, for the tail
 
     def progress(self) -> tuple[int | None, int | None]:
         return None, self.delivered
@@ -101,7 +98,6 @@ class Slave(Node):
         self.wake()
 
     def job_finished(self, outcome: Outcome) -> None:
-        self.last_done = time.time()
         self.held[outcome.job] = outcome
         self.unsent.append(outcome.job)
         if _size(outcome) * len(self.unsent) >= MESSAGE_BYTES or \
@@ -144,8 +140,6 @@ class Slave(Node):
         elif isinstance(message, Cancel):
             for job in message.jobs:
                 self.queue.remove(job)
-                if job in self.running:  # a copy's result came first: the worker is free
-                    self.last_done = time.time()
                 self.stop_run(job)
         elif isinstance(message, Finish) and self.phase != Phase.DONE:
             self.spawn(self._leave())
