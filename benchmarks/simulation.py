@@ -202,8 +202,7 @@ class Simulation:
         self.carried: list[int] = []  # balancing moves so far, by job id
         self.bounced = 0
         self.series: list[tuple[float, int, int]] = []
-        self.finished = 0
-        self.done: set[int] = set()
+        self.done: set[int] = set()  # jobs with their result
         self.work = 0.0
         self.copies_made = 0
         self.copy_seconds = 0.0
@@ -238,7 +237,6 @@ class Simulation:
             return  # stopped (the other execution's result came first), or rescheduled
         self.end_run(node, worker, run.seconds)
         node.done += 1
-        self.finished += 1
         self.done.add(run.job)
         first = node.job_times.mean is None
         node.job_times.add(run.seconds)
@@ -373,7 +371,7 @@ class Simulation:
         self.bootstrap()
         workers = {n.role: n.workers for n in self.nodes.values()}
         ideal = from_changes(self.work, self.changes, workers)
-        while self.events and self.finished < self.setup.jobs:
+        while self.events and len(self.done) < self.setup.jobs:
             when, _, action = heapq.heappop(self.events)
             if when > GIVE_UP_FACTOR * ideal:
                 return self.result(math.inf, ideal)
