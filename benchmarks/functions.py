@@ -38,8 +38,8 @@ from typing import Any
 import psutil
 
 from benchmarks import dask_peer, jobs
-from benchmarks.overheads import Measure, _scratch
-from benchmarks.results import write_json
+from benchmarks.overheads import _scratch
+from benchmarks.results import Measure, write_json
 from loadbalancer.testing.loopback import SLAVE_GRACE, Cluster
 
 JOBS_MODULE = Path(jobs.__file__)

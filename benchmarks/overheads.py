@@ -30,14 +30,14 @@ import tempfile
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 import psutil
 
-from benchmarks.results import write_json
+from benchmarks.results import Measure, write_json
 from benchmarks.scenarios import calibrate
 from loadbalancer import app, config, local, messages
 from loadbalancer.batch import WorkloadBatch
@@ -60,23 +60,6 @@ ROUNDS = 5
 LAG_PERIOD = 0.01
 IDLE_SECONDS = 10.0
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Measure:
-    name: str
-    value: float
-    unit: str
-    target: str
-    passed: bool | None  # None: a reference figure, no target
-    details: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def status(self) -> str:
-        return "INFO" if self.passed is None else "PASS" if self.passed else "MISS"
-
-    def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "status": self.status}
 
 
 @contextmanager

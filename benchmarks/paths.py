@@ -43,8 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import jobs, tcpstream
-from benchmarks.overheads import Measure, _scratch
-from benchmarks.results import write_json
+from benchmarks.overheads import _scratch
+from benchmarks.results import Measure, write_json
 from loadbalancer import local, wire
 from loadbalancer.testing import netns
 from loadbalancer.testing.loopback import SLAVE_GRACE, Cluster, ClusterError

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.results import Row, cells, median_worst
+from benchmarks.results import Measure, Row, cells, median_worst
 from benchmarks.targets import Check
-
-if TYPE_CHECKING:
-    from benchmarks.overheads import Measure
 
 STYLES = {"PASS": "bold green", "MISS": "bold red", "SKIP": "yellow", "INFO": "dim"}
 

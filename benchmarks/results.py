@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import statistics
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -183,3 +183,21 @@ def write_json(path: Path, data: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1, default=str))
     return path
+
+
+# A figure of the overheads, function jobs or paths measures, against its target.
+@dataclass(frozen=True)
+class Measure:
+    name: str
+    value: float
+    unit: str
+    target: str
+    passed: bool | None  # None: a reference figure, no target
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        return "INFO" if self.passed is None else "PASS" if self.passed else "MISS"
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "status": self.status}

@@ -139,7 +139,7 @@ def sized(bench: Bench, size: Size, quick: bool) -> Size:
     return size
 
 
-def schedule(bench: Bench, size: Size) -> list[simulation.ThrottleChange]:
+def schedule(bench: Bench, size: Size) -> list[ideal.ThrottleChange]:
     """(seconds after the run starts, role, throttle), the starting throttles at 0."""
     return simulation.schedule(
         bench.scenario, simulation.Setup(jobs=size.jobs, job_seconds=size.job_seconds)
@@ -242,7 +242,7 @@ def run_one(scenario: str | Bench, policy: str, size: Size) -> Run:
 Action = tuple[float, str, Callable[[], None]]  # (seconds after the join, what, do it)
 
 
-def _drive(pair: Cluster, changes: list[simulation.ThrottleChange],
+def _drive(pair: Cluster, changes: list[ideal.ThrottleChange],
            pause: tuple[float, float] | None, timeout: float, record: dict[str, Any]) -> str:
     """Start both nodes, apply the throttle changes and the pause on time, wait for the end;
     a note if something went wrong."""
