@@ -47,7 +47,9 @@ def test_the_master_takes_back_a_killed_slaves_work_and_verifies(cluster: Cluste
 
 
 def test_a_restarted_slave_rejoins_and_gets_work_again(cluster: Cluster) -> None:
-    cluster.configure(policy="symmetric", **MEDIUM)
+    # A batch of 256 can be all but done by the master alone in the ~2 s between the
+    # kill and the restarted slave's join, leaving the new session nothing to do.
+    cluster.configure(policy="symmetric", **{**MEDIUM, "jobs": 768})
     cluster.start_both()
     cluster.wait_for("slave", lambda s: s["local"]["executed"] >= 10)
     kill(cluster, "slave")
@@ -59,27 +61,28 @@ def test_a_restarted_slave_rejoins_and_gets_work_again(cluster: Cluster) -> None
     assert cluster.log("master").count("slave joined") == 2
     # Both slave sessions' work counts: every job ran somewhere (some twice: a dead
     # session's results are lost), and the ideal is the capacity that was there.
-    assert result["executed"]["master"] + result["executed"]["slave"] >= 256
+    assert result["executed"]["master"] + result["executed"]["slave"] >= 768
     assert result["executed"]["slave"] >= 10 + 5
-    assert 0.95 <= result["ratio"] < 2
+    assert 0.95 <= result["ratio"] < 1.5
     slave = cluster.trace()["nodes"]["slave"]
     assert {sample.get("session") for sample in slave["samples"]} >= {1}  # the dead one
     assert [e["type"] for e in slave["events"]].count("joined") == 2
 
 
 def test_a_killed_master_resumes_from_its_journal(cluster: Cluster) -> None:
-    cluster.configure(policy="symmetric", **MEDIUM)
+    cluster.configure(policy="symmetric", **{**MEDIUM, "jobs": 768})  # alive after a sync
     cluster.start_both()
     status = cluster.wait_for("master", lambda s: s["local"]["finished"] >= 100)
+    time.sleep(1.2)  # a journal sync: everything finished by the status is on disk
     kill(cluster, "master")
     assert (cluster.directory / "master.journal").exists()
     cluster.start("master", "--resume")
     assert cluster.wait() == {"master": 0, "slave": 0}, cluster.log("master")
     result = cluster.result()
     assert result["verified"] is True
-    # Durable up to the last second: most of what was finished is not done again.
-    assert result["recovered"] >= status["local"]["finished"] - 60
-    assert result["executed"]["master"] <= 256 - result["recovered"]
+    # Durable up to the last sync: nothing finished before it is done again.
+    assert result["recovered"] >= status["local"]["finished"]
+    assert result["executed"]["master"] <= 768 - result["recovered"]
     # The resumed run's ideal is that of what it computed, not of the whole batch.
     assert 0.95 <= result["ratio"] < 2
     assert not (cluster.directory / "master.journal").exists()  # verified: nothing to resume
