@@ -15,7 +15,10 @@ from dataclasses import dataclass, field
 from loadbalancer.tasks import Task
 from loadbalancer.wire import Role
 
-Queued = tuple[int, Task, bytes | None]  # a job, its task, its input if held
+# A job's input as it came: a view into the message that brought it (copying each
+# job's share out of a bootstrap was most of a slave's work taking it in).
+Input = bytes | memoryview
+Queued = tuple[int, Task, Input | None]  # a job, its task, its input if held
 
 
 @dataclass(slots=True)
@@ -26,9 +29,9 @@ class Parcel:
 
     task: Task
     jobs: array[int] = field(default_factory=lambda: array("q"))
-    data: dict[int, bytes] = field(default_factory=dict)
+    data: dict[int, Input] = field(default_factory=dict)
 
-    def input(self, job: int) -> bytes | None:
+    def input(self, job: int) -> Input | None:
         return self.data.get(job)
 
 
@@ -54,7 +57,7 @@ class JobQueue:
 
     def __init__(self) -> None:
         self._runs: collections.deque[_Run] = collections.deque()
-        self._held: dict[int, bytes | None] = {}  # the queued jobs and their inputs
+        self._held: dict[int, Input | None] = {}  # the queued jobs and their inputs
         self._removed: set[int] = set()  # removed jobs still inside a run
 
     def __len__(self) -> int:
@@ -67,7 +70,7 @@ class JobQueue:
         return [job for run in self._runs for job in range(run.start, run.stop)
                 if job in self._held]
 
-    def push(self, job: int, task: Task, data: bytes | None = None) -> None:
+    def push(self, job: int, task: Task, data: Input | None = None) -> None:
         if self._admit(job, data):
             return
         last = self._runs[-1] if self._runs else None
@@ -76,7 +79,7 @@ class JobQueue:
         else:
             self._runs.append(_Run(job, job + 1, task))
 
-    def push_front(self, job: int, task: Task, data: bytes | None) -> None:
+    def push_front(self, job: int, task: Task, data: Input | None) -> None:
         self.remove(job)
         self._admit(job, data)
         first = self._runs[0] if self._runs else None
@@ -85,7 +88,7 @@ class JobQueue:
         else:
             self._runs.appendleft(_Run(job, job + 1, task))
 
-    def _admit(self, job: int, data: bytes | None) -> bool:
+    def _admit(self, job: int, data: Input | None) -> bool:
         """Hold ``job``'s input; whether it was queued already (it keeps its place)."""
         queued = job in self._held
         if job in self._removed:  # only then would two runs cover it

@@ -193,7 +193,8 @@ class Master(Node):
             case Results(results, failures):
                 self.peer_history.delivered(len(results) + len(failures))
                 for job, result in results:
-                    self.results.record(Outcome(job, result), on=Role.SLAVE)
+                    # Kept, so a copy: a view would hold the whole message.
+                    self.results.record(Outcome(job, bytes(result)), on=Role.SLAVE)
                 for job, failure in failures:
                     self.results.record(Outcome(job, None, failure), on=Role.SLAVE)
             case Verdict():

@@ -46,11 +46,11 @@ class Call:
     job: int
     spec: str  # the module as the operator named it (already checked by the caller)
     function: str
-    args: bytes  # codec.encode_call's
+    args: bytes | memoryview  # codec.encode_call's, or a view of the message it came in
 
 
 def _request(calls: list[Call]) -> bytes:
-    parts = [BATCH.pack(len(calls))]
+    parts: list[bytes | memoryview] = [BATCH.pack(len(calls))]
     for call in calls:
         spec, function = call.spec.encode(), call.function.encode()
         parts += (CALL.pack(call.job, len(spec), len(function), len(call.args)),

@@ -33,7 +33,7 @@ class WorkloadTask:
 
     in_process = False
 
-    def check_job(self, job: int, data: bytes) -> None:
+    def check_job(self, job: int, data: bytes | memoryview) -> None:
         self.workload.check_job(job, data)
 
     def check_result(self, job: int, data: bytes) -> None:
@@ -50,7 +50,7 @@ class FunctionTask:
 
     in_process = True
 
-    def check_job(self, job: int, data: bytes) -> None:
+    def check_job(self, job: int, data: bytes | memoryview) -> None:
         # The input is decoded in the worker process, where a bad one fails only its job.
         if len(data) > MAX_JOB_BYTES:
             raise WorkloadError(f"input of job {job} has {len(data)} bytes")

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from loadbalancer.jobs import Input
 from loadbalancer.outcome import Failure, Outcome
 from loadbalancer.tasks import Task
 from loadbalancer.workload import Workload
@@ -109,8 +110,8 @@ class Running:
 
     job: int
     task: Task
-    data: bytes
-    queued_as: bytes | None  # what goes back in the queue if it is preempted
+    data: Input
+    queued_as: Input | None  # what goes back in the queue if it is preempted
     cancelled: bool = False  # taken back: throttle 0 or the session it came with ended
     requeue: bool = True  # on preemption, put it back in the queue
     started: float | None = None  # time.monotonic() when its compute began; None: not yet
@@ -138,7 +139,9 @@ async def run_jobs(executor: ThreadPoolExecutor, workload: Workload, runs: list[
             run.started = time.monotonic()
             cycle.begin()
             try:
-                result = workload.run(run.job, run.data,
+                # Bytes, as a workload is promised; the copy out of the message it
+                # came in is made here, at the job's start, not all at its arrival.
+                result = workload.run(run.job, bytes(run.data),
                                       functools.partial(cycle.checkpoint, run.is_cancelled))
             except Preempted:
                 break

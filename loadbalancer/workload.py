@@ -52,7 +52,7 @@ class Workload(ABC):
         """The input of one job (master side), made when needed."""
 
     @abstractmethod
-    def check_job(self, job: int, data: bytes) -> None:
+    def check_job(self, job: int, data: bytes | memoryview) -> None:
         """Raise WorkloadError if ``data`` cannot be job ``job``'s input."""
 
     @abstractmethod
@@ -220,14 +220,14 @@ class Vector(Workload):
     def job_data(self, job: int) -> bytes:
         return np.full(self._size(job), self.VALUE).tobytes()
 
-    def _check_size(self, job: int, data: bytes, what: str) -> None:
+    def _check_size(self, job: int, data: bytes | memoryview, what: str) -> None:
         if not 0 <= job < self.jobs:
             raise WorkloadError(f"job {job} out of range 0..{self.jobs - 1}")
         if len(data) != self._size(job) * 8:
             raise WorkloadError(f"{what} of job {job} has {len(data)} bytes, "
                                 f"expected {self._size(job) * 8}")
 
-    def check_job(self, job: int, data: bytes) -> None:
+    def check_job(self, job: int, data: bytes | memoryview) -> None:
         self._check_size(job, data, "data")
 
     def check_result(self, job: int, data: bytes) -> None:

@@ -158,6 +158,19 @@ def test_job_messages_stay_small_when_they_do_not_compress() -> None:
     assert [len(batch) for batch in jobs] == [4, 4, 4, 4, 4]
 
 
+def test_decoded_job_inputs_are_views_of_the_message_not_copies() -> None:
+    # Copying each job's share out of a large message was most of a slave's time
+    # taking in a bootstrap, and the acks of what arrived meanwhile waited behind it.
+    inputs = [(job, random.randbytes(200_000)) for job in range(4)]
+    payload = messages.encode(Jobs(SPEC, inputs))[1]
+    decoded = messages.decode(Kind.JOBS, payload)
+    assert isinstance(decoded, Jobs)
+    views = [data for _, data in decoded.jobs]
+    assert all(isinstance(view, memoryview) for view in views)
+    assert len({id(view.obj) for view in views}) == 1  # memoryview: one buffer, shared
+    assert [(job, bytes(view)) for job, view in decoded.jobs] == inputs
+
+
 def test_no_jobs_is_one_empty_message_that_still_answers() -> None:
     batches = list(messages.job_messages(WorkloadSpec("vector", {}), [], request=9))
     assert [count for _, count in batches] == [0]

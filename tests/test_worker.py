@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import ClassVar
 
 import pytest
 
@@ -168,3 +169,26 @@ async def test_a_job_that_raises_fails_alone_and_the_batch_goes_on() -> None:
     assert failure.line() == "ZeroDivisionError: job 1 divides by zero"
     assert "in run" in failure.traceback and "compute" not in failure.traceback
     assert outcomes[2].result is not None
+
+
+class Typed(Vector):
+    """Records the type of every input it is given."""
+
+    seen: ClassVar[list[type]] = []
+
+    def run(self, job: int, data: bytes, checkpoint: Checkpoint) -> bytes:
+        self.seen.append(type(data))
+        return super().run(job, data, checkpoint)
+
+
+async def test_a_workload_is_given_bytes_when_its_input_is_a_view_of_a_message() -> None:
+    _, runs = _vector_runs()
+    for run in runs:
+        run.data = memoryview(bytes(run.data))  # as a decoded JOBS message holds it
+    typed = Typed(12, 3, 2)
+    with ThreadPoolExecutor(1) as executor:
+        outcomes = await run_jobs(executor, typed, runs, DutyCycle(Throttle(1.0)))
+    assert typed.seen == [bytes, bytes, bytes]
+    for outcome in outcomes:
+        assert outcome.result is not None
+        typed.check_result(outcome.job, outcome.result)
