@@ -98,13 +98,13 @@ async def keyed_flood(settings: dict[str, object], seconds: float) -> int:
     capacity = wire.fragment_capacity(wire.DEFAULT_MAX_DATAGRAM)
     deadline = time.monotonic() + seconds
     ours, theirs, address = connection.incarnation, connection.peer, connection.peer_address
-    assert endpoint.transport is not None and theirs is not None
+    assert endpoint.socket is not None and theirs is not None
     while time.monotonic() < deadline:
         for _ in range(200):
             header = Header(Kind.JOBS, Role.MASTER, ours, theirs, number)
             fragment = Fragment(seq=seq, index=0, count=1000, kind=Kind.JOBS,
                                 data=os.urandom(capacity))
-            endpoint.transport.sendto(wire.encode(key, header, fragment=fragment), address)
+            endpoint.socket.send([(wire.encode(key, header, fragment=fragment), address)])
             seq, number, sent = seq + 1000, number + 1, sent + 1
         await asyncio.sleep(0.005)
     endpoint.close()

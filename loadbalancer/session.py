@@ -224,7 +224,7 @@ class Connection:
         """Copies recognised and not acted on: network duplicates and retransmissions."""
         return self.session.duplicates + self.dropped["duplicate"]
 
-    def receive_datagram(self, data: bytes, address: Address, now: float) -> None:
+    def receive_datagram(self, data: wire.Bytes, address: Address, now: float) -> None:
         self.bytes_received += len(data)
         try:
             datagram = wire.decode(self.keys, data, self.max_datagram)
