@@ -35,6 +35,9 @@ class RangeSet:
     def add(self, value: int) -> bool:
         """Add ``value``; False (and no change) if refused by the bound on ranges."""
         ranges = self._ranges
+        if ranges and ranges[-1][1] == value - 1:  # the next in order: most values are
+            ranges[-1] = (ranges[-1][0], value)
+            return True
         i = bisect_right(ranges, value, key=_lo)  # ranges[:i] start at or below value
         joins_left = i > 0 and ranges[i - 1][1] >= value - 1
         if joins_left and ranges[i - 1][1] >= value:
@@ -55,6 +58,8 @@ class RangeSet:
 
     def find(self, value: int) -> tuple[int, int] | None:
         """The range holding ``value``, or None."""
+        if not self._ranges or value > self._ranges[-1][1]:  # news: most values are
+            return None
         i = bisect_right(self._ranges, value, key=_lo)
         if i > 0 and self._ranges[i - 1][1] >= value:
             return self._ranges[i - 1]
