@@ -53,6 +53,10 @@ class UdpSocket:
         self.gro = offload and _enable_gro(sock)
         self._ancillary = socket.CMSG_SPACE(gso.GRO_SIZE.size) if self.gro else 0
         self._on_datagrams = on_datagrams
+        # Read into one buffer and copied out at the size read, as libuv does, rather
+        # than a new 64 KiB object a read, shrunk after.
+        self._buffer = bytearray(READ_SIZE)
+        self._view = memoryview(self._buffer)
         self._backlog: collections.deque[gso.Burst] = collections.deque()
         self.closed = False
         self.loop.add_reader(sock.fileno(), self._readable)
@@ -135,14 +139,15 @@ class UdpSocket:
         taken = 0
         while taken < DATAGRAMS_PER_TURN:
             try:
-                data, ancillary, _, source = self._sock.recvmsg(READ_SIZE, self._ancillary)
+                size, ancillary, _, source = self._sock.recvmsg_into([self._buffer],
+                                                                     self._ancillary)
+                data = bytes(self._view[:size])
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:  # an error queued on the socket (ICMP): the channel covers it
                 taken += 1
                 continue
-            size = gso.segment_size(ancillary) if ancillary else None
-            datagrams = gso.segments(data, size)
+            datagrams = gso.segments(data, gso.segment_size(ancillary) if ancillary else None)
             taken += len(datagrams)
             self._on_datagrams(datagrams, (str(source[0]), int(source[1])))
 

@@ -212,30 +212,42 @@ def encode(keys: Keys, header: Header, *, fragment: Fragment | None = None,
            ranges: tuple[tuple[int, int], ...] = (), originals: tuple[int, ...] = (),
            body: Bytes = b"") -> bytearray:
     kind, role, src, dst, number = header
-    prefix = b""
-    flags = 0
     if kind in RELIABLE:
         if fragment is None:
             raise ValueError(f"{kind.name} needs a fragment")
-        prefix = FRAGMENT_HEADER.pack(fragment.seq, fragment.index, fragment.count,
-                                      fragment.part, fragment.parts)
-        body = fragment.data
-        flags = FLAG_AGAIN if fragment.again else 0
-    elif kind is Kind.ACK:
+        return _encode_fragment(keys, header, fragment)
+    if kind is Kind.ACK:
         if len(originals) > MAX_ORIGINALS:
             raise ValueError(f"{len(originals)} originals, at most {MAX_ORIGINALS}")
         body = b"".join([ACK_COUNT.pack(len(ranges)), *(ACK_RANGE.pack(*r) for r in ranges),
                          ACK_COUNT.pack(len(originals)),
                          *(ACK_ORIGINAL.pack(seq) for seq in originals)])
-    start = HEADER.size + len(prefix)
-    end = start + len(body)
+    end = HEADER.size + len(body)
     out = bytearray(end + TAG_SIZE)
-    HEADER.pack_into(out, 0, MAGIC, VERSION, kind, flags, role, src, dst, number,
-                     end - HEADER.size)
-    out[HEADER.size:start] = prefix
-    out[start:end] = body  # the one copy of the data on the way out
+    HEADER.pack_into(out, 0, MAGIC, VERSION, kind, 0, role, src, dst, number, len(body))
+    out[HEADER.size:end] = body
+    return _signed(keys, header, out, end)
+
+
+def _encode_fragment(keys: Keys, header: Header, fragment: Fragment) -> bytearray:
+    """Most datagrams: both headers packed at once, and the one copy of the data on the
+    way out."""
+    kind, role, src, dst, number = header
+    data = fragment.data
+    end = FRAGMENT_DATAGRAM.size + len(data)
+    out = bytearray(end + TAG_SIZE)
+    FRAGMENT_DATAGRAM.pack_into(out, 0, MAGIC, VERSION, kind,
+                                FLAG_AGAIN if fragment.again else 0, role, src, dst, number,
+                                end - HEADER.size, fragment.seq, fragment.index,
+                                fragment.count, fragment.part, fragment.parts)
+    out[FRAGMENT_DATAGRAM.size:end] = data
+    return _signed(keys, header, out, end)
+
+
+def _signed(keys: Keys, header: Header, out: bytearray, end: int) -> bytearray:
+    """``out`` with the tag of its first ``end`` bytes written after them."""
     view = memoryview(out)
-    keys.sign(role, src, number, view[:end], view[end:])
+    keys.sign(header.role, header.src, header.number, view[:end], view[end:])
     return out
 
 
