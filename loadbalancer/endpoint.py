@@ -75,9 +75,7 @@ class Endpoint:
         self.flush()
 
     def _received(self, datagrams: Sequence[gso.Segment], address: Address) -> None:
-        now = self.loop.time()
-        for data in datagrams:
-            self.connection.receive_datagram(data, address, now)
+        self.connection.receive_datagrams(datagrams, address, self.loop.time())
         # What is read in one turn of the loop is answered once: one ack for many
         # fragments, one timer re-arm.
         if not self._flush_pending:

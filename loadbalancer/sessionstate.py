@@ -93,7 +93,15 @@ class SessionState:
 
     def heard(self, number: int, now: float) -> None:
         """Datagram ``number`` of the peer came: raise :class:`Rejected` if it is a copy."""
+        self.admit(number)
+        self.heard_at(now)
+
+    def admit(self, number: int) -> None:
+        """Raise :class:`Rejected` if the peer's datagram ``number`` is a copy."""
         self.replay.check(number)
+
+    def heard_at(self, now: float) -> None:
+        """Datagrams of the peer that were no copies came at ``now``."""
         self.last_heard = now
         self.channel.heard(now)
 

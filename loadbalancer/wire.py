@@ -215,7 +215,7 @@ def encode(keys: Keys, header: Header, *, fragment: Fragment | None = None,
     if kind in RELIABLE:
         if fragment is None:
             raise ValueError(f"{kind.name} needs a fragment")
-        return _encode_fragment(keys, header, fragment)
+        return encode_fragment(keys, header, fragment)
     if kind is Kind.ACK:
         if len(originals) > MAX_ORIGINALS:
             raise ValueError(f"{len(originals)} originals, at most {MAX_ORIGINALS}")
@@ -229,9 +229,9 @@ def encode(keys: Keys, header: Header, *, fragment: Fragment | None = None,
     return _signed(keys, header, out, end)
 
 
-def _encode_fragment(keys: Keys, header: Header, fragment: Fragment) -> bytearray:
-    """Most datagrams: both headers packed at once, and the one copy of the data on the
-    way out."""
+def encode_fragment(keys: Keys, header: Header, fragment: Fragment) -> bytearray:
+    """Most datagrams: a reliable kind's, both headers packed at once, and the one copy of
+    the data on the way out."""
     kind, role, src, dst, number = header
     data = fragment.data
     end = FRAGMENT_DATAGRAM.size + len(data)

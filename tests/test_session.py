@@ -476,3 +476,59 @@ def test_a_peer_whose_address_really_changed_is_followed_after_one_challenge() -
         == {b"r" * 5000}
     lost = kinds(pair.elsewhere, SLAVE_ADDRESS)  # sent to the old address meanwhile
     assert len(lost) == 4  # the fragments sent before the peer was heard from its new address
+
+
+# ---- bursts ------------------------------------------------------------------------------
+def burst_of_everything() -> tuple[Pair, list[bytes]]:
+    """A session, and what a burst read may hold: fragments of two messages, a STATE among
+    them, a copy, a forgery, junk, and a BYE that ends the session before the rest."""
+    pair = Pair()
+    pair.run(0.05)
+    pair.slave.send(Kind.RESULTS, b"a" * 5000, pair.now)
+    first = [d for d, _ in pair.slave.datagrams_to_send(pair.now)]
+    pair.slave.send_state(b"state")
+    pair.slave.send(Kind.RESULTS, b"b" * 3000, pair.now)
+    second = [d for d, _ in pair.slave.datagrams_to_send(pair.now)]
+    forged = bytearray(first[1])
+    forged[-1] ^= 1
+    pair.slave.say_bye()
+    bye = [d for d, _ in pair.slave.datagrams_to_send(pair.now)]
+    after = [bytes(d) for d in first[:1]]  # sent before the BYE, read after it
+    burst = [*first, first[0], bytes(forged), b"junk" * 10, *second, *bye, *after]
+    return pair, [bytes(d) for d in burst]
+
+
+def outcome(connection: Connection) -> tuple[object, ...]:
+    events = []
+    while (event := connection.next_event()) is not None:
+        events.append(event)
+    return (events, connection.drops(), connection.peer, connection.incarnation,
+            connection.suppressed, connection.bytes_received, connection.path._heard_at,
+            connection.session.last_heard)
+
+
+def test_a_burst_read_together_comes_to_what_its_datagrams_one_by_one_would() -> None:
+    one_by_one, burst = burst_of_everything()
+    for data in burst:
+        one_by_one.master.receive_datagram(data, SLAVE_ADDRESS, one_by_one.now)
+    together, same = burst_of_everything()
+    assert same == burst  # the two pairs are alike, datagram for datagram
+    together.master.receive_datagrams(same, SLAVE_ADDRESS, together.now)
+    expected = outcome(one_by_one.master)
+    assert outcome(together.master) == expected
+    events, drops = expected[0], expected[1]
+    assert [e.payload for e in events if isinstance(e, MessageReceived)] == [b"a" * 5000,
+                                                                             b"b" * 3000]
+    assert any(isinstance(e, StateReceived) for e in events)
+    assert isinstance(events[-1], PeerLost)  # the BYE, and what came after it is stale
+    assert drops["bad_tag"] == 1 and drops["stale_session"] == 1
+
+
+def test_a_burst_of_fragments_alone_says_when_and_where_the_peer_was_heard() -> None:
+    pair = Pair()
+    pair.run(0.05)
+    pair.slave.send(Kind.RESULTS, b"c" * 5000, pair.now)
+    burst = [bytes(d) for d, _ in pair.slave.datagrams_to_send(pair.now)]
+    pair.master.receive_datagrams(burst, SLAVE_ADDRESS, pair.now + 1)
+    assert pair.master.path._heard_at == pair.master.session.last_heard == pair.now + 1
+    assert isinstance(pair.master.next_event(), MessageReceived)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from loadbalancer.rangeset import RangeSet
 from loadbalancer.reliable.congestion import CongestionWindow
-from loadbalancer.reliable.fragment import MAX_COUNT, Ack, Event, Fragment
+from loadbalancer.reliable.fragment import MAX_COUNT, Ack, Event, Fragment, ProtocolViolation
 from loadbalancer.reliable.rate import DeliveryRate
 from loadbalancer.reliable.receiver import AckState, Receiver
 from loadbalancer.reliable.rtt import MAX_ACK_DELAY, RttEstimate
@@ -84,6 +84,19 @@ class ReliableChannel:
         kept = self._receiver.receive(fragment, now)
         self._sizing.heard(now)
         return kept
+
+    def receive_fragments(self, fragments: Iterable[Fragment], now: float) -> int:
+        """Fragments that came together, each as :meth:`receive_fragment` takes it; the
+        number that could not be right (each dropped, having changed nothing)."""
+        violations = 0
+        receive = self._receiver.receive
+        for fragment in fragments:
+            try:
+                receive(fragment, now)
+            except ProtocolViolation:
+                violations += 1
+        self._sizing.heard(now)
+        return violations
 
     def ack_to_send(self, now: float) -> Ack | None:
         """The ack to send, if one is due by ``now``; call again until None (news held
