@@ -52,6 +52,7 @@ MAX_DIGITS = 20
 MAX_SPEC = 64 * 1024  # characters of a workload spec as JSON: a name and a few parameters
 _LENGTH = struct.Struct("!I")
 _compressor = zstandard.ZstdCompressor(level=1)
+SAMPLE = 64 * 1024  # bytes of a larger message tried first, to see whether it compresses
 _decompressor = zstandard.ZstdDecompressor()
 # A JSON string, or what is left of an unterminated one: it always matches, so a scan is
 # linear whatever the bytes (possessive: nothing to backtrack into), 4 MiB of escapes in
@@ -70,12 +71,28 @@ def pack(meta: dict[str, Any], blobs: Sequence[bytes | memoryview] | None = None
     blobs = blobs or []
     meta = {**meta, "sizes": [len(b) for b in blobs]}
     head = json.dumps(meta, separators=(",", ":")).encode()
-    envelope = b"".join([_LENGTH.pack(len(head)), head, *blobs])
-    if len(envelope) > 256:
-        packed = _compressor.compress(envelope)
-        if len(packed) < len(envelope) * 7 // 8:
+    parts = [_LENGTH.pack(len(head)), head, *blobs]
+    size = sum(len(part) for part in parts)
+    if size > 256 and _compresses(parts, size):
+        packed = _compressor.compress(b"".join(parts))
+        if len(packed) < size * 7 // 8:
             return bytes([ZSTD]) + packed
-    return bytes([RAW]) + envelope
+    return b"".join([bytes([RAW]), *parts])  # one copy of the blobs, not two
+
+
+def _compresses(parts: Sequence[bytes | memoryview], size: int) -> bool:
+    """Whether a message is worth compressing, judged by its first ``SAMPLE`` bytes when it
+    is larger: a megabyte of incompressible job data costs zstd as long to refuse as all
+    the rest of packing it, and data that does compress shows it from the start."""
+    if size <= SAMPLE:
+        return True
+    sample, taken = [], 0
+    for part in parts:
+        sample.append(part[:SAMPLE - taken])
+        taken += len(sample[-1])
+        if taken >= SAMPLE:
+            break
+    return len(_compressor.compress(b"".join(sample))) < SAMPLE * 7 // 8
 
 
 def unpack(payload: bytes) -> tuple[dict[str, Any], list[memoryview]]:

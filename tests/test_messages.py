@@ -64,6 +64,30 @@ def test_incompressible_payloads_are_sent_raw() -> None:
     assert payload[0] == messages.RAW
 
 
+def test_a_large_message_is_judged_by_its_start_whether_it_compresses(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Trying a megabyte of incompressible data cost as long as the rest of packing it.
+    tried: list[int] = []
+    compress = messages._compressor.compress
+
+    class Watched:
+        def compress(self, data: bytes) -> bytes:
+            tried.append(len(data))
+            return compress(data)
+
+    monkeypatch.setattr(messages, "_compressor", Watched())
+    noise = random.randbytes(2**20)
+    _, payload = messages.encode(Results([(0, noise)]))
+    assert payload[0] == messages.RAW and tried == [messages.SAMPLE]  # the sample only
+    assert messages.decode(Kind.RESULTS, payload) == Results([(0, noise)])
+    tried.clear()
+    _, payload = messages.encode(Results([(0, bytes(2**20))]))
+    assert payload[0] == messages.ZSTD and tried[0] == messages.SAMPLE and len(tried) == 2
+    tried.clear()
+    _, payload = messages.encode(Results([(0, noise[:2**16] + bytes(2**20))]))
+    assert payload[0] == messages.RAW  # the price: compressible data after a noisy start
+
+
 def envelope(meta: object, blobs: bytes = b"") -> bytes:
     head = json.dumps(meta).encode()
     return bytes([messages.RAW]) + struct.pack("!I", len(head)) + head + blobs

@@ -104,6 +104,10 @@ class Sender:
         """Fragments to transmit now: retransmissions first, then new ones, up to the window."""
         out: list[Fragment] = []
         flight = self.flight
+        # What every transmission of this call shares: the delivery rate's mark (taken with
+        # the first, which may find the link idle) and the timeouts, by backoff.
+        delivered: tuple[int, float] | None = None
+        timeouts: dict[int, float] = {}
         while flight.bytes_in_flight < self.cc.window and len(flight.in_flight) < self.max_window:
             if flight.lost:
                 sent = flight.lost.pop(next(iter(flight.lost)))
@@ -113,7 +117,12 @@ class Sender:
                 sent = Sent(self.queue.popleft(), first_sent=now, original_sent=now)
             else:
                 break
-            self._transmit(sent, now)
+            if delivered is None:
+                delivered = self.rate.sending(now, not flight.in_flight)
+            timeout = timeouts.get(sent.backoff)
+            if timeout is None:
+                timeout = timeouts[sent.backoff] = self.rtt.timeout(sent.backoff)
+            self._transmit(sent, now, delivered, timeout)
             fragment = sent.fragment
             if len(fragment.data) > self.sizing.size:
                 out.extend(self._parts(fragment))
@@ -134,15 +143,15 @@ class Sender:
                          data[part * size:(part + 1) * size], part, parts, again=True)
                 for part in range(parts)]
 
-    def _transmit(self, sent: Sent, now: float) -> None:
-        idle = not self.flight.in_flight
-        sent.delivered, sent.delivered_time = self.rate.sending(now, idle)
+    def _transmit(self, sent: Sent, now: float, delivered: tuple[int, float],
+                  timeout: float) -> None:
+        sent.delivered, sent.delivered_time = delivered
         sent.tx, self.tx = self.tx, self.tx + 1
         sent.time_sent = now
         sent.size = min(len(sent.fragment.data), self.sizing.size)
         sent.later_acked = 0
         sent.app_limited = not (self.queue or self.flight.lost)
-        self.flight.take_off(sent, now + self.rtt.timeout(sent.backoff))
+        self.flight.take_off(sent, now + timeout)
 
     def receive_ack(self, ranges: Sequence[tuple[int, int]], now: float,
                     originals: Sequence[int] = ()) -> None:
