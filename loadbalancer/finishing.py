@@ -23,6 +23,11 @@ from loadbalancer.summary import summarise
 from loadbalancer.wire import Role
 
 TRACE_TIMEOUT = 5.0
+# A slave whose HELLO the master answered this lately may be part way into its session
+# when a short batch ends: the master waits this long at most for it to join and hear
+# FINISH, rather than leave it waiting for a master that has gone.
+JOINING = 2.0
+JOIN_POLL = 0.02
 
 
 class Host(outputs.Finished, Protocol):
@@ -71,12 +76,7 @@ class Finishing:
         host.phase = Phase.DONE
         host.sample()
         host.peering.send_state()  # the slave's screen shows this node done, not still processing
-        if host.connection.connected:
-            host.send(Finish())
-            try:
-                await asyncio.wait_for(self.trace_received.wait(), TRACE_TIMEOUT)
-            except TimeoutError:
-                host.say("the slave's trace did not arrive")
+        await self.tell_the_slave()
         host.sample()  # the last frame: with the slave's final state, if it came
         host.summary = summarise(host, makespan, error)
         written = outputs.write(host)
@@ -96,6 +96,23 @@ class Finishing:
         else:
             host.say(host.batch.success)
         host.stop(EXIT_FAILURE if error is not None else EXIT_JOBS_FAILED if failed else EXIT_OK)
+
+    async def tell_the_slave(self) -> None:
+        """FINISH to the slave, then its trace, if a slave is there or joining."""
+        host = self.host
+        if host.connection.connected:
+            host.send(Finish())
+        else:
+            # One that joins now is sent FINISH as it joins (the master's peer_joined).
+            deadline = host.loop.time() + JOINING
+            while (host.connection.joining(host.loop.time(), JOINING)
+                   and host.loop.time() < deadline):
+                await asyncio.sleep(JOIN_POLL)
+        if host.connection.connected:
+            try:
+                await asyncio.wait_for(self.trace_received.wait(), TRACE_TIMEOUT)
+            except TimeoutError:
+                host.say("the slave's trace did not arrive")
 
     def _again(self, jobs: list[int]) -> None:
         """The check of the whole found these jobs' results wrong: compute them again (the

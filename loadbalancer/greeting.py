@@ -72,6 +72,7 @@ class Greeting:
         self.next_hello = now
         self._greeters = Greeters()
         self._greeted_at: float | None = None  # our latest HELLO or WELCOME to a HELLO
+        self.welcomed_at: float | None = None  # our latest WELCOME to a would-be peer's HELLO
 
     def hello_due(self, now: float) -> bool:
         """Whether to say HELLO now; if so, the next is due an interval later."""
@@ -88,7 +89,7 @@ class Greeting:
     def admit(self, header: Header, body: bytes, now: float) -> None:
         """Return if this HELLO earns a WELCOME, else raise :class:`Rejected`."""
         self._greeters.admit(header.src, header.number, wire.decode_greeting(body), now)
-        self._greeted_at = now
+        self._greeted_at = self.welcomed_at = now
 
     def peer_max_datagram(self, datagram: wire.Datagram) -> int:
         """The size a joining peer takes: its WELCOME says, or the HELLO we answered did

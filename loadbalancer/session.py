@@ -186,6 +186,12 @@ class Connection:
         """The peer's incarnation while a session is open."""
         return self.session.peer
 
+    def joining(self, now: float, within: float) -> bool:
+        """Whether a would-be peer is part way into a session: no session is open, and we
+        answered its HELLO ``within`` seconds before ``now``."""
+        welcomed = self.greeting.welcomed_at
+        return self.peer is None and welcomed is not None and now - welcomed <= within
+
     @property
     def channel(self) -> ReliableChannel:
         return self.session.channel
