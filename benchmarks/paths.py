@@ -1,7 +1,7 @@
 """Goodput of incompressible job data on real paths, beside TCP on the same path.
 
-`python -m benchmarks.paths [--quick] [--out DIR]` (root for the veth paths: without it,
-loopback only); also run by `python -m benchmarks.run`.
+`python -m benchmarks.paths [--quick] [--path P ...] [--rounds N] [--out DIR]` (root for
+the veth paths: without it, loopback only); also run by `python -m benchmarks.run`.
 
 Paths: loopback, and two network namespaces joined by a veth pair at MTU 1500 and at 9000
 (:mod:`loadbalancer.testing.netns`). On each, in the same run and interleaved (so a slow
@@ -74,6 +74,11 @@ class NetPath:
     @property
     def label(self) -> str:
         return self.name if self.mtu is None else f"{self.name} MTU {self.mtu}"
+
+    @property
+    def key(self) -> str:
+        """Its name on the command line."""
+        return self.name if self.mtu is None else f"{self.name}{self.mtu}"
 
 
 def loopback_mtu() -> int | None:
@@ -247,13 +252,15 @@ def bootstrap_measure(row: dict[str, Any]) -> Measure:
 
 
 def measure_all(quick: bool, progress: Callable[[str], None] = print,
-                paths: Sequence[NetPath] = PATHS, offload: bool = True) -> list[Measure]:
+                paths: Sequence[NetPath] = PATHS, offload: bool = True,
+                rounds: int | None = None) -> list[Measure]:
     step = Progress(progress)
     why = netns.available()
     if why is not None:
         step(f"{why}: loopback only")
         paths = [path for path in paths if path.mtu is None]
-    count, rounds = (QUICK_JOBS, QUICK_ROUNDS) if quick else (FULL_JOBS, ROUNDS)
+    count, default_rounds = (QUICK_JOBS, QUICK_ROUNDS) if quick else (FULL_JOBS, ROUNDS)
+    rounds = rounds or default_rounds
     rows = []
     with _scratch() as directory:
         step(f"writing {count} inputs of {JOB_BYTES // 1024} KiB of random bytes")
@@ -277,14 +284,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                         f"{QUICK_ROUNDS} rounds (default "
                         f"{FULL_JOBS // 2 * JOB_BYTES // 2**20} MiB, {ROUNDS} rounds)")
     parser.add_argument("--no-offload", action="store_true",
-                        help="lb sends one datagram a system call (the config's offload: "
-                        "false), for the figure before segmentation offload")
+                        help="lb sends and reads one datagram a system call (the config's "
+                        "offload: false), for the figure without GSO and GRO")
+    parser.add_argument("--path", choices=[path.key for path in PATHS], action="append",
+                        help="measure only this path (again for more than one; default all)")
+    parser.add_argument("--rounds", type=int, help=f"rounds of each path (default {ROUNDS}, "
+                        f"{QUICK_ROUNDS} with --quick): more for a median that holds on a "
+                        "busy machine")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out"),
                         help="directory for paths.json")
     args = parser.parse_args(argv)
+    if args.rounds is not None and args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    chosen = [path for path in PATHS if args.path is None or path.key in args.path]
     console = report.console()
     began = time.monotonic()
-    measures = measure_all(args.quick, console.print, offload=not args.no_offload)
+    measures = measure_all(args.quick, console.print, chosen, offload=not args.no_offload,
+                           rounds=args.rounds)
     report.print_paths(console, measures)
     write_json(args.out / "paths.json", [m.to_json() for m in measures])
     console.print(f"wrote {args.out}/paths.json ({time.monotonic() - began:.0f}s in all)")

@@ -54,3 +54,23 @@ def test_a_tiny_run_on_a_veth_path_counts_what_it_moved(tmp_path: Path) -> None:
     measure = paths.goodput_measure(row)
     assert measure.target == ">= 118 MB/s" and measure.value == row["lb_MB_s"]
     assert paths.bootstrap_measure(row).passed is None  # too small to judge
+
+
+def test_the_command_line_measures_the_paths_and_rounds_asked_for(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    asked: list[tuple[list[str], int | None]] = []
+
+    def measure_all(quick: bool, progress: object, chosen: list[paths.NetPath],
+                    offload: bool, rounds: int | None) -> list[object]:
+        asked.append(([path.key for path in chosen], rounds))
+        return []
+
+    monkeypatch.setattr(paths, "measure_all", measure_all)
+    monkeypatch.setattr("benchmarks.report.print_paths", lambda console, measures: None)
+    assert paths.main(["--path", "veth1500", "--path", "loopback", "--rounds", "7",
+                       "--out", str(tmp_path)]) == 0
+    assert paths.main(["--out", str(tmp_path)]) == 0
+    assert asked == [(["loopback", "veth1500"], 7),
+                     (["loopback", "veth1500", "veth9000"], None)]
+    with pytest.raises(SystemExit):
+        paths.main(["--rounds", "0"])
