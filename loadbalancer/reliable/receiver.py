@@ -144,61 +144,64 @@ class Receiver:
 
         Raises ProtocolViolation, having changed nothing, if it cannot be right.
         """
-        f, message_id = fragment, fragment.seq - fragment.index
+        f, seq, size = fragment, fragment.seq, len(fragment.data)
+        message_id = seq - f.index
         if not 0 <= f.index < f.count <= self.max_count or message_id < 0:
-            raise ProtocolViolation(f"fragment {f.index} of {f.count} at seq {f.seq}")
-        if not 0 <= f.kind <= 255 or len(f.data) > self.max_fragment:
-            raise ProtocolViolation(f"kind {f.kind}, {len(f.data)} bytes at seq {f.seq}")
+            raise ProtocolViolation(f"fragment {f.index} of {f.count} at seq {seq}")
+        if not 0 <= f.kind <= 255 or size > self.max_fragment:
+            raise ProtocolViolation(f"kind {f.kind}, {size} bytes at seq {seq}")
         if not 0 <= f.part < f.parts <= self.max_parts:
-            raise ProtocolViolation(f"part {f.part} of {f.parts} at seq {f.seq}")
-        if f.seq in self.received:
+            raise ProtocolViolation(f"part {f.part} of {f.parts} at seq {seq}")
+        received = self.received
+        if received.find(seq) is not None:
             self.duplicates += 1
-            if not f.again or (f.seq not in self.resent_kept and f.seq > self.forgotten_upto):
-                self.acks.original(f.seq)
-            self.acks.duplicate(f.seq, now)
+            if not f.again or (seq not in self.resent_kept and seq > self.forgotten_upto):
+                self.acks.original(seq)
+            self.acks.duplicate(seq, now)
             return False
         partial = self.partials.get(message_id)
         if partial is None:
             # Seqs of a message are all held or none are until its first fragment
             # is kept, and its partial lives until the last one is.
-            if self.received.intersects(message_id, message_id + f.count - 1):
-                raise ProtocolViolation(f"seq {f.seq} overlaps a message already received")
+            if received.intersects(message_id, message_id + f.count - 1):
+                raise ProtocolViolation(f"seq {seq} overlaps a message already received")
         elif (partial.kind, partial.count) != (f.kind, f.count):
-            raise ProtocolViolation(f"seq {f.seq} disagrees with message {message_id}")
-        held, size = (0, 0) if partial is None else (len(partial.parts), partial.size)
-        pieces = self.pieces.get(f.seq)
-        whole = len(f.data) if f.parts == 1 else self._check_part(f, pieces)
-        if size + whole > self.max_message:
+            raise ProtocolViolation(f"seq {seq} disagrees with message {message_id}")
+        held, message_size = (0, 0) if partial is None else (len(partial.parts), partial.size)
+        pieces = self.pieces.get(seq)
+        whole = size if f.parts == 1 else self._check_part(f, pieces)
+        if message_size + whole > self.max_message:
             raise ProtocolViolation(f"message {message_id} exceeds {self.max_message} bytes")
         if f.parts > 1:
             kept, assembled = self._take_part(f, pieces, message_id)
             if assembled is None:
                 return kept
-            f = assembled
+            f, size = assembled, len(assembled.data)
         elif pieces is not None:  # the whole fragment came after all: its parts are moot
-            self._drop_pieces(f.seq)
+            self._drop_pieces(seq)
         completes = held + 1 == f.count  # then nothing stays buffered
-        over_budget = self.buffered + len(f.data) > self.max_reassembly
+        over_budget = self.buffered + size > self.max_reassembly
         if ((over_budget and not completes and not self._is_head(message_id, f.count))
-                or not self.received.add(f.seq)):
+                or not received.add(seq)):
             self.refused += 1
             return False
         if f.again:
-            self._kept_resent(f.seq)
+            self._kept_resent(seq)
         if partial is None:
             partial = self.partials[message_id] = _Partial(f.kind, f.count)
         partial.parts[f.index] = f.data
-        partial.size += len(f.data)
-        self.buffered += len(f.data)
+        partial.size += size
+        self.buffered += size
         if len(partial.parts) == f.count:
             del self.partials[message_id]
             self.buffered -= partial.size
             payload = b"".join(partial.parts[i] for i in range(f.count))
             self.events.append(MessageReceived(message_id, f.kind, payload))
-        in_order = f.seq == self.largest_received + 1
-        self.largest_received = max(self.largest_received, f.seq)
+        in_order = seq == self.largest_received + 1
+        if seq > self.largest_received:
+            self.largest_received = seq
         # A gap is news the sender acts on (fast retransmit): tell it at once.
-        self.acks.received(f.seq, now, urgent=not in_order)
+        self.acks.received(seq, now, urgent=not in_order)
         return True
 
     def _kept_resent(self, seq: int) -> None:
