@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import reprlib
+import warnings
 from typing import Any, Final, cast
 
 import msgpack
@@ -135,7 +136,11 @@ def _dtype_from_descr(descr: object) -> np.dtype[Any]:
     """The dtype that a description (str, or a list of fields, as carried) stands for."""
     fields = _descr_fields(descr, 0)
     try:
-        dtype = npy_format.descr_to_dtype(cast(Any, fields))
+        # A warning too means "no dtype": an alias numpy deprecates ('a' for 'S') is
+        # refused now rather than warned about in a node's log and refused by a later numpy.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            dtype = npy_format.descr_to_dtype(cast(Any, fields))
     except Exception as exc:  # numpy parsing hostile text: whatever it raises means "no dtype"
         raise CodecError(f"not a dtype description ({_one_line(exc)})") from None
     if dtype.hasobject:

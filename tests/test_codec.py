@@ -11,6 +11,7 @@ import math
 import re
 import struct
 import tracemalloc
+import warnings
 from typing import Any
 
 import msgpack
@@ -369,6 +370,17 @@ def test_dtypes_that_cannot_be_described_are_refused() -> None:
         encode(np.zeros((1,) * 33))
     with pytest.raises(CodecError, match="Python objects"):
         encode(np.array(["a"], dtype=np.dtypes.StringDType()))
+
+
+def test_a_dtype_alias_numpy_deprecates_is_refused_without_a_warning() -> None:
+    # Found by the fuzzing below: numpy 2 warns about 'a' (for 'S') and a later one refuses it.
+    data = forge([array_ext("|a4", [1], 0, 4)], b"abcd")
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        with pytest.raises(CodecError, match="not a dtype description"):
+            decode(data)
+    assert said == []
+    assert decode(forge([array_ext("|S4", [1], 0, 4)], b"abcd"))[0].tolist() == [b"abcd"]
 
 
 def test_truncated_data_is_refused() -> None:
