@@ -261,10 +261,10 @@ def decode(keys: Keys, data: Bytes, max_datagram: int) -> Datagram:
         raise Rejected("oversized", f"{size} bytes")
     if size >= FRAGMENT_DATAGRAM.size:
         (magic, version, kind, flags, role, src, dst, number, length,
-         *fragment_header) = FRAGMENT_DATAGRAM.unpack_from(data)
-    else:
+         seq, index, count, part, parts) = FRAGMENT_DATAGRAM.unpack_from(data)
+    else:  # too short for a fragment: its kind, if reliable, is refused below
         magic, version, kind, flags, role, src, dst, number, length = HEADER.unpack_from(data)
-        fragment_header = []
+        seq = index = count = part = parts = 0
     if magic != MAGIC:
         raise Rejected("bad_magic")
     if version != VERSION:
@@ -273,7 +273,7 @@ def decode(keys: Keys, data: Bytes, max_datagram: int) -> Datagram:
         raise Rejected("bad_length", f"header says {length}, datagram has {size - OVERHEAD}")
     view = memoryview(data)
     end = size - TAG_SIZE
-    keys.verify(role, src, number, view[:end], view[end:])
+    keys.verify(role, src, number, view[:end], data[end:])
     known_kind, known_role = KINDS.get(kind), _ROLES.get(role)
     if known_kind is None or known_role is None:
         raise Rejected("bad_type", f"type {kind} role {role}")
@@ -283,7 +283,6 @@ def decode(keys: Keys, data: Bytes, max_datagram: int) -> Datagram:
     if known_kind in RELIABLE:
         if length < FRAGMENT_HEADER.size:
             raise Rejected("malformed", "short fragment header")
-        seq, index, count, part, parts = fragment_header
         payload = view[FRAGMENT_DATAGRAM.size:end]
         return Datagram(header, Fragment(seq, index, count, known_kind, payload, part, parts,
                                          bool(flags)))
