@@ -8,7 +8,6 @@ asyncio protocol does. Events are handed to one callback, in order.
 from __future__ import annotations
 
 import asyncio
-import logging
 import socket
 import sys
 from collections.abc import Callable, Sequence
@@ -25,8 +24,6 @@ from loadbalancer.udpsocket import UdpSocket
 TIMER_GRACE = 0.001
 # Linux's getsockopt names for a connected socket's path MTU (<linux/in.h>, <linux/in6.h>).
 IP_MTU, IPV6_MTU = 14, 24
-
-log = logging.getLogger(__name__)
 
 
 async def resolve(address: Address) -> Address:

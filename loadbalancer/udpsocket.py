@@ -78,11 +78,6 @@ class UdpSocket:
             sock.close()
             raise
 
-    @property
-    def address(self) -> Address:
-        host, port = self._sock.getsockname()[:2]
-        return str(host), int(port)
-
     # ---- sending ------------------------------------------------------------------
     def send(self, datagrams: Iterable[tuple[gso.Datagram, Address]]) -> None:
         """Send in order, in bursts where the offload allows; what the socket cannot take
@@ -128,11 +123,6 @@ class UdpSocket:
                 return
             self._backlog.popleft()
         self.loop.remove_writer(self._sock.fileno())
-
-    @property
-    def backlog(self) -> int:
-        """Datagrams waiting for the socket to take them."""
-        return sum(len(burst.datagrams) for burst in self._backlog)
 
     # ---- receiving ----------------------------------------------------------------
     def _readable(self) -> None:
