@@ -29,13 +29,42 @@ def test_each_line_is_a_call(tmp_path: Path) -> None:
     assert len(inputs.sha256) == 64
 
 
-def test_inputs_beyond_the_memory_budget_are_read_again(tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_inputs_beyond_the_memory_budget_wait_encoded_in_a_spool(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(jsonlines, "HELD_INPUTS", 200)
-    inputs = inputs_of(tmp_path, "".join(f"[{i}, {'x' * 10!r}]\n".replace("'", '"')
-                                         for i in range(20)))
-    assert sum(data is not None for data in inputs._held) < 20
-    assert [codec.decode_call(inputs.job_data(j))[0][0] for j in range(20)] == list(range(20))
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(f'[{i}, "{"x" * 10}"]\n' for i in range(20)))
+    inputs = Inputs.open(str(path))
+    held = sum(data is not None for data in inputs._held)
+    assert 0 < held < 20
+    path.write_text("[-1]\n" * 20)  # what runs is what was checked, not what the file says now
+    parses = []
+    monkeypatch.setattr(jsonform, "parse_call", lambda line: parses.append(line))
+    assert [codec.decode_call(inputs.job_data(j))[0] for j in range(20)] == [
+        [i, "x" * 10] for i in range(20)]
+    assert parses == []  # read back, not parsed again
+
+
+def test_inputs_on_standard_input_need_no_copy_of_their_text(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jsonlines, "HELD_INPUTS", 100)
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"[1]\n\n[2, 3]\n" * 30)))
+    inputs = Inputs.open("-")
+    assert inputs.count == 60 and inputs.name == "standard input"
+    assert [codec.decode_call(inputs.job_data(j))[0] for j in (0, 1, 59)] == [[1], [2, 3],
+                                                                               [2, 3]]
+
+
+def test_a_spool_that_cannot_be_written_is_one_error(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jsonlines, "HELD_INPUTS", 10)
+
+    def full() -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(jsonlines.tempfile, "TemporaryFile", full)
+    with pytest.raises(InputError, match=r"in\.jsonl: inputs beyond .* No space left"):
+        inputs_of(tmp_path, "[1]\n" * 5)
 
 
 @pytest.mark.parametrize(("text", "words"), [
