@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
-from loadbalancer import commands, control, progress
+from loadbalancer import commands, control, gmac, progress
 from loadbalancer.addresses import Address
 from loadbalancer.balancer import Stimulus, Tick
 from loadbalancer.config import Config
@@ -45,7 +45,7 @@ def connect(config: Config, role: Role, peer: Address,
             on_event: Callable[[Event], None], now: float) -> tuple[Connection, Endpoint]:
     """The session with the peer at ``peer`` and the endpoint that carries it."""
     max_datagram = config.max_datagram or path_max_datagram(peer)
-    log.debug("datagrams of up to %d bytes", max_datagram)
+    log.debug("datagrams of up to %d bytes, tagged by %s", max_datagram, gmac.DESCRIPTION)
     connection = Connection(role, Keys(config.secret), peer_address=peer,
                             new_incarnation=new_incarnation, now=now,
                             max_datagram=max_datagram,

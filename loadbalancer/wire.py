@@ -33,9 +33,7 @@ import hmac
 import struct
 from typing import NamedTuple
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # used as GMAC: no plaintext
-
+from loadbalancer.gmac import TAG_SIZE, Gmac, Tagger
 from loadbalancer.reliable import MAX_ORIGINALS, Fragment
 
 MAGIC = b"LB"
@@ -52,9 +50,7 @@ ACK_RANGE = struct.Struct("!QQ")
 ACK_COUNT = struct.Struct("!H")  # ranges, then originals
 ACK_ORIGINAL = struct.Struct("!Q")  # a seq whose first transmission arrived after all
 FLAG_AGAIN = 0x01  # a reliable kind's fragment sent again: the sender's retransmission
-NONCE = struct.Struct("!4xQ")  # GCM's 96 bits: the packet number, zero-padded
 SENDER = struct.Struct("!BQ")  # what a sender's key is derived from: role, incarnation
-TAG_SIZE = 16
 MAX_CIPHERS = 8  # sender keys kept: ours, the peer's, a few of sessions coming or going
 OVERHEAD = HEADER.size + TAG_SIZE
 # 1,400 bytes fits any Ethernet path without IP fragmentation; loopback and
@@ -144,42 +140,38 @@ class Keys:
         # A derived root rather than the secret itself, so that the same secret
         # used for something else never yields keys valid here.
         self._root = hmac.digest(secret.encode(), b"lb datagram keys v2", "sha256")
-        self._ciphers: dict[tuple[int, int], AESGCM] = {}
+        self._ciphers: dict[tuple[int, int], Tagger] = {}
         # The sender of the last genuine datagram, and its key: nearly every datagram
         # comes from the same peer incarnation as the one before. (Still right if that
         # key has left the dict: keys are a function of the sender.)
-        self._last: tuple[int, int, AESGCM | None] = (-1, -1, None)
+        self._last: tuple[int, int, Tagger | None] = (-1, -1, None)
 
-    def sign(self, role: int, incarnation: int, number: int, signed: Bytes,
-             tag: memoryview) -> None:
-        """Write the tag of ``signed`` into ``tag``."""
+    def sign(self, role: int, incarnation: int, number: int, out: bytearray, end: int) -> None:
+        """Write the tag of ``out[:end]`` into ``out[end:]``."""
         cipher = self._ciphers.get((role, incarnation))
         if cipher is None:
             cipher = self._keep(role, incarnation, self._derive(role, incarnation))
-        cipher.encrypt_into(NONCE.pack(number), b"", signed, tag)
+        cipher.sign(number, out, end)
 
-    def verify(self, role: int, incarnation: int, number: int, signed: Bytes,
-               tag: Bytes) -> None:
-        """Raise :class:`Rejected` ``bad_tag`` unless ``tag`` is the tag of ``signed``.
-        A key derived for a datagram is kept only if the datagram proves genuine,
-        so junk cannot evict real keys."""
+    def verify(self, role: int, incarnation: int, number: int, data: Bytes, end: int) -> None:
+        """Raise :class:`Rejected` ``bad_tag`` unless ``data[end:]`` is the tag of
+        ``data[:end]``. A key derived for a datagram is kept only if the datagram proves
+        genuine, so junk cannot evict real keys."""
         last_role, last_incarnation, known = self._last
         if role != last_role or incarnation != last_incarnation:
             known = self._ciphers.get((role, incarnation))
         cipher = known or self._derive(role, incarnation)
-        try:
-            cipher.decrypt(NONCE.pack(number), tag, signed)
-        except InvalidTag:
-            raise Rejected("bad_tag") from None
+        if not cipher.verify(number, data, end):
+            raise Rejected("bad_tag")
         if known is None:
             self._keep(role, incarnation, cipher)
         self._last = (role, incarnation, cipher)
 
-    def _derive(self, role: int, incarnation: int) -> AESGCM:
+    def _derive(self, role: int, incarnation: int) -> Tagger:
         material = hmac.digest(self._root, SENDER.pack(role, incarnation), "sha256")
-        return AESGCM(material[:16])
+        return Gmac(material[:16])
 
-    def _keep(self, role: int, incarnation: int, cipher: AESGCM) -> AESGCM:
+    def _keep(self, role: int, incarnation: int, cipher: Tagger) -> Tagger:
         if len(self._ciphers) >= MAX_CIPHERS:
             del self._ciphers[next(iter(self._ciphers))]  # the oldest
         self._ciphers[role, incarnation] = cipher
@@ -226,7 +218,8 @@ def encode(keys: Keys, header: Header, *, fragment: Fragment | None = None,
     out = bytearray(end + TAG_SIZE)
     HEADER.pack_into(out, 0, MAGIC, VERSION, kind, 0, role, src, dst, number, len(body))
     out[HEADER.size:end] = body
-    return _signed(keys, header, out, end)
+    keys.sign(role, src, number, out, end)
+    return out
 
 
 def encode_fragment(keys: Keys, header: Header, fragment: Fragment) -> bytearray:
@@ -241,13 +234,7 @@ def encode_fragment(keys: Keys, header: Header, fragment: Fragment) -> bytearray
                                 end - HEADER.size, fragment.seq, fragment.index,
                                 fragment.count, fragment.part, fragment.parts)
     out[FRAGMENT_DATAGRAM.size:end] = data
-    return _signed(keys, header, out, end)
-
-
-def _signed(keys: Keys, header: Header, out: bytearray, end: int) -> bytearray:
-    """``out`` with the tag of its first ``end`` bytes written after them."""
-    view = memoryview(out)
-    keys.sign(header.role, header.src, header.number, view[:end], view[end:])
+    keys.sign(role, src, number, out, end)
     return out
 
 
@@ -271,9 +258,9 @@ def decode(keys: Keys, data: Bytes, max_datagram: int) -> Datagram:
         raise Rejected("bad_version", str(version))
     if size != OVERHEAD + length:
         raise Rejected("bad_length", f"header says {length}, datagram has {size - OVERHEAD}")
-    view = memoryview(data)
     end = size - TAG_SIZE
-    keys.verify(role, src, number, view[:end], data[end:])
+    keys.verify(role, src, number, data, end)
+    view = memoryview(data)
     known_kind, known_role = KINDS.get(kind), _ROLES.get(role)
     if known_kind is None or known_role is None:
         raise Rejected("bad_type", f"type {kind} role {role}")

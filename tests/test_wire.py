@@ -90,8 +90,7 @@ def sealed(kind: int, role: int, body: bytes, flags: int = 0) -> bytearray:
     wire.HEADER.pack_into(data, 0, wire.MAGIC, wire.VERSION, kind, flags, role, 1, 2, 3,
                           len(body))
     data[wire.HEADER.size:-wire.TAG_SIZE] = body
-    view = memoryview(data)
-    KEY.sign(role, 1, 3, view[:-wire.TAG_SIZE], view[-wire.TAG_SIZE:])
+    KEY.sign(role, 1, 3, data, len(data) - wire.TAG_SIZE)
     return data
 
 
