@@ -81,4 +81,3 @@ def _chosen() -> tuple[type[Tagger], str]:
 
 
 Gmac, DESCRIPTION = _chosen()
-COMPILED = Gmac is not PureGmac

@@ -82,12 +82,16 @@ class Inputs:
             digest.update(line)
             if line.strip():
                 data = self._encode(line, number)
-                keep = held + len(data) + ENTRY_OVERHEAD <= HELD_INPUTS
-                self._held.append(data if keep else None)
-                start = self._spooled(data) if not keep else 0
+                if held + len(data) + ENTRY_OVERHEAD <= HELD_INPUTS:
+                    held += len(data) + ENTRY_OVERHEAD
+                    self._held.append(data)
+                    start = end = 0
+                else:
+                    self._held.append(None)
+                    start = self._spooled(data)
+                    end = start + len(data)
                 self._starts.append(start)
-                self._ends.append(start + len(data) if not keep else 0)
-                held += len(data) + ENTRY_OVERHEAD if keep else 0
+                self._ends.append(end)
         if self._spool is not None:
             with self._spooling():
                 self._spool.flush()  # job_data reads the file beneath the buffer

@@ -33,7 +33,8 @@ import hmac
 import struct
 from typing import NamedTuple
 
-from loadbalancer.gmac import TAG_SIZE, Gmac, Tagger
+from loadbalancer.gmac import KEY_SIZE, TAG_SIZE, Gmac, Tagger
+from loadbalancer.gmac import Bytes as Bytes  # what callers know as wire.Bytes
 from loadbalancer.reliable import MAX_ORIGINALS, Fragment
 
 MAGIC = b"LB"
@@ -112,7 +113,6 @@ class Rejected(Exception):
         self.reason = reason
 
 
-Bytes = bytes | bytearray | memoryview
 KINDS = {kind.value: kind for kind in Kind}
 _ROLES = {role.value: role for role in Role}
 
@@ -169,7 +169,7 @@ class Keys:
 
     def _derive(self, role: int, incarnation: int) -> Tagger:
         material = hmac.digest(self._root, SENDER.pack(role, incarnation), "sha256")
-        return Gmac(material[:16])
+        return Gmac(material[:KEY_SIZE])
 
     def _keep(self, role: int, incarnation: int, cipher: Tagger) -> Tagger:
         if len(self._ciphers) >= MAX_CIPHERS:
