@@ -65,6 +65,7 @@ class Endpoint:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._flush_pending = False
+        self._producers: list[asyncio.Future[None]] = []  # waiting in drained()
         self._offload = offload  # bursts of datagrams in one system call, both ways
 
     async def bind(self, local: Address) -> None:
@@ -100,7 +101,24 @@ class Endpoint:
         if self.socket is None or self.socket.closed:
             return False
         self.socket.send(self.connection.datagrams_to_send(self.loop.time()))
+        self._wake_producers()
         return True
+
+    async def drained(self, below: int) -> None:
+        """Wait until fewer than ``below`` bytes of queued messages are unsent, or the
+        session or the socket is gone: a producer of large messages makes them as they
+        leave, so a node holds a window of copies, not a whole batch's."""
+        while (self.connection.connected and self.connection.channel.unsent >= below
+               and self.socket is not None and not self.socket.closed):
+            waiter = self.loop.create_future()
+            self._producers.append(waiter)
+            await waiter
+
+    def _wake_producers(self) -> None:
+        waiting, self._producers = self._producers, []
+        for waiter in waiting:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _arm(self) -> None:
         deadline = self.connection.next_deadline()
@@ -125,3 +143,4 @@ class Endpoint:
             self._timer.cancel()
         if self.socket is not None:
             self.socket.close()
+        self._wake_producers()

@@ -25,6 +25,10 @@ from loadbalancer.tasks import Task
 from loadbalancer.trace import Recorder
 from loadbalancer.wire import Kind, Role
 
+# The next JOBS message is made once the ones before it are this near to gone: enough queued
+# that the window never waits on encoding, and no more (a batch encoded at once would hold
+# a second copy of all its data, and touch that much fresh memory, before the first leaves).
+UNSENT_BYTES = 2 * messages.MESSAGE_BYTES
 NO_JOBS = WorkloadSpec("", {})  # the spec of a JOBS message that carries none (an answer)
 
 
@@ -119,3 +123,4 @@ class Shipper:
                     self.job_bytes = len(payload) / count
                 host.endpoint.flush()
                 await asyncio.sleep(0)
+                await host.endpoint.drained(UNSENT_BYTES)

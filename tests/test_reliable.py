@@ -210,9 +210,9 @@ def test_fast_retransmit_after_three_later_acks() -> None:
     assert [f.seq for f in sent] == [0, 1, 2, 3, 4]
     ch.receive_ack([(1, 1)], 0.01)
     ch.receive_ack([(1, 2)], 0.02)
-    assert ch.fragments_to_send(0.02) == [] and ch.window == 32 * 10  # two are not enough
+    assert ch.fragments_to_send(0.02) == [] and ch.retransmits == 0  # two are not enough
     ch.receive_ack([(1, 3)], 0.03)
-    assert ch.window == 16 * 10
+    assert ch.window == (32 * 10 + 3) // 2  # slow start grew it by the three bytes acked
     assert ch.fragments_to_send(0.03) == [dataclasses.replace(sent[0], again=True)]  # RTO 0.3
     assert ch.retransmits == 1
     assert list(events(ch)) == [MessageAcked(1), MessageAcked(2), MessageAcked(3)]
@@ -221,20 +221,34 @@ def test_fast_retransmit_after_three_later_acks() -> None:
     assert ch.idle
 
 
-def test_window_bounds_in_flight_and_grows_by_one_per_window() -> None:
+def test_window_bounds_in_flight() -> None:
     ch = ReliableChannel(max_fragment=10, initial_window=4, max_window=5)
     for i in range(20):
         ch.send(1, bytes([i]) * 10, 0.0)  # full fragments: the window counts bytes
     assert [f.seq for f in ch.fragments_to_send(0.0)] == [0, 1, 2, 3]
     assert ch.in_flight == 4 and ch.fragments_to_send(0.0) == []
     ch.receive_ack([(0, 1)], 0.01)
-    assert [f.seq for f in ch.fragments_to_send(0.01)] == [4, 5]
-    ch.receive_ack([(0, 3)], 0.02)  # four acks: one window's worth
-    assert ch.window == 5 * 10
-    assert [f.seq for f in ch.fragments_to_send(0.02)] == [6, 7, 8]
+    assert ch.window == 5 * 10  # slow start, capped at max_window
+    assert [f.seq for f in ch.fragments_to_send(0.01)] == [4, 5, 6]
     assert ch.in_flight == 5
     ch.receive_ack([(0, 8)], 0.03)
-    assert ch.window == 5 * 10  # max_window
+    assert ch.window == 5 * 10
+
+
+def test_window_doubles_until_a_loss_then_grows_by_one_per_window() -> None:
+    ch = ReliableChannel(max_fragment=10, initial_window=4, max_window=64)
+    for i in range(100):
+        ch.send(1, bytes([i]) * 10, 0.0)
+    assert len(ch.fragments_to_send(0.0)) == 4
+    ch.receive_ack([(0, 3)], 0.01)  # a round trip's acks: the window doubles
+    assert ch.window == 8 * 10
+    assert [f.seq for f in ch.fragments_to_send(0.01)] == list(range(4, 12))
+    ch.receive_ack([(0, 4), (6, 11)], 0.02)  # 5 is lost: seven acked, then halved
+    assert ch.window == (8 * 10 + 7 * 10) // 2 == 75
+    sent = ch.fragments_to_send(0.021)  # sent after the loss: they count for growth
+    assert sent[0].seq == 5 and len(sent) == 8  # the copy first, then new ones
+    ch.receive_ack([(0, 19)], 0.03)  # eight acked: one window's worth, one fragment more
+    assert ch.window == 75 + 10
 
 
 def test_window_halves_once_per_round_trip_never_below_two() -> None:
@@ -243,11 +257,11 @@ def test_window_halves_once_per_round_trip_never_below_two() -> None:
         ch.send(1, bytes([i]) * 10, 0.0)
     ch.fragments_to_send(0.0)  # seqs 0..7
     ch.receive_ack([(3, 7)], 0.05)  # 0, 1 and 2 lost together: one congestion event
-    assert ch.window == 4 * 10
-    assert [f.seq for f in ch.fragments_to_send(0.05)] == [0, 1, 2, 8]
-    ch.handle_timer(10.0)  # all four time out; 0, 1, 2, 8 were sent at the reduction
-    assert ch.window == 4 * 10
-    assert [f.seq for f in ch.fragments_to_send(10.0)] == [0, 1, 2, 8]
+    assert ch.window == (8 * 10 + 5 * 10) // 2  # after slow start took the five acked
+    assert [f.seq for f in ch.fragments_to_send(0.05)] == [0, 1, 2, 8, 9, 10, 11]
+    ch.handle_timer(10.0)  # all time out; they were sent at the reduction
+    assert ch.window == 65
+    assert [f.seq for f in ch.fragments_to_send(10.0)] == [0, 1, 2, 8, 9, 10, 11]
     for now in (20.0, 30.0, 40.0):
         ch.handle_timer(now)  # each round was sent after the previous reduction
         ch.fragments_to_send(now)
@@ -755,3 +769,19 @@ def test_a_bad_part_is_a_violation_and_changes_nothing(bad: Fragment) -> None:
     with pytest.raises(ProtocolViolation):
         ch.receive_fragment(bad, 1.0)
     assert vars(ch) == before
+
+
+def test_unsent_counts_the_bytes_not_yet_sent_once() -> None:
+    # What a producer waits on: fragments are made as the window lets them go.
+    ch = ReliableChannel(max_fragment=10, initial_window=2)
+    ch.send(1, b"a" * 25, 0.0)
+    ch.send(1, b"b" * 5, 0.0)
+    assert ch.unsent == 30
+    sent = ch.fragments_to_send(0.0)
+    assert [(f.seq, f.index, f.count, bytes(f.data)) for f in sent] == [
+        (0, 0, 3, b"a" * 10), (1, 1, 3, b"a" * 10)]
+    assert ch.unsent == 10
+    ch.receive_ack([(0, 1)], 0.01)
+    assert [(f.seq, bytes(f.data)) for f in ch.fragments_to_send(0.01)] == [
+        (2, b"a" * 5), (3, b"b" * 5)]
+    assert ch.unsent == 0

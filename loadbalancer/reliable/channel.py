@@ -185,6 +185,11 @@ class ReliableChannel:
         return self._receiver.buffered
 
     @property
+    def unsent(self) -> int:
+        """Bytes of queued messages not yet sent once."""
+        return self._sender.unsent
+
+    @property
     def in_flight(self) -> int:
         """Fragments sent and neither acked nor declared lost."""
         return len(self._sender.flight.in_flight)

@@ -59,6 +59,26 @@ TIME_THRESHOLD = 9 / 8  # or this many round trips older than an acked one (RFC 
 
 
 @dataclass(slots=True)
+class Unsent:
+    """A message's fragments not yet sent, made one at a time as the window lets them go:
+    a message queued costs no more than its payload until then."""
+    seq: int  # the next fragment's
+    index: int
+    count: int
+    kind: int
+    view: memoryview
+    step: int
+
+    def take(self) -> Fragment:
+        start = self.index * self.step
+        fragment = Fragment(self.seq, self.index, self.count, self.kind,
+                            self.view[start:start + self.step])
+        self.seq += 1
+        self.index += 1
+        return fragment
+
+
+@dataclass(slots=True)
 class Sender:
     rtt: RttEstimate
     cc: CongestionWindow
@@ -68,7 +88,8 @@ class Sender:
     max_message: int
     max_window: int  # fragments in flight at most
     next_seq: int = 0  # what send() assigns next
-    queue: deque[Fragment] = field(default_factory=deque)  # never sent, in seq order
+    queue: deque[Unsent] = field(default_factory=deque)  # messages never (fully) sent
+    unsent: int = 0  # the bytes of the queue: what a producer waits on
     flight: Flight = field(default_factory=Flight)
     remaining: dict[int, int] = field(default_factory=dict)  # message id -> fragments unacked
     tx: int = 0  # the number of the next transmission
@@ -92,10 +113,8 @@ class Sender:
         message_id = self.next_seq
         step = max(self.sizing.size, -(-len(payload) // MAX_COUNT))
         count = max(1, -(-len(payload) // step))  # an empty message is one empty fragment
-        view = memoryview(payload)
-        for index in range(count):
-            data = view[index * step:(index + 1) * step]
-            self.queue.append(Fragment(message_id + index, index, count, kind, data))
+        self.queue.append(Unsent(message_id, 0, count, kind, memoryview(payload), step))
+        self.unsent += len(payload)
         self.next_seq += count
         self.remaining[message_id] = count
         return message_id
@@ -114,7 +133,7 @@ class Sender:
                 sent.resent += 1
                 self.retransmits += 1
             elif self.queue:
-                sent = Sent(self.queue.popleft(), first_sent=now, original_sent=now)
+                sent = Sent(self._next_new(), first_sent=now, original_sent=now)
             else:
                 break
             if delivered is None:
@@ -133,6 +152,14 @@ class Sender:
             else:
                 out.append(fragment)
         return out
+
+    def _next_new(self) -> Fragment:
+        unsent = self.queue[0]
+        fragment = unsent.take()
+        if unsent.index == unsent.count:
+            self.queue.popleft()
+        self.unsent -= len(fragment.data)
+        return fragment
 
     def _parts(self, fragment: Fragment) -> list[Fragment]:
         """A fragment cut larger than the current size, as datagrams of that size; it
