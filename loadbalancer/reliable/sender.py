@@ -62,20 +62,18 @@ TIME_THRESHOLD = 9 / 8  # or this many round trips older than an acked one (RFC 
 class Unsent:
     """A message's fragments not yet sent, made one at a time as the window lets them go:
     a message queued costs no more than its payload until then."""
-    seq: int  # the next fragment's
-    index: int
+    message_id: int  # the first fragment's seq
     count: int
     kind: int
     view: memoryview
     step: int
+    index: int = 0  # the next fragment's
 
     def take(self) -> Fragment:
-        start = self.index * self.step
-        fragment = Fragment(self.seq, self.index, self.count, self.kind,
-                            self.view[start:start + self.step])
-        self.seq += 1
+        index, start = self.index, self.index * self.step
         self.index += 1
-        return fragment
+        return Fragment(self.message_id + index, index, self.count, self.kind,
+                        self.view[start:start + self.step])
 
 
 @dataclass(slots=True)
@@ -113,7 +111,7 @@ class Sender:
         message_id = self.next_seq
         step = max(self.sizing.size, -(-len(payload) // MAX_COUNT))
         count = max(1, -(-len(payload) // step))  # an empty message is one empty fragment
-        self.queue.append(Unsent(message_id, 0, count, kind, memoryview(payload), step))
+        self.queue.append(Unsent(message_id, count, kind, memoryview(payload), step))
         self.unsent += len(payload)
         self.next_seq += count
         self.remaining[message_id] = count
