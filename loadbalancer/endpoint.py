@@ -70,6 +70,7 @@ class Endpoint:
 
     async def bind(self, local: Address) -> None:
         self.socket = await UdpSocket.bind(local, self._received, offload=self._offload)
+        self.connection.receive_buffer(self.socket.receive_buffer)  # before our first HELLO
         self.flush()
 
     def _received(self, datagrams: Sequence[gso.Segment], address: Address) -> None:

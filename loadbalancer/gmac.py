@@ -81,3 +81,4 @@ def _chosen() -> tuple[type[Tagger], str]:
 
 
 Gmac, DESCRIPTION = _chosen()
+COMPILED = Gmac is not PureGmac  # and with it the codec's fragment fast path (wire)

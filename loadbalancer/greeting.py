@@ -28,7 +28,7 @@ WELCOME_GAP = 0.1
 class _Greeter:
     highest: int  # the highest packet number of its HELLOs
     welcomed: float  # when we last answered one
-    max_datagram: int  # the size its HELLOs state
+    takes: wire.Takes  # what its HELLOs state
 
 
 class Greeters:
@@ -38,7 +38,7 @@ class Greeters:
         self.size = size
         self._known: dict[int, _Greeter] = {}
 
-    def admit(self, incarnation: int, number: int, max_datagram: int, now: float) -> None:
+    def admit(self, incarnation: int, number: int, takes: wire.Takes, now: float) -> None:
         """Return if this HELLO earns a WELCOME, else raise :class:`Rejected`."""
         known = self._known.get(incarnation)
         if known is None:
@@ -48,7 +48,7 @@ class Greeters:
                     raise Rejected("old_hello", "older than every incarnation answered")
                 # Evicted, it is older than the table from now on: one WELCOME at most.
                 del self._known[oldest]
-            self._known[incarnation] = _Greeter(number, now, max_datagram)
+            self._known[incarnation] = _Greeter(number, now, takes)
             return
         if number <= known.highest:
             raise Rejected("replayed", f"hello {number}")
@@ -57,9 +57,9 @@ class Greeters:
             raise Rejected("rate_limited", "welcome")
         known.welcomed = now
 
-    def max_datagram(self, incarnation: int) -> int | None:
+    def takes(self, incarnation: int) -> wire.Takes | None:
         known = self._known.get(incarnation)
-        return None if known is None else known.max_datagram
+        return None if known is None else known.takes
 
 
 class Greeting:
@@ -67,7 +67,8 @@ class Greeting:
     from our latest greeting to the answer that opens a session."""
 
     def __init__(self, max_datagram: int, interval: float, now: float) -> None:
-        self.body = wire.encode_greeting(max_datagram)  # what our HELLO and WELCOME state
+        self.takes = wire.Takes(max_datagram)
+        self.body = wire.encode_greeting(self.takes)  # what our HELLO and WELCOME state
         self.interval = interval
         self.next_hello = now
         self._greeters = Greeters()
@@ -82,6 +83,11 @@ class Greeting:
         self._greeted_at = now
         return True
 
+    def receive_buffer(self, size: int) -> None:
+        """Our socket holds ``size`` payload bytes unread: say so from now on."""
+        self.takes = self.takes._replace(receive_buffer=size)
+        self.body = wire.encode_greeting(self.takes)
+
     def hello_again(self) -> None:
         """The session is lost: say HELLO at once."""
         self.next_hello = 0.0
@@ -91,13 +97,13 @@ class Greeting:
         self._greeters.admit(header.src, header.number, wire.decode_greeting(body), now)
         self._greeted_at = self.welcomed_at = now
 
-    def peer_max_datagram(self, datagram: wire.Datagram) -> int:
-        """The size a joining peer takes: its WELCOME says, or the HELLO we answered did
+    def peer_takes(self, datagram: wire.Datagram) -> wire.Takes:
+        """What a joining peer takes: its WELCOME says, or the HELLO we answered did
         (when the WELCOME was lost and another datagram opens the session)."""
         if datagram.header.kind is Kind.WELCOME:
             return wire.decode_greeting(datagram.body)
-        known = self._greeters.max_datagram(datagram.header.src)
-        return wire.DEFAULT_MAX_DATAGRAM if known is None else known
+        known = self._greeters.takes(datagram.header.src)
+        return wire.Takes(wire.DEFAULT_MAX_DATAGRAM) if known is None else known
 
     def round_trip(self, now: float) -> float | None:
         """The round trip a session that opens now measures, if any; said once."""

@@ -186,6 +186,11 @@ class Connection:
         """The peer's incarnation while a session is open."""
         return self.session.peer
 
+    def receive_buffer(self, size: int) -> None:
+        """Our socket holds ``size`` payload bytes unread: the peer keeps no more than that
+        in flight to us, so a clean path loses nothing to our socket's overflow."""
+        self.greeting.receive_buffer(size)
+
     def joining(self, now: float, within: float) -> bool:
         """Whether a would-be peer is part way into a session: no session is open, and we
         answered its HELLO ``within`` seconds before ``now``."""
@@ -241,17 +246,28 @@ class Connection:
         authenticated on its own and dropped on its own; the fragments of the open
         session among them go to the channel together, in order, which spares each the
         steps that are the same for all of them (where they came from, when)."""
+        self.bytes_received += sum(map(len, datagrams))
         fragments: list[Fragment] = []
-        for data in datagrams:
-            self.bytes_received += len(data)
+        done = 0
+        while done < len(datagrams):
+            done += self._receive_run(datagrams[done:], address, now, fragments)
+        self._take(fragments, now)
+
+    def _receive_run(self, datagrams: Sequence[wire.Bytes], address: Address, now: float,
+                     fragments: list[Fragment]) -> int:
+        """Take datagrams of a burst until one changes the session (a BYE, a join), which
+        the fast path of those after it must know; how many were taken."""
+        fast = self._open(datagrams, address)
+        if fast.count(None) < len(fast):
+            self.path.heard(address, now)  # copies too: the old path is alive
+        session = (self.session.peer, self.incarnation)
+        for taken, (data, opened) in enumerate(zip(datagrams, fast, strict=True), 1):
             try:
-                datagram = wire.decode(self.keys, data, self.max_datagram)
-                if datagram.fragment is not None and self._in_session(datagram.header,
-                                                                      address):
-                    self.path.heard(address, now)  # a copy too: the old path is alive
-                    self.session.admit(datagram.header.number)
-                    fragments.append(datagram.fragment)
+                if opened is not None:
+                    self.session.admit(opened[0])
+                    fragments.append(opened[1])
                     continue
+                datagram = wire.decode(self.keys, data, self.max_datagram)
                 self._take(fragments, now)  # what came before it goes first
                 self._accept(datagram, address, now)
             except Rejected as error:
@@ -260,7 +276,19 @@ class Connection:
                     self._admission.failed_tag(address)
             except ProtocolViolation:
                 self.dropped["malformed"] += 1
-        self._take(fragments, now)
+            if (self.session.peer, self.incarnation) != session:
+                return taken
+        return len(datagrams)
+
+    def _open(self, datagrams: Sequence[wire.Bytes], address: Address) -> list[wire.Opened]:
+        """The open session's fragments from the peer's known address, found by the
+        codec's fast path: what :meth:`_accept` would pass without a word, join or
+        challenge. Everything else takes the way through :meth:`_accept`."""
+        peer = self.session.peer
+        if peer is None or address != self.path.address:
+            return [None] * len(datagrams)
+        return wire.open_fragments(self.keys, datagrams, self.max_datagram, self._peer_role,
+                                   peer, self.incarnation)
 
     def send(self, kind: Kind, payload: bytes, now: float) -> int | None:
         """Queue a reliable message; its id, or None when there is no session."""
@@ -316,24 +344,16 @@ class Connection:
         self._outbox.append((data, address or self.path.address))
 
     def _queue_fragments(self, fragments: list[Fragment]) -> None:
-        """Nearly every datagram: to the peer, straight to the codec's fragment path."""
-        role, src, dst, address = self.role, self.incarnation, self.peer or 0, self.path.address
-        keys, number, outbox = self.keys, self._number, self._outbox
-        for fragment in fragments:
-            header = Header(wire.KINDS[fragment.kind], role, src, dst, number)
-            outbox.append((wire.encode_fragment(keys, header, fragment), address))
-            number += 1
-        self._number = number
+        """Nearly every datagram: to the peer, through the codec's fragment fast path."""
+        address = self.path.address
+        sealed = wire.seal_fragments(self.keys, self.role, self.incarnation, self.peer or 0,
+                                     self._number, fragments)
+        self._number += len(sealed)
+        self._outbox.extend((data, address) for data in sealed)
 
     def _queue_acks(self, now: float) -> None:
         while (ack := self.channel.ack_to_send(now)) is not None:
             self._queue(Kind.ACK, ranges=ack.ranges, originals=ack.originals)
-
-    def _in_session(self, header: Header, address: Address) -> bool:
-        """Whether a fragment is the open session's, from the peer's known address: what
-        :meth:`_accept` would pass without a word, join or challenge."""
-        return (header.src == self.session.peer and header.dst == self.incarnation
-                and header.role is self._peer_role and address == self.path.address)
 
     def _take(self, fragments: list[Fragment], now: float) -> None:
         """The session's fragments of a burst, admitted one by one, to the channel."""
@@ -351,7 +371,7 @@ class Connection:
             self._queue(Kind.WELCOME, address=address, dst=header.src, body=self.greeting.body)
             return
         if header.src != self.peer:
-            self._join(header.src, self.greeting.peer_max_datagram(datagram), now)
+            self._join(header.src, self.greeting.peer_takes(datagram), now)
         self.path.heard(address, now)  # a copy too: the old path is alive
         self.session.heard(header.number, now)
         self._dispatch(datagram, address, now)
@@ -376,12 +396,12 @@ class Connection:
         elif kind is Kind.BYE:
             self._lose("bye")
 
-    def _join(self, incarnation: int, max_datagram: int, now: float) -> None:
+    def _join(self, incarnation: int, takes: wire.Takes, now: float) -> None:
         if self.peer is not None:
             # Keep our incarnation: the newcomer knows it, and the old peer's
             # datagrams are stale by theirs.
             self._lose("replaced", renew=False)
-        self.session.open(incarnation, max_datagram, now)
+        self.session.open(incarnation, takes, now)
         round_trip = self.greeting.round_trip(now)
         if round_trip is not None:
             self.channel.rtt_hint(round_trip)

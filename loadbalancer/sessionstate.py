@@ -44,10 +44,11 @@ class ReplayWindow:
         self.bits |= 1 << offset
 
 
-def _new_channel(max_datagram: int) -> ReliableChannel:
+def _new_channel(max_datagram: int, peer_buffer: int = 0) -> ReliableChannel:
     smaller = [wire.fragment_capacity(size) for size in wire.STEPS if size < max_datagram]
     return ReliableChannel(max_fragment=wire.fragment_capacity(max_datagram),
-                           smaller=smaller, max_reassembly=MAX_REASSEMBLY)
+                           smaller=smaller, max_reassembly=MAX_REASSEMBLY,
+                           max_in_flight=peer_buffer or None)
 
 
 class SessionState:
@@ -83,11 +84,12 @@ class SessionState:
         more often."""
         return now - self.last_heard >= self.heartbeat_timeout / 2
 
-    def open(self, incarnation: int, max_datagram: int, now: float) -> None:
-        """A session with ``incarnation``, which takes datagrams of ``max_datagram``."""
+    def open(self, incarnation: int, takes: wire.Takes, now: float) -> None:
+        """A session with ``incarnation``, which takes what its greeting said."""
         self.peer = incarnation
         # Neither end sends more than the other takes.
-        self.channel = _new_channel(min(self.max_datagram, max_datagram))
+        self.channel = _new_channel(min(self.max_datagram, takes.max_datagram),
+                                    takes.receive_buffer)
         self.replay = ReplayWindow()
         self.last_heard = now
 

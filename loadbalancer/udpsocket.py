@@ -47,8 +47,7 @@ class UdpSocket:
         self.loop = asyncio.get_running_loop()
         self._sock = sock
         sock.setblocking(False)
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        self.receive_buffer = _receive_buffer(sock)
         self.gso = offload and _offers(sock, gso.UDP_SEGMENT, "segmentation")
         self.gro = offload and _enable_gro(sock)
         self._ancillary = socket.CMSG_SPACE(gso.GRO_SIZE.size) if self.gro else 0
@@ -150,6 +149,21 @@ class UdpSocket:
             self.loop.remove_writer(self._sock.fileno())
             self._backlog.clear()
         self._sock.close()
+
+
+def _receive_buffer(sock: socket.socket) -> int:
+    """Ask for RECEIVE_BUFFER; the payload bytes the socket holds unread, as the peer is
+    told. Linux doubles what it grants to cover its own books per datagram, and reports
+    the doubled figure, so half of it is payload."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+    granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    size = granted // 2 if sys.platform.startswith("linux") else granted
+    if size < RECEIVE_BUFFER:
+        log.info("the socket's receive buffer is %d KiB, not the %d KiB asked for (the "
+                 "system caps it: net.core.rmem_max on Linux); the peer sends less at a "
+                 "time, so transfers are slower", size // 1024, RECEIVE_BUFFER // 1024)
+    return size
 
 
 def _offers(sock: socket.socket, option: int, name: str) -> bool:

@@ -24,6 +24,10 @@ Decoding checks the cheap things first (size, magic, version, length) and the
 tag before looking at the body, so junk costs little and forged bodies are
 never parsed. Every failure raises :class:`Rejected` with a short reason that
 the caller counts.
+
+Fragments, nearly every datagram, also have a fast path a burst at a time
+(:func:`seal_fragments`, :func:`open_fragments`): compiled in ``_gmac.c`` where it
+was built, and in Python here, which is its reference.
 """
 
 from __future__ import annotations
@@ -31,21 +35,25 @@ from __future__ import annotations
 import enum
 import hmac
 import struct
-from typing import NamedTuple
+from collections.abc import Callable, Sequence
+from typing import NamedTuple, Protocol, cast
 
+from loadbalancer import gmac
 from loadbalancer.gmac import KEY_SIZE, TAG_SIZE, Gmac, Tagger
 from loadbalancer.gmac import Bytes as Bytes  # what callers know as wire.Bytes
 from loadbalancer.reliable import MAX_ORIGINALS, Fragment
 
 MAGIC = b"LB"
-VERSION = 5  # 5: the AGAIN flag and the ack's originals
+VERSION = 6  # 5: the AGAIN flag and the ack's originals; 6: the greeting's receive buffer
 HEADER = struct.Struct("!2sBBBBQQQH")
 # seq, index and count in its message, and which part of the fragment this datagram
 # carries: a fragment cut before the datagram size stepped down goes in several parts.
 FRAGMENT_HEADER = struct.Struct("!QHHBB")
 # Both at once: most datagrams are fragments, and one unpack costs half of two.
 FRAGMENT_DATAGRAM = struct.Struct(HEADER.format + FRAGMENT_HEADER.format[1:])
-GREETING = struct.Struct("!H")  # HELLO and WELCOME: the largest datagram the sender takes
+# HELLO and WELCOME: the largest datagram the sender takes, and the payload bytes its socket
+# can hold unread (0: it does not say), which bounds what its peer keeps in flight to it.
+GREETING = struct.Struct("!HI")
 TOKEN_SIZE = 8  # PATH_CHALLENGE and PATH_RESPONSE: the challenge's random token
 ACK_RANGE = struct.Struct("!QQ")
 ACK_COUNT = struct.Struct("!H")  # ranges, then originals
@@ -148,10 +156,18 @@ class Keys:
 
     def sign(self, role: int, incarnation: int, number: int, out: bytearray, end: int) -> None:
         """Write the tag of ``out[:end]`` into ``out[end:]``."""
+        self.cipher(role, incarnation).sign(number, out, end)
+
+    def cipher(self, role: int, incarnation: int) -> Tagger:
+        """The key of a sender, ours: derived the first time, then kept."""
         cipher = self._ciphers.get((role, incarnation))
         if cipher is None:
             cipher = self._keep(role, incarnation, self._derive(role, incarnation))
-        cipher.sign(number, out, end)
+        return cipher
+
+    def known(self, role: int, incarnation: int) -> Tagger | None:
+        """The key of a sender that has proven genuine, if it is still kept."""
+        return self._ciphers.get((role, incarnation))
 
     def verify(self, role: int, incarnation: int, number: int, data: Bytes, end: int) -> None:
         """Raise :class:`Rejected` ``bad_tag`` unless ``data[end:]`` is the tag of
@@ -188,16 +204,23 @@ def datagram_size(capacity: int) -> int:
     return capacity + OVERHEAD + FRAGMENT_HEADER.size
 
 
-def encode_greeting(max_datagram: int) -> bytes:
-    return GREETING.pack(max_datagram)
+class Takes(NamedTuple):
+    """What a greeting states about its sender."""
+
+    max_datagram: int
+    receive_buffer: int = 0  # payload bytes; 0 when unknown
 
 
-def decode_greeting(body: bytes) -> int:
-    """The datagram size a HELLO or WELCOME states, or :class:`Rejected`."""
-    size: int = GREETING.unpack(body)[0]  # its length was checked by decode
+def encode_greeting(takes: Takes) -> bytes:
+    return GREETING.pack(*takes)
+
+
+def decode_greeting(body: bytes) -> Takes:
+    """What a HELLO or WELCOME states, or :class:`Rejected`."""
+    size, buffer = GREETING.unpack(body)  # its length was checked by decode
     if not MIN_DATAGRAM <= size <= MAX_DATAGRAM:
         raise Rejected("malformed", f"datagram size {size}")
-    return size
+    return Takes(size, buffer)
 
 
 def encode(keys: Keys, header: Header, *, fragment: Fragment | None = None,
@@ -236,6 +259,68 @@ def encode_fragment(keys: Keys, header: Header, fragment: Fragment) -> bytearray
     out[FRAGMENT_DATAGRAM.size:end] = data
     keys.sign(role, src, number, out, end)
     return out
+
+
+PREFIX = MAGIC + bytes([VERSION])  # a datagram's first three bytes
+# By a datagram's kind byte: the Kind if a fragment may have it, else None.
+FRAGMENT_KINDS = tuple(KINDS.get(kind) if kind in RELIABLE else None for kind in range(256))
+# A fragment datagram that :func:`open_fragments` takes, as (packet number, fragment).
+Opened = tuple[int, Fragment] | None
+
+
+class FragmentPath(Protocol):
+    """What the compiled tag adds: both functions below in one call a burst."""
+
+    def seal_fragments(self, fragments: Sequence[Fragment], prefix: bytes, role: int,
+                       src: int, dst: int, number: int) -> list[bytearray]: ...
+
+    def open_fragments(self, datagrams: Sequence[Bytes], max_datagram: int, prefix: bytes,
+                       role: int, src: int, dst: int, kinds: tuple[Kind | None, ...],
+                       make: Callable[..., Fragment]) -> list[Opened]: ...
+
+
+def seal_fragments(keys: Keys, role: Role, src: int, dst: int, number: int,
+                   fragments: Sequence[Fragment]) -> list[bytearray]:
+    """Each fragment's datagram from (``role``, ``src``) to ``dst``, as
+    :func:`encode_fragment` makes it, under packet numbers from ``number`` on."""
+    cipher = keys.cipher(role, src)
+    if gmac.COMPILED:
+        return cast(FragmentPath, cipher).seal_fragments(fragments, PREFIX, role, src, dst,
+                                                         number)
+    return [encode_fragment(keys, Header(KINDS[fragment.kind], role, src, dst, number + i),
+                            fragment) for i, fragment in enumerate(fragments)]
+
+
+def open_fragments(keys: Keys, datagrams: Sequence[Bytes], max_datagram: int, role: Role,
+                   src: int, dst: int) -> list[Opened]:
+    """The fast path of :func:`decode`, for the datagrams of an open session: for each, its
+    number and fragment if it is a genuine fragment from (``role``, ``src``), a sender
+    proven before, to ``dst``; None for any other, which :func:`decode` is to take (and
+    reject, with the reason, if it must). A forged datagram among them costs its own
+    check, not the others'."""
+    cipher = keys.known(role, src)
+    if cipher is None:
+        return [None] * len(datagrams)
+    if gmac.COMPILED:
+        return cast(FragmentPath, cipher).open_fragments(
+            datagrams, max_datagram, PREFIX, role, src, dst, FRAGMENT_KINDS, Fragment)
+    return [_open_fragment(cipher, data, max_datagram, (role, src, dst)) for data in datagrams]
+
+
+def _open_fragment(cipher: Tagger, data: Bytes, max_datagram: int,
+                   sender: tuple[int, int, int]) -> Opened:
+    size = len(data)
+    if not FRAGMENT_DATAGRAM.size + TAG_SIZE <= size <= max_datagram:
+        return None
+    (magic, version, kind, flags, role, src, dst, number, length,
+     seq, index, count, part, parts) = FRAGMENT_DATAGRAM.unpack_from(data)
+    known = FRAGMENT_KINDS[kind]
+    if (magic != MAGIC or version != VERSION or known is None or flags & ~FLAG_AGAIN
+            or (role, src, dst) != sender or length != size - OVERHEAD
+            or not cipher.verify(number, data, size - TAG_SIZE)):
+        return None
+    payload = memoryview(data)[FRAGMENT_DATAGRAM.size:size - TAG_SIZE]
+    return number, Fragment(seq, index, count, known, payload, part, parts, bool(flags))
 
 
 def decode(keys: Keys, data: Bytes, max_datagram: int) -> Datagram:

@@ -8,8 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from loadbalancer import messages
+from loadbalancer import gmac, messages
 from loadbalancer.testing.loopback import Cluster
+
+
+@pytest.fixture(params=[False, pytest.param(True, marks=pytest.mark.skipif(
+    not gmac.COMPILED, reason="the compiled tag is not built"))], ids=["pure", "compiled"])
+def fast_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Each way through the codec's fragment fast path (wire): the compiled one where it
+    is built, and the pure-Python one it falls back to."""
+    monkeypatch.setattr(gmac, "COMPILED", request.param)
+    return bool(request.param)
 
 
 @pytest.fixture

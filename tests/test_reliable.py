@@ -235,6 +235,20 @@ def test_window_bounds_in_flight() -> None:
     assert ch.window == 5 * 10
 
 
+def test_window_stays_within_what_the_peer_socket_holds() -> None:
+    ch = ReliableChannel(max_fragment=10, initial_window=4, max_window=64, max_in_flight=55)
+    for i in range(40):
+        ch.send(1, bytes([i]) * 10, 0.0)
+    assert len(ch.fragments_to_send(0.0)) == 4
+    for now in (0.01, 0.02, 0.03):  # slow start would take it to 32 fragments
+        ch.receive_ack([(0, ch.in_flight + ch.bytes_acked // 10 - 1)], now)
+        ch.fragments_to_send(now)
+        assert ch.window == 55 and ch.bytes_in_flight <= 55 + 10
+    assert ch.retransmits == 0
+    # Never below the floor of two fragments, whatever the peer says.
+    assert ReliableChannel(max_fragment=10, max_in_flight=3).window == 20
+
+
 def test_window_doubles_until_a_loss_then_grows_by_one_per_window() -> None:
     ch = ReliableChannel(max_fragment=10, initial_window=4, max_window=64)
     for i in range(100):

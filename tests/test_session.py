@@ -132,7 +132,7 @@ def test_a_greeting_answered_late_gives_no_rtt_sample() -> None:
     assert pair.slave.connected and pair.slave.channel.srtt is None
 
 
-def test_messages_are_delivered_once_over_a_lossy_link() -> None:
+def test_messages_are_delivered_once_over_a_lossy_link(fast_path: bool) -> None:
     pair = Pair(loss=0.3, seed=4)
     pair.run(1.0)
     assert pair.master.connected and pair.slave.connected
@@ -256,23 +256,36 @@ def test_a_replayed_hello_earns_a_welcome_and_changes_nothing() -> None:
     assert pair.master.datagrams_to_send(pair.now + 1) == []  # from the current peer: ignored
 
 
+def test_each_end_keeps_in_flight_no_more_than_the_peer_socket_holds() -> None:
+    pair = Pair(max_datagrams=(8972, 8972))
+    pair.slave.receive_buffer(64 * 1024)  # said in its HELLO and WELCOME from now on
+    pair.run(0.5)
+    assert pair.master.connected and pair.slave.connected
+    pair.master.send(Kind.JOBS, bytes(2**20), pair.now)
+    pair.master.datagrams_to_send(pair.now)
+    # The last fragment may start below the window and end above it.
+    assert 64 * 1024 <= pair.master.channel.bytes_in_flight < 64 * 1024 + 8972
+    assert pair.master.channel.window == 64 * 1024
+    assert pair.slave.channel.window > 64 * 1024  # the master said nothing: no cap
+
+
 def test_welcomes_are_limited_per_incarnation_and_to_the_newest_few() -> None:
     greeters = Greeters(size=2)
-    greeters.admit(30, 0, 1400, 0.0)
-    greeters.admit(10, 0, 1400, 0.0)
+    greeters.admit(30, 0, wire.Takes(1400), 0.0)
+    greeters.admit(10, 0, wire.Takes(1400), 0.0)
     for incarnation, number, now, reason in [
             (30, 0, 1.0, "replayed"),  # a copy
             (30, 1, 0.05, "rate_limited"),  # new, but too soon after the last answer
             (5, 0, 1.0, "old_hello"),  # older than both the table holds
     ]:
         with pytest.raises(Rejected) as raised:
-            greeters.admit(incarnation, number, 1400, now)
+            greeters.admit(incarnation, number, wire.Takes(1400), now)
         assert raised.value.reason == reason
-    greeters.admit(30, 2, 1472, 0.2)
-    greeters.admit(20, 0, 1400, 0.2)  # newer than 10, which leaves for good
+    greeters.admit(30, 2, wire.Takes(1472), 0.2)
+    greeters.admit(20, 0, wire.Takes(1400), 0.2)  # newer than 10, which leaves for good
     with pytest.raises(Rejected, match="old_hello"):
-        greeters.admit(10, 5, 1400, 9.0)
-    assert greeters.max_datagram(30) == 1400 and greeters.max_datagram(10) is None
+        greeters.admit(10, 5, wire.Takes(1400), 9.0)
+    assert greeters.takes(30) == wire.Takes(1400) and greeters.takes(10) is None
 
 
 def captured_hellos(role: Role, incarnations: int, seconds: float) -> list[bytes]:
@@ -507,7 +520,8 @@ def outcome(connection: Connection) -> tuple[object, ...]:
             connection.session.last_heard)
 
 
-def test_a_burst_read_together_comes_to_what_its_datagrams_one_by_one_would() -> None:
+def test_a_burst_read_together_comes_to_what_its_datagrams_one_by_one_would(
+        fast_path: bool) -> None:
     one_by_one, burst = burst_of_everything()
     for data in burst:
         one_by_one.master.receive_datagram(data, SLAVE_ADDRESS, one_by_one.now)

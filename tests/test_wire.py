@@ -6,10 +6,10 @@ import dataclasses
 import struct
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from loadbalancer import wire
+from loadbalancer import gmac, wire
 from loadbalancer.reliable import MAX_ORIGINALS, Fragment
 from loadbalancer.wire import Header, Kind, Rejected, Role
 
@@ -41,13 +41,15 @@ def test_fragment_and_ack_round_trip() -> None:
     assert wire.decode(KEY, ack, 1400).ranges == ranges
 
 
-def test_hello_and_welcome_state_the_datagram_size_their_sender_takes() -> None:
+def test_hello_and_welcome_state_the_datagram_size_and_buffer_their_sender_takes() -> None:
+    takes = wire.Takes(8972, 4 * 2**20)
     hello = wire.encode(KEY, Header(Kind.HELLO, Role.SLAVE, 1, 0, 0),
-                        body=wire.encode_greeting(8972))
-    assert wire.decode_greeting(wire.decode(KEY, hello, 1400).body) == 8972
+                        body=wire.encode_greeting(takes))
+    assert wire.decode_greeting(wire.decode(KEY, hello, 1400).body) == takes
+    assert wire.decode_greeting(wire.encode_greeting(wire.Takes(1472))).receive_buffer == 0
     for size in (wire.MIN_DATAGRAM - 1, wire.MAX_DATAGRAM + 1):
         with pytest.raises(Rejected, match="malformed"):
-            wire.decode_greeting(wire.encode_greeting(size))
+            wire.decode_greeting(wire.encode_greeting(wire.Takes(size)))
 
 
 @pytest.mark.parametrize(("kind", "body"), [
@@ -161,3 +163,85 @@ def test_a_forged_datagram_does_not_evict_known_keys() -> None:
 def test_random_bytes_are_rejected_never_crash(data: bytes) -> None:
     with pytest.raises(Rejected):
         wire.decode(KEY, data, 1400)
+
+
+# ---- the fragment fast path ----------------------------------------------------------------
+compiled_only = pytest.mark.skipif(not gmac.COMPILED, reason="the compiled tag is not built")
+SENDER = (Role.SLAVE, 1, 2)  # the session's peer: role, its incarnation, ours
+fragments = st.builds(
+    Fragment, seq=st.integers(0, 2**64 - 1), index=st.integers(0, 2**16 - 1),
+    count=st.integers(1, 2**16 - 1), kind=st.sampled_from(sorted(wire.RELIABLE)),
+    data=st.binary(max_size=1400), part=st.integers(0, 254), parts=st.integers(1, 255),
+    again=st.booleans())
+
+
+@compiled_only
+@settings(max_examples=200, deadline=None)
+@given(batch=st.lists(fragments, max_size=5), number=st.integers(0, 2**63))
+def test_the_fast_path_seals_what_encode_fragment_makes(batch: list[Fragment],
+                                                        number: int) -> None:
+    role, src, dst = SENDER
+    sealed = wire.seal_fragments(KEY, role, src, dst, number, batch)
+    assert sealed == [wire.encode_fragment(KEY, Header(Kind(f.kind), role, src, dst, number + i),
+                                           f) for i, f in enumerate(batch)]
+
+
+def test_the_fast_path_opens_only_genuine_fragments_of_the_session(fast_path: bool) -> None:
+    role, src, dst = SENDER
+    fragment = Fragment(seq=2**40, index=1, count=3, kind=Kind.RESULTS, data=b"x" * 100,
+                        part=1, parts=2, again=True)
+    genuine = wire.seal_fragments(KEY, role, src, dst, 77, [fragment])[0]
+    KEY.verify(role, src, 0, wire.encode(KEY, Header(Kind.STATE, role, src, dst, 0)),
+               wire.HEADER.size)  # the session's peer has proven genuine: its key is kept
+    forged, resized, flagged = bytearray(genuine), bytearray(genuine), bytearray(genuine)
+    forged[60] ^= 1
+    resized[31] += 1  # the body's length
+    flagged[4] = 0x02
+    others = [
+        forged, resized, flagged, genuine[:-1], genuine + b"!",
+        wire.seal_fragments(KEY, role, src, dst + 1, 78, [fragment])[0],  # to someone else
+        wire.seal_fragments(KEY, role.peer, src, dst, 79, [fragment])[0],  # the wrong role
+        wire.encode(KEY, Header(Kind.ACK, role, src, dst, 80), ranges=((0, 1),)),
+        wire.encode(KEY, Header(Kind.STATE, role, src, dst, 81), body=bytes(100)),
+        b"junk" * 40,
+    ]
+    opened = wire.open_fragments(KEY, [genuine, *others, memoryview(genuine)], 1400, role,
+                                 src, dst)
+    assert opened == [(77, fragment), *[None] * len(others), (77, fragment)]
+    assert isinstance(opened[0][1].data, memoryview)  # a view of the datagram, not a copy
+    assert opened[0][1].kind is Kind.RESULTS  # the enum, as decode gives it
+    assert wire.open_fragments(KEY, [genuine], len(genuine) - 1, role, src, dst) == [None]
+    unknown = wire.seal_fragments(KEY, role, src + 1, dst, 1, [fragment])  # never proven
+    assert wire.open_fragments(wire.Keys("a secret of some length"), unknown, 1400, role,
+                               src + 1, dst) == [None]
+
+
+SIZE = wire.FRAGMENT_DATAGRAM.size + 100 + wire.TAG_SIZE
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(flips=st.dictionaries(st.integers(0, SIZE - 1), st.integers(1, 255), min_size=1,
+                             max_size=3), cut=st.integers(0, SIZE - 1))
+def test_a_changed_or_cut_fragment_never_opens(fast_path: bool, flips: dict[int, int],
+                                               cut: int) -> None:
+    role, src, dst = SENDER
+    fragment = Fragment(seq=5, index=0, count=1, kind=Kind.JOBS, data=bytes(range(100)))
+    genuine = wire.seal_fragments(KEY, role, src, dst, 3, [fragment])[0]
+    KEY.verify(role, src, 0, wire.encode(KEY, Header(Kind.STATE, role, src, dst, 0)),
+               wire.HEADER.size)
+    changed = bytearray(genuine)
+    for at, mask in flips.items():
+        changed[at] ^= mask
+    assert wire.open_fragments(KEY, [changed, genuine[:cut]], 1400, role, src, dst) == [None] * 2
+
+
+@compiled_only
+def test_the_compiled_path_refuses_what_cannot_be_a_fragment() -> None:
+    role, src, dst = SENDER
+    for bad in (Fragment(0, 2**16, 1, Kind.JOBS, b""), Fragment(0, 0, 1, 256, b""),
+                Fragment(0, 0, 1, Kind.JOBS, bytes(2**16))):
+        with pytest.raises(ValueError):
+            wire.seal_fragments(KEY, role, src, dst, 0, [bad])
+    with pytest.raises(AttributeError):
+        wire.seal_fragments(KEY, role, src, dst, 0, [object()])  # type: ignore[list-item]

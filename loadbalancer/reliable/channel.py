@@ -23,15 +23,17 @@ class ReliableChannel:
                  max_reassembly: int = 128 * 2**20, initial_rtt: float = 0.1,
                  min_rto: float = 0.01, max_rto: float = 2.0, max_ack_delay: float = MAX_ACK_DELAY,
                  initial_window: int = 32, max_window: int = 1024,
+                 max_in_flight: int | None = None,
                  ack_delay: float = 0.002, ack_every: int = 8, max_ack_ranges: int = 64) -> None:
         if (max_fragment < 1 or not 0 < min_rto <= max_rto or not 1 <= initial_window <= max_window
-                or not 0 <= max_ack_delay <= max_rto):
+                or not 0 <= max_ack_delay <= max_rto
+                or (max_in_flight is not None and max_in_flight < 1)):
             raise ValueError("bad reliable channel settings")
         self._sizing = FragmentSize.of(max_fragment, smaller)
         # Capped so that every message fits the 16-bit fragment count.
         self.max_message = min(max_message, MAX_COUNT * max_fragment)
         self._rtt = RttEstimate.initial(initial_rtt, min_rto, max_rto, max_ack_delay)
-        self._cc = CongestionWindow(initial_window * max_fragment, max_window)
+        self._cc = CongestionWindow.of(initial_window, max_fragment, max_window, max_in_flight)
         self._rate = DeliveryRate()
         self._events: deque[Event] = deque()
         self._sender = Sender(self._rtt, self._cc, self._rate, self._sizing, self._events,
