@@ -48,9 +48,8 @@ class CongestionWindow:
         room = self.max_window * fragment_size
         return int(max(2 * fragment_size, min(room, self.max_bytes)))
 
-    def acked(self, size: int, time_sent: float, fragment_size: int) -> None:
-        if time_sent <= self.recovery_start:
-            return
+    def acked(self, size: int, fragment_size: int) -> None:
+        """``size`` payload bytes were acked, all sent after ``recovery_start``."""
         if self.window < self.threshold:
             self.window = min(self.window + size, self.limit)
             return

@@ -184,8 +184,8 @@ class Sender:
         says arrived; unknown or old seqs are ignored."""
         self.acks += 1
         acked = self.flight.acked(ranges)
+        self._acked(acked)
         for sent in acked:
-            self._acked(sent)
             if sent.resent:
                 rtt = now - sent.original_sent if sent.timed_out else None
                 self._remember(sent.fragment.seq, (sent.resent, rtt, self.acks))
@@ -211,16 +211,33 @@ class Sender:
         if len(self.resent_acked) > MAX_RESENT_ACKED:
             del self.resent_acked[next(iter(self.resent_acked))]
 
-    def _acked(self, sent: Sent) -> None:
-        size = len(sent.fragment.data)
-        self.rate.acked(size)
-        self.sizing.acked(sent.size, sent.time_sent)
-        message_id = sent.fragment.seq - sent.fragment.index
-        self.remaining[message_id] -= 1
-        if not self.remaining[message_id]:
-            del self.remaining[message_id]
-            self.events.append(MessageAcked(message_id))
-        self.cc.acked(size, sent.time_sent, self.sizing.size)
+    def _acked(self, acked: list[Sent]) -> None:
+        """The books of an ack's fragments, added up: one step each for the rate, the
+        size's proof and the window, rather than one a fragment."""
+        total = counted = 0
+        proven = -math.inf
+        recovery, size_now = self.cc.recovery_start, self.sizing.size
+        remaining, events = self.remaining, self.events
+        for sent in acked:
+            fragment = sent.fragment
+            size = len(fragment.data)
+            total += size
+            if sent.time_sent > recovery:  # sent before the last halving: old news
+                counted += size
+            if sent.size >= size_now and sent.time_sent > proven:
+                proven = sent.time_sent
+            message_id = fragment.seq - fragment.index
+            left = remaining[message_id] - 1
+            if left:
+                remaining[message_id] = left
+            else:
+                del remaining[message_id]
+                events.append(MessageAcked(message_id))
+        self.rate.acked(total)
+        if proven > -math.inf:
+            self.sizing.acked(size_now, proven)
+        if counted:
+            self.cc.acked(counted, size_now)
 
     def _detect_lost(self, acked_tx: list[int], now: float) -> None:
         """Fast retransmit of fragments sent before the newest acked one."""
