@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from loadbalancer import gso, local
+from loadbalancer import gso, local, udpsocket
 from loadbalancer.addresses import Address
 from loadbalancer.endpoint import Endpoint
 from loadbalancer.reliable import MessageReceived
@@ -173,3 +173,23 @@ def test_a_refused_offload_falls_back_to_plain_datagrams_once_and_says_so(
     assert done.gso_sends == 1 and not done.sender.gso  # asked once, then never again
     said = [r for r in caplog.records if "offload refused" in r.getMessage()]
     assert len(said) == 1 and said[0].levelno == logging.DEBUG
+
+
+def test_the_socket_states_the_buffer_the_kernel_granted_and_says_when_it_is_short(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def bound() -> int:
+        sock = await UdpSocket.bind(("127.0.0.1", 0), lambda datagrams, address: None)
+        try:
+            return sock.receive_buffer
+        finally:
+            sock.close()
+
+    granted = asyncio.run(bound())
+    assert 0 < granted <= udpsocket.RECEIVE_BUFFER
+    # More than any system grants: the kernel caps it, and the node says so.
+    monkeypatch.setattr(udpsocket, "RECEIVE_BUFFER", 2**30)
+    with caplog.at_level(logging.INFO, logger="loadbalancer.udpsocket"):
+        capped = asyncio.run(bound())
+    assert capped < 2**30
+    said = [r.getMessage() for r in caplog.records if "receive buffer" in r.getMessage()]
+    assert len(said) == 1 and "rmem_max" in said[0]
