@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shlex
 import shutil
 import subprocess
@@ -23,8 +24,10 @@ TITLE = "lb — master ↔ slave"
 @pytest.fixture
 def tmux() -> Iterator[list[str]]:
     """A tmux server of this test's own (-L), without the user's config (-f): their sessions
-    are never touched, and killing it ends whatever still runs in it."""
-    command = ["tmux", "-L", f"lb-test-{os.getpid()}", "-f", os.devnull]
+    are never touched, and killing it ends whatever still runs in it. Its name is new for
+    every test: a server killed by the test before may still be going away, and a client
+    that finds its socket says "server exited unexpectedly"."""
+    command = ["tmux", "-L", f"lb-test-{os.getpid()}-{secrets.token_hex(4)}", "-f", os.devnull]
     yield command
     subprocess.run([*command, "kill-server"], capture_output=True, timeout=10)
 
