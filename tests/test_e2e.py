@@ -210,7 +210,9 @@ def test_an_idle_master_copies_the_slow_slaves_last_job_and_the_first_result_win
     assert cluster.wait() == {"slave": 0, "master": 0}, cluster.log("master")
     result = cluster.result()
     assert result["verified"] is True
-    assert result["copies"]["made"] >= 1 and result["copies"]["won"] >= 1, result["copies"]
+    # It failed once on a loaded machine (no copy made): the logs say why, next time.
+    assert result["copies"]["made"] >= 1 and result["copies"]["won"] >= 1, (
+        result["copies"], cluster.log_tail("master"), cluster.log_tail("slave"))
     assert "copying 1 job the slave is running" in cluster.log("master")
     # The copy won: the slave's original was stopped, not counted as a second run.
     assert result["executed"]["master"] + result["executed"]["slave"] == 96
