@@ -17,7 +17,8 @@ accepted again. After a timeout or BYE we take a new incarnation ourselves, so
 that a peer that still believes in the old session sees a newcomer and rejoins at
 once.
 
-Who gets a WELCOME: :mod:`loadbalancer.greeting`.
+Who gets a WELCOME: :mod:`loadbalancer.greeting`; which datagrams reach the session at all:
+:mod:`loadbalancer.admission`.
 
 Datagram size. HELLO and WELCOME state the largest datagram the sender takes
 (its route's MTU less headers, or its config's value); both ends send at most
@@ -37,6 +38,9 @@ from dataclasses import dataclass
 
 from loadbalancer import wire
 from loadbalancer.addresses import Address
+from loadbalancer.admission import Admission
+from loadbalancer.admission import AuthenticationFailing as AuthenticationFailing  # events
+from loadbalancer.admission import NewcomerRefused as NewcomerRefused
 from loadbalancer.greeting import Greeting
 from loadbalancer.paths import PeerPath
 from loadbalancer.reliable import (
@@ -65,94 +69,8 @@ class StateReceived:
     body: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class NewcomerRefused:
-    """Another peer with the secret asked to join while ours is alive (said once each)."""
-
-    address: Address
-
-
-@dataclass(frozen=True, slots=True)
-class AuthenticationFailing:
-    """Datagrams from the configured peer's address fail the tag (said once): the two
-    nodes most likely use different secrets."""
-
-    address: Address
-
-
 Event = (PeerJoined | PeerLost | StateReceived | MessageReceived | MessageAcked
          | NewcomerRefused | AuthenticationFailing)
-# Incarnations refused while a live peer held the place, remembered so each is said once.
-MAX_REFUSED = 16
-BAD_TAGS_SAID = 3  # datagrams from the peer's address that fail the tag before we say so
-
-
-class Admission:
-    """Which datagrams get as far as the session, and the refusals worth a word (said once)."""
-
-    def __init__(self, role: Role, peer_address: Address, session: SessionState,
-                 greeting: Greeting, say: Callable[[Event], None]) -> None:
-        self.role = role
-        self.session = session
-        self.greeting = greeting
-        self._say = say
-        self._refused: collections.OrderedDict[int, None] = collections.OrderedDict()
-        self._configured_peer = peer_address  # where a wrong secret is worth a word
-        self._said_bad_tag = False
-        self._bad_tags_from_peer = 0
-
-    def check(self, header: Header, body: bytes, address: Address, now: float,
-              incarnation: int) -> None:
-        """Return if the datagram, to our ``incarnation``, is to be handled (a HELLO: it
-        earns a WELCOME), else raise :class:`Rejected`."""
-        if header.role is not self.role.peer:
-            raise Rejected("wrong_role")
-        if header.kind is Kind.HELLO:
-            self._check_hello(header, body, address, now)
-            return
-        if header.dst != incarnation:
-            raise Rejected("stale_session", "addressed to an earlier incarnation")
-        if header.src != self.session.peer:
-            if self.session.is_gone(header.src):
-                raise Rejected("stale_session", "from an earlier peer incarnation")
-            self._check_place(header.src, address, now)
-
-    def failed_tag(self, address: Address) -> None:
-        """Said once, while no session is open: forged datagrams cost nothing else, but a
-        peer whose every datagram fails is one with another secret, and both ends should
-        say so instead of waiting in silence."""
-        self._bad_tags_from_peer += address == self._configured_peer
-        if (self.session.peer is None and not self._said_bad_tag
-                and self._bad_tags_from_peer >= BAD_TAGS_SAID):
-            self._said_bad_tag = True
-            self._say(AuthenticationFailing(address))
-
-    def _check_hello(self, header: Header, body: bytes, address: Address, now: float) -> None:
-        if header.src == self.session.peer:
-            # A HELLO sent before the session opened, arriving late, or a
-            # replay: the session is there already. (A peer that lost our
-            # session takes a new incarnation before it says HELLO again.)
-            raise Rejected("stale_hello")
-        if header.src <= self.session.floor:
-            raise Rejected("stale_session", "hello from an earlier peer incarnation")
-        self._check_place(header.src, address, now)
-        self.greeting.admit(header, body, now)
-
-    def _check_place(self, incarnation: int, address: Address, now: float) -> None:
-        """A peer we still hear from keeps its place: a second slave with the same secret
-        is refused (it gives up in time), where the two used to replace each other, one
-        heartbeat timeout after the other, for ever. A peer that stopped (a restart) has
-        been silent first."""
-        if self.session.peer is None or self.session.silent(now):
-            return
-        if incarnation not in self._refused:
-            self._refused[incarnation] = None
-            if len(self._refused) > MAX_REFUSED:
-                self._refused.popitem(last=False)
-            self._say(NewcomerRefused(address))
-        raise Rejected("peer_busy", "a live peer holds the session")
-
-
 class Connection:
     def __init__(self, role: Role, keys: wire.Keys, *, peer_address: Address,
                  new_incarnation: Callable[[], int], now: float,
