@@ -49,6 +49,7 @@ HEADER = struct.Struct("!2sBBBBQQQH")
 # seq, index and count in its message, and which part of the fragment this datagram
 # carries: a fragment cut before the datagram size stepped down goes in several parts.
 FRAGMENT_HEADER = struct.Struct("!QHHBB")
+NO_FRAGMENT = FRAGMENT_HEADER.unpack(bytes(FRAGMENT_HEADER.size))  # its fields, all 0
 # Both at once: most datagrams are fragments, and one unpack costs half of two.
 FRAGMENT_DATAGRAM = struct.Struct(HEADER.format + FRAGMENT_HEADER.format[1:])
 # HELLO and WELCOME: the largest datagram the sender takes, and the payload bytes its socket
@@ -175,7 +176,7 @@ class Keys:
         genuine, so junk cannot evict real keys."""
         last_role, last_incarnation, known = self._last
         if role != last_role or incarnation != last_incarnation:
-            known = self._ciphers.get((role, incarnation))
+            known = self.known(role, incarnation)
         cipher = known or self._derive(role, incarnation)
         if not cipher.verify(number, data, end):
             raise Rejected("bad_tag")
@@ -309,41 +310,49 @@ def open_fragments(keys: Keys, datagrams: Sequence[Bytes], max_datagram: int, ro
 
 def _open_fragment(cipher: Tagger, data: Bytes, max_datagram: int,
                    sender: tuple[int, int, int]) -> Opened:
-    size = len(data)
-    if not FRAGMENT_DATAGRAM.size + TAG_SIZE <= size <= max_datagram:
+    try:
+        (kind, flags, role, src, dst, number, length,
+         seq, index, count, part, parts) = _fields(data, max_datagram)
+    except Rejected:
         return None
-    (magic, version, kind, flags, role, src, dst, number, length,
-     seq, index, count, part, parts) = FRAGMENT_DATAGRAM.unpack_from(data)
-    known = FRAGMENT_KINDS[kind]
-    if (magic != MAGIC or version != VERSION or known is None or flags & ~FLAG_AGAIN
-            or (role, src, dst) != sender or length != size - OVERHEAD
-            or not cipher.verify(number, data, size - TAG_SIZE)):
+    known, end = FRAGMENT_KINDS[kind], len(data) - TAG_SIZE
+    if (known is None or length < FRAGMENT_HEADER.size or flags & ~FLAG_AGAIN
+            or (role, src, dst) != sender or not cipher.verify(number, data, end)):
         return None
-    payload = memoryview(data)[FRAGMENT_DATAGRAM.size:size - TAG_SIZE]
+    payload = memoryview(data)[FRAGMENT_DATAGRAM.size:end]
     return number, Fragment(seq, index, count, known, payload, part, parts, bool(flags))
 
 
-def decode(keys: Keys, data: Bytes, max_datagram: int) -> Datagram:
-    """Parse and authenticate one datagram, or raise :class:`Rejected`. A fragment's
-    data is a view into ``data``, not a copy."""
+def _fields(data: Bytes, max_datagram: int) -> tuple[int, ...]:
+    """The headers' fields after magic and version (those of a fragment's header 0 if the
+    datagram is too short for one), once the cheap checks pass (size, magic, version,
+    length), else :class:`Rejected`: what is read before the tag is checked."""
     size = len(data)
     if size < OVERHEAD:
         raise Rejected("truncated", f"{size} bytes")
     if size > max_datagram:
         raise Rejected("oversized", f"{size} bytes")
     if size >= FRAGMENT_DATAGRAM.size:
-        (magic, version, kind, flags, role, src, dst, number, length,
-         seq, index, count, part, parts) = FRAGMENT_DATAGRAM.unpack_from(data)
-    else:  # too short for a fragment: its kind, if reliable, is refused below
-        magic, version, kind, flags, role, src, dst, number, length = HEADER.unpack_from(data)
-        seq = index = count = part = parts = 0
+        magic, version, *fields = FRAGMENT_DATAGRAM.unpack_from(data)
+    else:  # too short for a fragment: its kind, if reliable, is refused by the caller
+        magic, version, *fields = HEADER.unpack_from(data)
+        fields += NO_FRAGMENT
     if magic != MAGIC:
         raise Rejected("bad_magic")
     if version != VERSION:
         raise Rejected("bad_version", str(version))
+    length = fields[6]  # after kind, flags, role, src, dst and number
     if size != OVERHEAD + length:
         raise Rejected("bad_length", f"header says {length}, datagram has {size - OVERHEAD}")
-    end = size - TAG_SIZE
+    return tuple(fields)
+
+
+def decode(keys: Keys, data: Bytes, max_datagram: int) -> Datagram:
+    """Parse and authenticate one datagram, or raise :class:`Rejected`. A fragment's
+    data is a view into ``data``, not a copy."""
+    (kind, flags, role, src, dst, number, length,
+     seq, index, count, part, parts) = _fields(data, max_datagram)
+    end = len(data) - TAG_SIZE
     keys.verify(role, src, number, data, end)
     view = memoryview(data)
     known_kind, known_role = KINDS.get(kind), _ROLES.get(role)

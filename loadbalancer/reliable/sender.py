@@ -224,7 +224,7 @@ class Sender:
             total += size
             if sent.time_sent > recovery:  # sent before the last halving: old news
                 counted += size
-            if sent.size >= size_now and sent.time_sent > proven:
+            if sent.size >= size_now and sent.time_sent > proven:  # it went at full size
                 proven = sent.time_sent
             message_id = fragment.seq - fragment.index
             left = remaining[message_id] - 1
@@ -235,7 +235,7 @@ class Sender:
                 events.append(MessageAcked(message_id))
         self.rate.acked(total)
         if proven > -math.inf:
-            self.sizing.acked(size_now, proven)
+            self.sizing.proven(proven)
         if counted:
             self.cc.acked(counted, size_now)
 

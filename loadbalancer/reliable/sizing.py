@@ -50,10 +50,10 @@ class FragmentSize:
     def heard(self, now: float) -> None:
         self.heard_at = now
 
-    def acked(self, size: int, time_sent: float) -> None:
-        """A transmission whose largest datagram held ``size`` bytes was acknowledged."""
-        if size >= self.size:
-            self.proven_at = max(self.proven_at, time_sent)
+    def proven(self, time_sent: float) -> None:
+        """A transmission sent at ``time_sent`` in datagrams of the current size (or
+        larger) was acknowledged: the path carries that size."""
+        self.proven_at = max(self.proven_at, time_sent)
 
     def black_holed(self, size: int, losses: int, first_sent: float) -> bool:
         """Whether a loss (the ``losses``-th in a row of a fragment that first went at
