@@ -61,7 +61,7 @@ class PeerJoined:
 
 @dataclass(frozen=True, slots=True)
 class PeerLost:
-    reason: str  # "timeout", "bye", "restarted", "replaced"
+    reason: str  # "timeout", "bye", "replaced", "renewed" (the peer dropped our session)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +89,7 @@ class Connection:
         self._outbox: list[tuple[bytearray, Address]] = []
         self._events: collections.deque[Event] = collections.deque()
         self.dropped: collections.Counter[str] = collections.Counter()
-        self._admission = Admission(role, peer_address, self.session, self.greeting,
+        self._admission = Admission(role, self.path, self.session, self.greeting,
                                     self._events.append)
         self.bytes_sent = 0
         self.bytes_received = 0
@@ -283,7 +283,9 @@ class Connection:
 
     def _accept(self, datagram: wire.Datagram, address: Address, now: float) -> None:
         header = datagram.header
-        self._admission.check(header, datagram.body, address, now, self.incarnation)
+        renewed = self._admission.check(header, datagram.body, address, now, self.incarnation)
+        if renewed:
+            self._lose("renewed")  # and our WELCOME names an incarnation it has not lost
         if header.kind is Kind.HELLO:
             # To the HELLO's source, proven or not: a peer behind a NAT is reachable only there.
             self._queue(Kind.WELCOME, address=address, dst=header.src, body=self.greeting.body)

@@ -69,6 +69,25 @@ def test_a_restarted_slave_rejoins_and_gets_work_again(cluster: Cluster) -> None
     assert [e["type"] for e in slave["events"]].count("joined") == 2
 
 
+def test_a_slave_stopped_past_the_timeout_rejoins_as_soon_as_it_wakes(cluster: Cluster) -> None:
+    cluster.configure(policy="symmetric", **{**MEDIUM, "jobs": 768})
+    cluster.start_both()
+    cluster.wait_for("slave", lambda s: s["local"]["executed"] >= 10)
+    cluster.signal("slave", signal.SIGSTOP)
+    cluster.wait_for("master", lambda s: s["local"]["peer"] == "lost", timeout=10)
+    time.sleep(0.5)  # the master greets again while the slave sleeps
+    woke = time.time()
+    cluster.signal("slave", signal.SIGCONT)
+    assert cluster.wait() == {"master": 0, "slave": 0}
+    assert cluster.result()["verified"] is True
+    slave = cluster.log("slave")
+    # Not its own heartbeat timeout (1.5 s) later: the master's first HELLO says it
+    # dropped the session, and the slave starts over at once.
+    assert "master lost (renewed)" in slave, slave[-2000:]
+    assert logged_at(slave, "master lost (renewed)") - woke < 0.75
+    assert cluster.log("master").count("slave joined") == 2
+
+
 def test_a_killed_master_resumes_from_its_journal(cluster: Cluster) -> None:
     cluster.configure(policy="symmetric", **{**MEDIUM, "jobs": 768})  # alive after a sync
     cluster.start_both()

@@ -191,20 +191,62 @@ def test_silence_loses_the_peer_and_renews_the_incarnation() -> None:
     assert not pair.master.connected
 
 
-def test_a_restarted_slave_replaces_the_old_one_whose_datagrams_then_go_stale() -> None:
+def test_a_restarted_slave_at_the_same_address_replaces_the_old_one_at_once() -> None:
     pair = Pair()
     pair.run(0.05)
     pair.slave.send_state(b"from the old slave")
     stale = pair.slave.datagrams_to_send(pair.now)[0][0]
-    pair.slave = pair.make(Role.SLAVE, MASTER_ADDRESS, 5000)  # a new process
+    old_incarnation = pair.master.incarnation
+    pair.slave = pair.make(Role.SLAVE, MASTER_ADDRESS, 5000)  # a new process, same socket
+    pair.run(0.05)
+    assert pair.master.peer == 5000 and pair.slave.peer == pair.master.incarnation
+    assert PeerLost("renewed") in pair.events[Role.MASTER]
+    assert pair.master.incarnation > old_incarnation  # the old slave's datagrams name the old
+    pair.master.receive_datagram(stale, SLAVE_ADDRESS, pair.now)
+    assert pair.master.dropped["stale_session"] == 1
+    assert pair.master.peer == 5000
+
+
+def test_a_restarted_slave_elsewhere_replaces_the_old_one_once_that_is_silent() -> None:
+    pair = Pair()
+    pair.run(0.05)
+    moved = ("10.0.0.3", 3)
+    pair.slave = pair.make(Role.SLAVE, MASTER_ADDRESS, 5000)  # a new process, a new port
+    pair.source[Role.SLAVE] = pair.reaches[Role.SLAVE] = moved
     pair.run(1.0)
     assert pair.master.peer == 2000  # the old one was heard too lately: not yet
     pair.run(1.0)  # once it has been silent half a heartbeat timeout
     assert pair.master.peer == 5000
     assert PeerLost("replaced") in pair.events[Role.MASTER]
-    pair.master.receive_datagram(stale, SLAVE_ADDRESS, pair.now)
-    assert pair.master.dropped["stale_session"] == 1
-    assert pair.master.peer == 5000
+
+
+def test_a_node_stopped_past_the_timeout_rejoins_on_its_peers_first_hello() -> None:
+    """SIGSTOP for longer than the heartbeat timeout: the master drops the slave and says
+    HELLO again; when the slave wakes, its socket holds the master's last datagrams of the
+    old session and then that HELLO. The slave renews at once instead of working on in
+    the old session (whose jobs the master took back) until its own timeout."""
+    pair = Pair()
+    pair.run(0.05)
+    for _ in range(3):
+        pair.master.send_state(b"before the stop")
+        pair.run(0.01)
+    buffered: list[bytes] = []
+    awake = pair.slave
+    pair.slave = pair.make(Role.SLAVE, ("10.9.9.9", 9), 9000)  # nobody: the slave is stopped
+    for _ in range(400):  # 4 s: the master times out and greets again
+        pair.now += 0.01
+        pair.master.handle_timer(pair.now)
+        buffered += [data for data, _ in pair.master.datagrams_to_send(pair.now)]
+        if pair.master.connected:
+            pair.master.send_state(b"alive")
+    assert PeerLost("timeout") in [e for e in iter(pair.master.next_event, None)]
+    assert kinds([(SLAVE_ADDRESS, d) for d in buffered], SLAVE_ADDRESS)[-1] is Kind.HELLO
+    pair.slave = awake
+    pair.slave.receive_datagrams(buffered, MASTER_ADDRESS, pair.now)
+    pair.run(0.05)
+    assert PeerLost("renewed") in pair.events[Role.SLAVE]
+    assert pair.master.peer == pair.slave.incarnation
+    assert pair.slave.peer == pair.master.incarnation
 
 
 def test_a_second_live_slave_is_refused_and_said_once() -> None:
