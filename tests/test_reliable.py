@@ -475,6 +475,21 @@ def test_delivery_rate_counts_the_link_not_our_lulls() -> None:
     assert fresh.delivery_rate is None and fresh.srtt == 0.05  # one small message says little
 
 
+def test_a_trickle_that_loses_fragments_is_not_taken_for_a_slow_link() -> None:
+    """Two small messages, both lost and sent again in one burst: the window never held
+    anything back, so their acks say nothing about the link (judged per fragment, the
+    first copy went while the other waited to go again, and measured 400 bytes a second)."""
+    ch = ReliableChannel(max_fragment=100, initial_rtt=0.05, min_rto=0.05)
+    ch.send(1, bytes(20), 0.0)
+    ch.send(1, bytes(20), 0.0)
+    assert len(ch.fragments_to_send(0.0)) == 2
+    ch.handle_timer(1.0)
+    assert len(ch.fragments_to_send(1.0)) == 2  # both again, together
+    ch.receive_ack([(0, 0)], 1.05)
+    ch.receive_ack([(0, 1)], 1.06)
+    assert ch.bytes_acked == 40 and ch.delivery_rate is None
+
+
 def test_fragmentation_and_limits() -> None:
     ch = ReliableChannel(max_fragment=10, max_message=25)
     with pytest.raises(MessageTooLarge):

@@ -125,6 +125,7 @@ class Sender:
         # the first, which may find the link idle) and the timeouts, by backoff.
         delivered: tuple[int, float] | None = None
         timeouts: dict[int, float] = {}
+        sent_now: list[Sent] = []
         while flight.bytes_in_flight < self.cc.window and len(flight.in_flight) < self.max_window:
             if flight.lost:
                 sent = flight.lost.pop(next(iter(flight.lost)))
@@ -140,6 +141,7 @@ class Sender:
             if timeout is None:
                 timeout = timeouts[sent.backoff] = self.rtt.timeout(sent.backoff)
             self._transmit(sent, now, delivered, timeout)
+            sent_now.append(sent)
             fragment = sent.fragment
             if len(fragment.data) > self.sizing.size:
                 out.extend(self._parts(fragment))
@@ -149,6 +151,13 @@ class Sender:
                                     fragment.kind, fragment.data, again=True))
             else:
                 out.append(fragment)
+        # Limited by the link only if the window stopped us with more to send (BBR's
+        # rule). Judged per fragment, the first of any burst and every one sent while
+        # another waited to go again counted: on a lossy link a trickle of small
+        # messages then measured 5 KB/s, and moving jobs looked a second dearer than it was.
+        app_limited = not (self.queue or flight.lost)
+        for sent in sent_now:
+            sent.app_limited = app_limited
         return out
 
     def _next_new(self) -> Fragment:
@@ -175,7 +184,6 @@ class Sender:
         sent.time_sent = now
         sent.size = min(len(sent.fragment.data), self.sizing.size)
         sent.later_acked = 0
-        sent.app_limited = not (self.queue or self.flight.lost)
         self.flight.take_off(sent, now + timeout)
 
     def receive_ack(self, ranges: Sequence[tuple[int, int]], now: float,
