@@ -134,6 +134,7 @@ class Peering:
             self.host.connection.dropped[error.reason] += 1
             return
         if isinstance(message, Jobs):
+            self.host.shipper.carried(len(payload), len(message.jobs))
             self.balance(JobsReceived(len(message.jobs), message.request))
         elif isinstance(message, Request):
             self.balance(RequestReceived(message.request, message.count))

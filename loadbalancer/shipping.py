@@ -62,7 +62,16 @@ class Host(Protocol):
 class Shipper:
     def __init__(self, host: Host) -> None:
         self.host = host
-        self.job_bytes = 0.0  # a job's share of the last JOBS message: the adaptor's cost
+        # A job's share of the last JOBS message either way: the adaptor's cost. Both
+        # nodes carry the same jobs, so a slave that has only received prices its first
+        # move with what the bootstrap cost, not a guess (1 KiB for ~300-byte jobs made
+        # its moves look a second dearer on a slow link).
+        self.job_bytes = 0.0
+
+    def carried(self, size: int, count: int) -> None:
+        """A JOBS message of ``size`` bytes with ``count`` jobs went or came."""
+        if count:
+            self.job_bytes = size / count
 
     def send_jobs(self, count: int, *, request: int | None = None, reason: str = "",
                   bootstrap: bool = False) -> int:
@@ -119,8 +128,7 @@ class Shipper:
             for payload, count in messages.job_messages(spec, data, request, bootstrap):
                 if host.connection.send(Kind.JOBS, payload, host.loop.time()) is None:
                     return
-                if count:
-                    self.job_bytes = len(payload) / count
+                self.carried(len(payload), count)
                 host.endpoint.flush()
                 await asyncio.sleep(0)
                 await host.endpoint.drained(UNSENT_BYTES)
