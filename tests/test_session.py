@@ -220,33 +220,31 @@ def test_a_restarted_slave_elsewhere_replaces_the_old_one_once_that_is_silent() 
     assert PeerLost("replaced") in pair.events[Role.MASTER]
 
 
-def test_a_node_stopped_past_the_timeout_rejoins_on_its_peers_first_hello() -> None:
-    """SIGSTOP for longer than the heartbeat timeout: the master drops the slave and says
-    HELLO again; when the slave wakes, its socket holds the master's last datagrams of the
-    old session and then that HELLO. The slave renews at once instead of working on in
-    the old session (whose jobs the master took back) until its own timeout."""
+@pytest.mark.parametrize("stopped", [Role.SLAVE, Role.MASTER])
+def test_a_node_stopped_past_the_timeout_rejoins_on_its_peers_first_hello(stopped: Role) -> None:
+    """SIGSTOP for longer than the heartbeat timeout: the peer drops the stopped node and
+    says HELLO again; when the node wakes, its socket holds the peer's last datagrams of
+    the old session and then that HELLO. It renews at once instead of working on in the
+    old session (whose jobs have been taken back or given up) until its own timeout."""
     pair = Pair()
     pair.run(0.05)
+    sleeper, peer = pair.node(stopped), pair.node(stopped.peer)
     for _ in range(3):
-        pair.master.send_state(b"before the stop")
+        peer.send_state(b"before the stop")
         pair.run(0.01)
     buffered: list[bytes] = []
-    awake = pair.slave
-    pair.slave = pair.make(Role.SLAVE, ("10.9.9.9", 9), 9000)  # nobody: the slave is stopped
-    for _ in range(400):  # 4 s: the master times out and greets again
+    for _ in range(400):  # 4 s in which only the peer runs: it times out and greets again
         pair.now += 0.01
-        pair.master.handle_timer(pair.now)
-        buffered += [data for data, _ in pair.master.datagrams_to_send(pair.now)]
-        if pair.master.connected:
-            pair.master.send_state(b"alive")
-    assert PeerLost("timeout") in [e for e in iter(pair.master.next_event, None)]
-    assert kinds([(SLAVE_ADDRESS, d) for d in buffered], SLAVE_ADDRESS)[-1] is Kind.HELLO
-    pair.slave = awake
-    pair.slave.receive_datagrams(buffered, MASTER_ADDRESS, pair.now)
+        peer.handle_timer(pair.now)
+        buffered += [data for data, _ in peer.datagrams_to_send(pair.now)]
+        if peer.connected:
+            peer.send_state(b"alive")
+    assert PeerLost("timeout") in list(iter(peer.next_event, None))
+    assert Kind(wire.HEADER.unpack_from(buffered[-1])[2]) is Kind.HELLO
+    sleeper.receive_datagrams(buffered, pair.source[stopped.peer], pair.now)
     pair.run(0.05)
-    assert PeerLost("renewed") in pair.events[Role.SLAVE]
-    assert pair.master.peer == pair.slave.incarnation
-    assert pair.slave.peer == pair.master.incarnation
+    assert PeerLost("renewed") in pair.events[stopped]
+    assert sleeper.peer == peer.incarnation and peer.peer == sleeper.incarnation
 
 
 def test_a_second_live_slave_is_refused_and_said_once() -> None:
