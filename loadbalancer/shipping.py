@@ -64,8 +64,8 @@ class Shipper:
         self.host = host
         # A job's share of the last JOBS message either way: the adaptor's cost. Both
         # nodes carry the same jobs, so a slave that has only received prices its first
-        # move with what the bootstrap cost, not a guess (1 KiB for ~300-byte jobs made
-        # its moves look a second dearer on a slow link).
+        # move with what the bootstrap cost, not a guess (1 KiB for jobs of a few hundred
+        # bytes made its moves look a second dearer on a slow link).
         self.job_bytes = 0.0
 
     def carried(self, size: int, count: int) -> None:
