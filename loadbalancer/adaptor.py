@@ -385,10 +385,23 @@ def grant(snap: Snapshot, asked: int, params: Params = Params()) -> int:
     sent since the peer's state count), the move still pays for itself. The requester already
     applied the hysteresis; applying it twice refused the last few jobs and grew the tail.
     """
+    return grant_decision(snap, asked, params).count
+
+
+def grant_decision(snap: Snapshot, asked: int, params: Params = Params()) -> Decision:
+    """:func:`grant` with the numbers behind it, for the debug log: an empty answer to a
+    request is otherwise silent on both sides."""
     local, remote = _sides(snap, params)
+    head = f"T_local={local.drain:.2f}s T_remote={remote.drain:.2f}s: asked for {asked}"
     if asked <= 0 or remote.rate == 0:
-        return 0
+        return Decision("hold", 0, f"{head}: grant none (the asker is stopped)")
     if local.rate == 0:
-        return min(asked, snap.local.queued)
+        count = min(asked, snap.local.queued)
+        return Decision("send", count, f"{head}: grant {count} (stopped here)")
     move = _best_move(local, remote, snap.link.rtt / 2, snap.link)
-    return min(asked, move.count) if move.gain > _half_cost(move, snap) else 0
+    cost = _half_cost(move, snap)
+    count = min(asked, move.count) if move.gain > cost else 0
+    return Decision("send" if count else "hold", count,
+                    f"{head}: grant {count} (moving {move.count} saves {move.gain:.2f}s, "
+                    f"half its cost {cost:.2f}s at {snap.link.bandwidth / 1e3:.0f} kB/s, "
+                    f"{snap.link.job_bytes:.0f} B a job)")

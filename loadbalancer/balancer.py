@@ -230,7 +230,8 @@ class Balancer:
         snapshot = self.snapshot(local, now)
         if snapshot.in_flight_to_remote:
             return 0
-        return adaptor.grant(snapshot, max(0, asked), self.params)
+        self.last_decision = adaptor.grant_decision(snapshot, max(0, asked), self.params)
+        return self.last_decision.count
 
     def _adapt(self, local: Local, now: float) -> list[Instruction]:
         if self.remote is None or not self.connected or not local.balancing:

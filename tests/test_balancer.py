@@ -141,6 +141,18 @@ def test_scenario(name: str) -> None:
         assert shapes == expected, (number, stimulus, got)
 
 
+def test_an_empty_grant_says_why_in_numbers() -> None:
+    """An empty answer is silent on both sides otherwise: the debug log is all there is."""
+    balancer = Balancer("symmetric")
+    balancer.handle(PeerJoined(), node(), 0.0)
+    balancer.handle(peer(queued=10), node(queued=11), 0.1)
+    [answer] = balancer.handle(RequestReceived(1, 5), node(queued=11), 0.1)
+    assert answer == SendJobs(0, "it asked for 5", 1)
+    assert balancer.last_decision is not None
+    reason = balancer.last_decision.reason
+    assert "asked for 5: grant 0 (moving " in reason and "B a job" in reason, reason
+
+
 def test_counters_are_the_sessions_transfers() -> None:
     balancer = Balancer("symmetric")
     balancer.handle(PeerJoined(), node(), 0.0)
