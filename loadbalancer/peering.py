@@ -87,6 +87,10 @@ class Host(Protocol):
     def say(self, text: str) -> None: ...
 
 
+# How a lost session reads in the log where its reason's name says too little.
+LOST = {"renewed": "it had given this session up: starting over"}
+
+
 class Peering:
     def __init__(self, host: Host, policy: str) -> None:
         self.host = host
@@ -110,7 +114,7 @@ class Peering:
                 # A peer that says goodbye once the run is over has left, not been lost.
                 host.peer_left = reason == "bye" and host.phase == Phase.DONE
                 host.say(f"{host.role.peer} left" if host.peer_left
-                         else f"{host.role.peer} lost ({reason})")
+                         else f"{host.role.peer} lost ({LOST.get(reason, reason)})")
                 self.balance(balancer.PeerLost())
                 host.peer_lost(reason)
             case NewcomerRefused(address):

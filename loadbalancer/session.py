@@ -11,7 +11,9 @@ incarnation, which proves it is fresh, so the asker accepts the new session.
 The exchange also gives each side its first round-trip sample, so that a loss
 of the session's first message costs a timeout sized to the link, not a guess.
 Any other datagram that names our incarnation and carries a newer peer
-incarnation also opens a session. A HELLO alone never changes the session. Once
+incarnation also opens a session. A HELLO alone never changes the session, but
+for one from a newer incarnation at the live peer's own address: that peer has
+dropped the session, and so do we (:meth:`Admission._renewed`). Once
 a peer incarnation is lost (timeout, BYE, or a newer one replaces it) it is never
 accepted again. After a timeout or BYE we take a new incarnation ourselves, so
 that a peer that still believes in the old session sees a newcomer and rejoins at
