@@ -151,10 +151,13 @@ def test_the_log_says_in_words_why_jobs_moved(cluster: Cluster) -> None:
 
 
 def test_the_bootstrap_is_its_own_count_everywhere(cluster: Cluster) -> None:
-    cluster.configure(policy="symmetric", jobs=128, elements_per_job=32768, iterations=4000)
+    # ~20 ms jobs: the run lasts long enough for the slave's state to show all of it.
+    cluster.configure(policy="symmetric", jobs=128, elements_per_job=32768, iterations=8000)
     cluster.start_both()
+    # The bootstrap comes in several JOBS messages, and the slave may state its first
+    # before the last has come (it did once, 4 of 63): wait until it has them all.
     seen = cluster.wait_for("master", lambda s: s["remote"] is not None
-                            and s["remote"].get("bootstrap"))
+                            and s["remote"].get("bootstrap") == s["local"]["bootstrap"] > 0)
     assert cluster.wait() == {"slave": 0, "master": 0}
     result = cluster.result()
     # What the master sent at the start, what the slave says it got, what the summary says.
