@@ -220,7 +220,9 @@ def test_results_come_in_order(run: Run) -> None:
     assert [o.job for o in outcomes] == [10, 11, 12, 13, 14, 20]
     assert results(outcomes) == [*values, 5]
     assert all(o.failure is None and isinstance(o.result, bytes) for o in outcomes)
-    assert all(0.0 <= o.seconds < 0.5 for o in outcomes)
+    # A duration, not a clock reading; the bound is loose because a fresh-clone CI run
+    # once took over 0.5 s for one of these trivial calls on a loaded machine.
+    assert all(0.0 <= o.seconds < 5.0 for o in outcomes)
 
 
 def test_the_first_run_starts_the_child(run: Run) -> None:
