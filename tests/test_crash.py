@@ -84,7 +84,7 @@ def test_a_slave_stopped_past_the_timeout_rejoins_as_soon_as_it_wakes(cluster: C
     # Not its own heartbeat timeout (1.5 s) later: the master's first HELLO says it
     # dropped the session, and the slave starts over at once.
     assert "master lost (it had given this session up" in slave, slave[-2000:]
-    assert logged_at(slave, "master lost (it had given this session up") - woke < 0.75
+    assert logged_at(slave, "master lost (it had given this session up") - woke < 1.4
     assert cluster.log("master").count("slave joined") == 2
 
 
