@@ -33,7 +33,7 @@ class Sent:
     later_acked: int = 0  # fragments sent after this transmission and acked since
     delivered: int = 0  # bytes acked at send time, for the delivery rate
     delivered_time: float = 0.0
-    app_limited: bool = False  # nothing else was waiting to go when it went
+    app_limited: bool = False  # its burst sent all there was before the window closed
 
 
 @dataclass(slots=True)
